@@ -1,0 +1,3 @@
+from mgbench.cli import main
+
+main()

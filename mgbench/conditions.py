@@ -1,0 +1,70 @@
+"""Conditions: what is done to a batch before the model sees it.
+
+A condition has a ``key`` (the store's condition columns for its cell) and
+``apply(model, x, y, ids) -> x'``. Clean returns ``x``; a corruption ignores the model; an
+attack uses it. Suites name condition *types*; each type has an expander that turns one
+``[[conditions]]`` table of a suite file (plus command-line overrides) into conditions.
+Condition types register themselves with :func:`register_condition_type`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.nn as nn
+
+from mgbench.errors import InputError
+from mgbench.store import MetricRow
+
+
+class Condition(Protocol):
+    key: dict[str, Any]
+    needs_grad: bool
+
+    def apply(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The conditioned batch (same shape, values in [0, 1])."""
+
+    def extra_rows(self) -> list[MetricRow]:
+        """Rows the condition measured besides accuracy (empty for most)."""
+
+
+@dataclass
+class Clean:
+    key: dict[str, Any] = field(default_factory=lambda: {"threat": "clean"})
+    needs_grad: bool = False
+
+    def apply(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def extra_rows(self) -> list[MetricRow]:
+        return []
+
+
+Expander = Callable[[dict[str, Any]], list[Condition]]
+_TYPES: dict[str, Expander] = {}
+
+
+def register_condition_type(name: str) -> Callable[[Expander], Expander]:
+    def decorate(expander: Expander) -> Expander:
+        _TYPES[name] = expander
+        return expander
+
+    return decorate
+
+
+def condition_types() -> list[str]:
+    return sorted(_TYPES)
+
+
+def expand(table: dict[str, Any]) -> list[Condition]:
+    kind = table.get("type")
+    if kind not in _TYPES:
+        raise InputError(f"unknown condition type {kind!r}: use one of {', '.join(condition_types())}")
+    return _TYPES[kind](table)
+
+
+@register_condition_type("clean")
+def _expand_clean(table: dict[str, Any]) -> list[Condition]:
+    return [Clean()]

@@ -1,0 +1,14 @@
+"""The model zoo: one registry, ``create_model``/``load_model``, and the architectures.
+
+Importing this package registers every architecture (one module per family).
+"""
+
+from mgbench.models import resnet  # noqa: F401  (registers resnet18, resnet50, resnet-tiny)
+from mgbench.models._builder import LoadedModel, ModelCard, create_model, list_cards, load_model, zoo_dir
+from mgbench.models._registry import get_entry, list_architectures, register_model
+from mgbench.models.anytime import StepOutputs, forward_steps, num_steps
+
+__all__ = [
+    "LoadedModel", "ModelCard", "StepOutputs", "create_model", "forward_steps", "get_entry",
+    "list_architectures", "list_cards", "load_model", "num_steps", "register_model", "zoo_dir",
+]

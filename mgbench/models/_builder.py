@@ -1,0 +1,247 @@
+"""Turning a model name into a ready module: registry names, zoo cards, user factories.
+
+Three ways in, one function (:func:`load_model`):
+- a registered architecture (``resnet18``): randomly initialised, for FLOPs or training;
+- a zoo card (``resnet-tiny.digits``): ``models/<name>.toml`` names the architecture, its
+  arguments and a checkpoint with its sha256;
+- a user factory, ``path/to/file.py:factory`` or ``package.module:factory``, returning an
+  ``nn.Module`` that takes [0, 1] NCHW images and returns logits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from mgbench.errors import InputError
+from mgbench.models._registry import get_entry
+from mgbench.provenance import REPO_ROOT, sha256_file
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+def zoo_dir() -> Path:
+    """The model zoo: ``$MGBENCH_ZOO`` or the repository's ``models/``."""
+    return Path(os.environ.get("MGBENCH_ZOO", REPO_ROOT / "models"))
+
+
+@dataclass
+class ModelCard:
+    """A zoo entry, read from ``models/<name>.toml``."""
+
+    name: str
+    architecture: str
+    dataset: str
+    arguments: dict[str, Any]
+    checkpoint: Path | None
+    sha256: str | None
+    checkpoint_format: str
+    class_list: str | None
+    description: str
+    training: dict[str, Any]
+    source: Path
+
+    @classmethod
+    def read(cls, path: Path) -> "ModelCard":
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InputError(f"model card {path} cannot be read ({exc}): fix the TOML") from exc
+        for key in ("name", "architecture", "dataset"):
+            if key not in data:
+                raise InputError(f"model card {path} lacks the field {key!r}: add it")
+        ckpt = data.get("checkpoint", {})
+        ckpt_path = ckpt.get("path")
+        if ckpt_path is not None:
+            ckpt_path = Path(os.path.expanduser(ckpt_path))
+            if not ckpt_path.is_absolute():
+                ckpt_path = path.parent / ckpt_path
+        return cls(
+            name=data["name"],
+            architecture=data["architecture"],
+            dataset=data["dataset"],
+            arguments=dict(data.get("arguments", {})),
+            checkpoint=ckpt_path,
+            sha256=ckpt.get("sha256"),
+            checkpoint_format=ckpt.get("format", "mgbench"),
+            class_list=ckpt.get("class_list"),
+            description=data.get("description", ""),
+            training=dict(data.get("training", {})),
+            source=path,
+        )
+
+
+def list_cards() -> dict[str, ModelCard]:
+    cards = {}
+    folder = zoo_dir()
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.toml")):
+            card = ModelCard.read(path)
+            cards[card.name] = card
+    return cards
+
+
+@dataclass
+class LoadedModel:
+    """A model and what identifies it in the results store."""
+
+    module: nn.Module
+    name: str
+    architecture: str
+    weights: str  # checkpoint sha256, "random-init", or "user:<sha256 of the factory file>"
+    card: ModelCard | None = None
+    params: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.params = sum(p.numel() for p in self.module.parameters())
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": self.name, "arch": self.architecture, "weights": self.weights}
+
+
+def _state_dict_from(obj: Any) -> dict[str, torch.Tensor]:
+    """Accept a bare state_dict or the usual wrappers ({'state_dict': ...}, {'model': ...})."""
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError("no state_dict of tensors inside")
+    return obj
+
+
+def read_checkpoint(path: Path, where: str) -> dict[str, torch.Tensor]:
+    """Load a checkpoint's state_dict with ``weights_only=True``; errors name ``where``."""
+    if not path.is_file():
+        raise InputError(f"{where}: checkpoint {path} does not exist: train it or fix the path")
+    try:
+        return _state_dict_from(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as exc:  # torch raises many types for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise InputError(f"{where}: checkpoint {path} is not a loadable state_dict ({first})") from exc
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Strict load whose error names the card and the first mismatching keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{label} keys {', '.join(keys[:3])}" + (f" (+{len(keys) - 3})" if len(keys) > 3 else ""))
+        raise InputError(f"{where}: checkpoint does not fit the architecture: {'; '.join(parts)}")
+    module.load_state_dict(state)
+
+
+def imagenet1k_indices(class_list_name: str, imagenet_train: str | None) -> list[int]:
+    """ImageNet-1k output indices of a class list. ImageNet-1k indexes classes by sorted WNID;
+    the ``mgnet`` list is the first 100 sorted WNIDs (indices 0..99). Other lists need the
+    user's full 1000-class train folder to read the sorted WNIDs from."""
+    from mgbench.data import class_list
+
+    wnids = class_list(class_list_name)
+    if class_list_name == "mgnet":
+        return list(range(len(wnids)))
+    if not imagenet_train or not Path(imagenet_train).is_dir():
+        raise InputError(
+            f"slicing ImageNet-1k weights to the {class_list_name} list needs the 1000 WNIDs: "
+            "set imagenet1k_train in the card's [checkpoint] to your full ImageNet train folder"
+        )
+    all_wnids = sorted(p.name for p in Path(imagenet_train).iterdir() if p.is_dir())
+    if len(all_wnids) != 1000:
+        raise InputError(f"{imagenet_train} has {len(all_wnids)} class folders, not the 1000 of ImageNet-1k")
+    position = {w: i for i, w in enumerate(all_wnids)}
+    return [position[w] for w in wnids]
+
+
+def _slice_imagenet1k(state: dict[str, torch.Tensor], indices: list[int]) -> dict[str, torch.Tensor]:
+    """torchvision ImageNet-1k ResNet weights -> our Classifier with 100 outputs."""
+    out = {f"net.{k}": v for k, v in state.items()}
+    out["net.fc.weight"] = out["net.fc.weight"][indices].clone()
+    out["net.fc.bias"] = out["net.fc.bias"][indices].clone()
+    return out
+
+
+def _from_card(card: ModelCard, overrides: dict[str, Any]) -> LoadedModel:
+    entry = get_entry(card.architecture)
+    module = entry.factory(**{**card.arguments, **overrides})
+    where = f"model card {card.name} ({card.source})"
+    if card.checkpoint is None:
+        return LoadedModel(module, card.name, card.architecture, "random-init", card)
+    if card.sha256:
+        if not card.checkpoint.is_file():
+            raise InputError(f"{where}: checkpoint {card.checkpoint} does not exist: train it or fix the path")
+        actual = sha256_file(card.checkpoint)
+        if actual != card.sha256:
+            raise InputError(
+                f"{where}: checkpoint {card.checkpoint} has sha256 {actual[:12]}..., the card says "
+                f"{card.sha256[:12]}...: restore the file or update the card"
+            )
+    state = read_checkpoint(card.checkpoint, where)
+    if card.checkpoint_format == "torchvision-imagenet1k":
+        indices = imagenet1k_indices(card.class_list or "mgnet", card.training.get("imagenet1k_train"))
+        state = _slice_imagenet1k(state, indices)
+    elif card.checkpoint_format != "mgbench":
+        raise InputError(f"{where}: unknown checkpoint format {card.checkpoint_format!r}")
+    load_state(module, state, where)
+    weights = card.sha256 or sha256_file(card.checkpoint)
+    return LoadedModel(module, card.name, card.architecture, weights, card)
+
+
+def _from_factory(spec: str) -> LoadedModel:
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise InputError(f"model file {path} does not exist: pass --model path/to/file.py:factory")
+        module_spec = importlib.util.spec_from_file_location(f"mgbench_user_{path.stem}", path)
+        assert module_spec is not None and module_spec.loader is not None
+        user_module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_spec.name] = user_module
+        try:
+            module_spec.loader.exec_module(user_module)
+        except Exception as exc:
+            raise InputError(f"model file {path} failed to import: {exc.__class__.__name__}: {exc}") from exc
+        weights = f"user:{sha256_file(path)[:16]}"
+    else:
+        try:
+            user_module = importlib.import_module(target)
+        except ImportError as exc:
+            raise InputError(f"cannot import {target!r} for --model {spec}: {exc}") from exc
+        weights = f"user:{target}"
+    factory = getattr(user_module, attr, None)
+    if not callable(factory):
+        raise InputError(f"{target} has no callable {attr!r}: pass --model FILE.py:FACTORY")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise InputError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
+    return LoadedModel(model, spec, "user", weights)
+
+
+def load_model(name: str, **overrides: Any) -> LoadedModel:
+    """Resolve ``name`` (zoo card, user factory or registered architecture) to a model."""
+    if ":" in name:
+        return _from_factory(name)
+    cards = list_cards()
+    if name in cards:
+        return _from_card(cards[name], overrides)
+    entry = get_entry(name)
+    return LoadedModel(entry.factory(**overrides), name, name, "random-init")
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """timm-style entry point: the ``nn.Module`` for a card, factory or architecture name."""
+    return load_model(name, **overrides).module

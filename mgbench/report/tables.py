@@ -1,0 +1,95 @@
+"""Terminal tables derived from the tidy results frame."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def condition_label(row: pd.Series | dict[str, Any]) -> str:
+    """A short human name for a row's condition, e.g. ``fog s3`` or ``pgd linf 4/255``."""
+    threat = row["threat"]
+    if threat == "corruption":
+        return f"{row['corruption']} s{int(row['severity'])}"
+    if threat in ("linf", "l2"):
+        parts = [row.get("attack"), threat, row.get("eps_str")]
+        if _present(row.get("protocol")) and row.get("protocol") != "honest":
+            parts.append(f"[{row['protocol']}]")
+        if _present(row.get("variant")) and row.get("variant") not in ("", "default"):
+            parts.append(f"({row['variant']})")
+        return " ".join(str(p) for p in parts if _present(p))
+    return str(threat)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def accuracy_table(frame: pd.DataFrame, title: str = "accuracy") -> Table:
+    """One line per model x condition: final top-1 with its 95% Wilson interval, top-5, top-1
+    after each step for anytime models, n and throughput."""
+    table = Table(title=title)
+    for column, justify in (
+        ("model", "left"), ("dataset", "left"), ("condition", "left"), ("top-1 %", "right"),
+        ("95% CI", "right"), ("top-5 %", "right"), ("top-1 after each step %", "right"), ("n", "right"),
+        ("img/s", "right"),
+    ):
+        table.add_column(column, justify=justify)
+    for _, cell in frame[frame["threat"] != "compute"].groupby("cell_key", sort=False):
+        first = cell.iloc[0]
+        final = _final_rows(cell)
+        top1 = final.get("top1")
+        if top1 is None:
+            continue
+        top5, speed = final.get("top5"), final.get("images_per_s")
+        steps = cell[(cell["metric"] == "top1") & cell["step"].notna()].sort_values("step")["value"]
+        table.add_row(
+            first["model"], first["dataset"], condition_label(first),
+            _pct(top1.value), f"{_pct(top1.ci_low)}-{_pct(top1.ci_high)}",
+            _pct(top5.value) if top5 is not None else "",
+            " / ".join(_pct(v) for v in steps),
+            str(int(top1.n)), f"{speed.value:.0f}" if speed is not None else "",
+        )
+    return table
+
+
+def compute_table(frame: pd.DataFrame, title: str = "compute (fvcore GMACs: 1 multiply-add = 1 FLOP)") -> Table:
+    """Parameters and GMACs per model; cumulative GMACs after each step for anytime models."""
+    table = Table(title=title)
+    for column, justify in (("model", "left"), ("input", "left"), ("params", "right"), ("GMACs", "right"),
+                            ("GMACs after each step", "right")):
+        table.add_column(column, justify=justify)
+    for _, cell in frame[frame["threat"] == "compute"].groupby("cell_key", sort=False):
+        first = cell.iloc[0]
+        final = _final_rows(cell)
+        steps = cell[(cell["metric"] == "gmacs") & cell["step"].notna()].sort_values("step")["value"]
+        params, gmacs = final.get("params"), final.get("gmacs")
+        table.add_row(
+            first["model"], first["dataset"],
+            f"{params.value / 1e6:.2f}M" if params is not None else "",
+            f"{gmacs.value:.4f}" if gmacs is not None else "",
+            " / ".join(f"{g:.4f}" for g in steps),
+        )
+    return table
+
+
+def _final_rows(cell: pd.DataFrame) -> dict[str, Any]:
+    """The step-less (final) row of each metric in a cell."""
+    return {row.metric: row for row in cell[cell["step"].isna()].itertuples()}
+
+
+def rows_table(frame: pd.DataFrame, columns: list[str], title: str = "results") -> Table:
+    """A plain table of selected columns (for `mgbench results show --raw`)."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in frame[columns].itertuples(index=False):
+        table.add_row(*["" if not _present(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
+    return table

@@ -1,0 +1,97 @@
+"""Suites are data, not code: ``benchmarks/<name>.toml`` files (lm-evaluation-harness style).
+
+A suite file::
+
+    name = "clean"
+    description = "Clean top-1 accuracy"
+    dataset = "digits"                                # default dataset
+    models = ["resnet-tiny.digits"]                   # default models when --model is not given
+
+    [[conditions]]
+    type = "clean"                                    # a registered condition type
+
+Command-line options override the matching keys of every ``[[conditions]]`` table of their
+type (for example ``--severities`` for ``type = "corruption"``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mgbench.conditions import Condition, expand
+from mgbench.errors import InputError
+from mgbench.provenance import REPO_ROOT
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+def suite_dir() -> Path:
+    """``$MGBENCH_SUITES`` or the repository's ``benchmarks/``."""
+    return Path(os.environ.get("MGBENCH_SUITES", REPO_ROOT / "benchmarks"))
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    dataset: str
+    models: list[str]
+    conditions: list[dict[str, Any]]
+    source: Path
+
+    @classmethod
+    def read(cls, path: Path) -> "Suite":
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InputError(f"suite file {path} cannot be read ({exc}): fix the TOML") from exc
+        if not data.get("conditions"):
+            raise InputError(f"suite file {path} declares no [[conditions]]: add at least one")
+        return cls(
+            name=data.get("name", path.stem),
+            description=data.get("description", ""),
+            dataset=data.get("dataset", "digits"),
+            models=list(data.get("models", [])),
+            conditions=[dict(table) for table in data["conditions"]],
+            source=path,
+        )
+
+    def expand(self, overrides: dict[str, dict[str, Any]] | None = None) -> list[Condition]:
+        """All conditions of the suite, with per-type overrides applied."""
+        overrides = overrides or {}
+        out: list[Condition] = []
+        for table in self.conditions:
+            merged = {**table, **{k: v for k, v in overrides.get(table.get("type"), {}).items() if v is not None}}
+            out.extend(expand(merged))
+        return out
+
+    def types(self) -> set[str]:
+        return {table.get("type") for table in self.conditions}
+
+
+def list_suites() -> dict[str, Suite]:
+    folder = suite_dir()
+    suites = {}
+    for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
+        suite = Suite.read(path)
+        suites[suite.name] = suite
+    return suites
+
+
+def load_suite(name: str) -> Suite:
+    """A suite by name (from the suite folder) or by path to a TOML file."""
+    path = Path(name)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise InputError(f"suite file {path} does not exist")
+        return Suite.read(path)
+    suites = list_suites()
+    if name not in suites:
+        raise InputError(f"unknown suite {name!r}: use one of {', '.join(sorted(suites)) or '(none found)'}")
+    return suites[name]

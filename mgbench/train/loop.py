@@ -1,0 +1,266 @@
+"""The training loop: SGD + OneCycle (per iteration), seeded, a checkpoint every epoch.
+
+A run writes ``OUT/last.pt`` after every epoch (model, optimiser, schedule, RNG states) and
+resumes from it when started again with the same ``OUT``; at the end it writes the weights
+alone to ``OUT/model.pt`` and the per-epoch log to ``OUT/log.json``. A model may define
+``training_loss(x, y) -> (loss, logits)`` (MGNet does: per-step and auxiliary losses);
+otherwise the loss is cross-entropy on ``model(x)``. A *method* is how one iteration uses the
+batch: ``standard`` is one optimiser step; other methods (group-wise inhibition) register
+themselves with :func:`register_method`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mgbench.data import DataSpec, make_loader, open_dataset
+from mgbench.errors import InputError
+from mgbench.models import load_model
+from mgbench.provenance import REPO_ROOT, git_sha, library_versions, now_iso, sha256_file
+from mgbench.runner import resolve_device, to_unit
+from mgbench.train.recipes import Recipe, get_recipe, train_transform
+
+
+class LossModule(nn.Module):
+    """``forward(x, y) -> (loss, logits)``; one module so DDP sees every parameter's use."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        custom = getattr(self.model, "training_loss", None)
+        if custom is not None:
+            return custom(x, y)
+        logits = self.model(x)
+        return F.cross_entropy(logits, y), logits
+
+
+@dataclass
+class StepContext:
+    """What a training method gets for one iteration."""
+
+    net: LossModule
+    x: torch.Tensor
+    y: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    iteration: int
+    autocast: Callable[[], ContextManager[Any]]
+
+
+TrainMethod = Callable[[StepContext], tuple[float, torch.Tensor]]
+_METHODS: dict[str, TrainMethod] = {}
+
+
+def register_method(name: str) -> Callable[[TrainMethod], TrainMethod]:
+    def decorate(method: TrainMethod) -> TrainMethod:
+        _METHODS[name] = method
+        return method
+
+    return decorate
+
+
+def get_method(name: str) -> TrainMethod:
+    if name not in _METHODS:
+        raise InputError(f"unknown training method {name!r}: use one of {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+@register_method("standard")
+def standard_step(ctx: StepContext) -> tuple[float, torch.Tensor]:
+    ctx.optimizer.zero_grad(set_to_none=True)
+    with ctx.autocast():
+        loss, logits = ctx.net(ctx.x, ctx.y)
+    loss.backward()
+    ctx.optimizer.step()
+    return float(loss.detach()), logits.detach()
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    weights: Path
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def _test_accuracy(model: nn.Module, data: DataSpec, device: torch.device, batch_size: int) -> float:
+    opened = open_dataset(data)
+    loader = make_loader(opened.dataset, batch_size, device=device, workers=0 if data.name == "digits" else None)
+    correct = total = 0
+    model.eval()
+    for images, labels, _, _ in loader:
+        if images is None:
+            continue
+        logits = model(to_unit(images, device))
+        correct += int(logits.argmax(1).cpu().eq(labels).sum())
+        total += labels.numel()
+    return correct / max(total, 1)
+
+
+def train(
+    arch: str,
+    data: DataSpec,
+    out: str | Path,
+    *,
+    recipe: str | Recipe = "tiny",
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    method: str = "standard",
+    workers: int | None = None,
+    amp: bool = True,
+    model_args: dict[str, Any] | None = None,
+    test_limit: int | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``arch`` on the train split of ``data``; resumes from ``out/last.pt``."""
+    base = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    rec = base.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr)
+    if rec.epochs < 1 or rec.batch_size < 1 or rec.lr <= 0:
+        raise InputError("--epochs, --batch-size and --lr must be positive")
+    step_fn = get_method(method)
+    dev = resolve_device(device)
+    out = Path(out)
+    _seed_everything(seed)
+    model = load_model(arch, num_classes=data.num_classes, **(model_args or {})).module.to(dev)
+    net = LossModule(model)
+    train_data = open_dataset(data.with_split("train"), train_transform=train_transform(rec.augmentation))
+    generator = torch.Generator().manual_seed(seed)
+    loader = make_loader(
+        train_data.dataset, rec.batch_size, device=dev, shuffle=True, generator=generator, drop_last=True,
+        workers=0 if data.name == "digits" and workers is None else workers,
+    )
+    if len(loader) == 0:
+        raise InputError(f"the train split has {train_data.n} images, fewer than one batch of {rec.batch_size}")
+    optimizer = torch.optim.SGD(model.parameters(), lr=rec.lr, momentum=rec.momentum, weight_decay=rec.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=rec.lr, total_steps=rec.epochs * len(loader), pct_start=rec.pct_start,
+        div_factor=rec.div_factor, final_div_factor=rec.final_div_factor, cycle_momentum=True,
+        base_momentum=0.85, max_momentum=0.95,
+    )
+    use_amp = amp and dev.type == "cuda"
+
+    def autocast() -> ContextManager[Any]:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+
+    log: list[dict[str, Any]] = []
+    start_epoch = 0
+    last = out / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch = int(state["epoch"])
+        log = json.loads(state["log"])
+    out.mkdir(parents=True, exist_ok=True)
+
+    iteration = start_epoch * len(loader)
+    for epoch in range(start_epoch, rec.epochs):
+        model.train()
+        started = time.perf_counter()
+        total_loss = total_correct = seen = 0.0
+        for batch_index, (images, labels, _, _) in enumerate(loader):
+            if images is None:
+                continue
+            x, y = to_unit(images, dev), labels.to(dev, non_blocking=True)
+            loss, logits = step_fn(StepContext(net, x, y, optimizer, iteration, autocast))
+            scheduler.step()
+            iteration += 1
+            total_loss += loss * y.numel()
+            total_correct += float(logits.argmax(1).eq(y).sum())
+            seen += y.numel()
+            if progress is not None:
+                progress(epoch + 1, batch_index + 1, loss)
+        test_data = DataSpec(name=data.name, root=data.root, class_list=data.class_list, limit=test_limit)
+        entry = {
+            "epoch": epoch + 1,
+            "train_loss": total_loss / max(seen, 1),
+            "train_acc": total_correct / max(seen, 1),
+            "test_acc": _test_accuracy(model, test_data, dev, rec.batch_size),
+            "lr_end": scheduler.get_last_lr()[0],
+            "seconds": time.perf_counter() - started,
+        }
+        log.append(entry)
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": epoch + 1,
+            "log": json.dumps(log),
+        }
+        tmp = last.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(last)
+
+    weights = out / "model.pt"
+    torch.save(model.state_dict(), weights)
+    summary = {
+        "arch": arch,
+        "dataset": data.label,
+        "recipe": rec.as_dict(),
+        "method": method,
+        "seed": seed,
+        "model_args": model_args or {},
+        "git_sha": git_sha(),
+        "versions": library_versions(),
+        "finished_at": now_iso(),
+        "epochs": log,
+    }
+    (out / "log.json").write_text(json.dumps(summary, indent=2))
+    return TrainResult(out, weights, log)
+
+
+def write_card(
+    result: TrainResult, name: str, command: str, *, zoo: Path | None = None, description: str = ""
+) -> Path:
+    """Copy the trained weights into the zoo and write their card (with sha256 and command)."""
+    zoo = zoo or REPO_ROOT / "models"
+    summary = json.loads((result.out / "log.json").read_text())
+    zoo.mkdir(parents=True, exist_ok=True)
+    target = zoo / f"{name}.pt"
+    shutil.copyfile(result.weights, target)
+    final = summary["epochs"][-1]
+    args = "".join(f"{k} = {json.dumps(v)}\n" for k, v in summary["model_args"].items())
+    recipe = summary["recipe"]
+    text = (
+        f'name = "{name}"\n'
+        f'architecture = "{summary["arch"]}"\n'
+        f'dataset = "{summary["dataset"]}"\n'
+        f"description = {json.dumps(description or summary['arch'] + ' trained on ' + summary['dataset'])}\n\n"
+        f"[arguments]\nnum_classes = {10 if summary['dataset'] == 'digits' else 100}\n{args}\n"
+        f"[checkpoint]\npath = \"{target.name}\"\nsha256 = \"{sha256_file(target)}\"\nformat = \"mgbench\"\n\n"
+        f"[training]\ncommand = {json.dumps(command)}\nmethod = \"{summary['method']}\"\n"
+        f"recipe = \"{recipe['name']}\"\nepochs = {recipe['epochs']}\nbatch_size = {recipe['batch_size']}\n"
+        f"lr = {recipe['lr']}\nseed = {summary['seed']}\ngit_sha = \"{summary['git_sha']}\"\n"
+        f"torch = \"{summary['versions']['torch']}\"\n"
+        f"final_train_loss = {final['train_loss']:.4f}\nfinal_test_acc = {final['test_acc']:.4f}\n"
+    )
+    card = zoo / f"{name}.toml"
+    card.write_text(text)
+    return card
