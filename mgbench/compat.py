@@ -1,5 +1,7 @@
 """Make ``import torchvision`` work beside a CPU-only torch.
 
+Applied once, on `import mgbench`, before any submodule imports torchvision.
+
 The torchvision wheel on the package registry is a CUDA build. Its compiled extension
 (``torchvision/_C``) cannot load next to a CPU torch, and ``import torchvision`` then dies
 while registering fake kernels for ``torchvision::nms``/``qnms``: those two registrations are

@@ -121,7 +121,9 @@ def evaluate_condition(
     return rows
 
 
-def _provenance(config: dict[str, Any], seed: int, device: torch.device, started: str, runtime: float) -> dict[str, Any]:
+def _provenance(
+    config: dict[str, Any], seed: int, device: torch.device, started: str, runtime: float
+) -> dict[str, Any]:
     return {
         "config_hash": stable_hash(config),
         "seed": seed,

@@ -16,11 +16,10 @@ from typing import Callable
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-
-import mgbench.compat  # noqa: F401  (torchvision import fix on CPU torch)
-from mgbench.errors import InputError
 from torchvision import transforms as T
 from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from mgbench.errors import InputError
 
 CLASS_LISTS = ("mgnet", "cmc")
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch.nn as nn
+from torchvision.models import ResNet
+from torchvision.models import resnet18 as tv_resnet18
+from torchvision.models import resnet50 as tv_resnet50
+from torchvision.models.resnet import BasicBlock
 
-import mgbench.compat  # noqa: F401  (torchvision import fix on CPU torch)
 from mgbench.errors import InputError
 from mgbench.models._registry import register_model
 from mgbench.models.layers import DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGENET_STD, Classifier
-from torchvision.models import ResNet, resnet18 as tv_resnet18, resnet50 as tv_resnet50
-from torchvision.models.resnet import BasicBlock
 
 TINY_WIDTHS = (32, 64, 128, 256)
 

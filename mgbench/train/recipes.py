@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import mgbench.compat  # noqa: F401  (torchvision import fix on CPU torch)
-from mgbench.errors import InputError
 from torchvision import transforms as T
+
+from mgbench.errors import InputError
 
 
 @dataclass(frozen=True)

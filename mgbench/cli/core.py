@@ -1,9 +1,4 @@
-"""The ``mgbench`` command line: a thin shell over the library.
-
-Every command parses and validates its options, calls one library function and prints the
-result. Bad input raises :class:`mgbench.errors.InputError` (or a click usage error); ``main``
-prints it as one line ``error: ...`` and exits with code 2.
-"""
+"""Core commands: run, train, results show/export, models, suites."""
 
 from __future__ import annotations
 
@@ -11,119 +6,27 @@ import functools
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mgbench import __version__
+from mgbench.cli import (
+    _CellProgress,
+    _data_spec,
+    _print_cells,
+    _print_frame,
+    _split_names,
+    cli,
+    console,
+    data_options,
+    err_console,
+    runtime_options,
+)
 from mgbench.errors import InputError
 
-# Tables are wide: outside a terminal (pipes, CI logs) do not squeeze them into 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
-
-
-# ----------------------------------------------------------------------------- shared options
-
-def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--data, --data-root, --class-list, --limit, --on-bad-image."""
-    decorators = [
-        click.option("--data", "data_name", default=None,
-                     help="Dataset: digits (embedded default, no download) or imagenet100."),
-        click.option("--data-root", type=click.Path(), default=None,
-                     help="ImageNet folder with train/ and val/ (WNID sub-folders)."),
-        click.option("--class-list", default="mgnet", show_default=True,
-                     help="ImageNet100 class list: mgnet (first 100 WNIDs) or cmc (Tian et al.)."),
-        click.option("--limit", type=int, default=None,
-                     help="Evaluate a fixed seeded subset of N images."),
-        click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
-                     help="Unreadable image: stop with an error, or skip it and report the count."),
-    ]
-    return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
-
-
-def runtime_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--device, --batch-size, --workers, --seed, --store, --force."""
-    decorators = [
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--batch-size", type=int, default=256, show_default=True),
-        click.option("--workers", type=int, default=None, help="DataLoader workers (default: sized to the machine)."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--store", type=click.Path(), default=None,
-                     help="Results SQLite file [default: results/mgbench.sqlite]."),
-        click.option("--force", is_flag=True, help="Recompute cells already in the store."),
-    ]
-    return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
-
-
-def _data_spec(data_name: str | None, data_root: str | None, class_list: str, limit: int | None,
-               on_bad_image: str, default: str = "digits") -> "DataSpec":
-    from mgbench.data import DataSpec
-
-    name = data_name or ("imagenet100" if data_root else default)
-    return DataSpec(name=name, root=data_root, class_list=class_list, limit=limit, on_bad_image=on_bad_image)
-
-
-def _split_names(values: tuple[str, ...]) -> list[str]:
-    return [name for value in values for name in value.split(",") if name]
-
-
-class _CellProgress:
-    """A rich progress bar over cells and the batches of the current cell (on stderr)."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err_console, transient=True,
-        )
-        self.task = self.progress.add_task("batches", total=None)
-
-    def __call__(self, description: str, done: int, total: int) -> None:
-        self.progress.update(self.task, description=description, completed=done, total=total)
-
-    def __enter__(self) -> "_CellProgress":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
-
-
-def _print_frame(frame: "pd.DataFrame", title: str = "accuracy") -> None:
-    from mgbench.report.tables import accuracy_table, compute_table
-
-    if (frame["threat"] != "compute").any():
-        console.print(accuracy_table(frame, title=title))
-    if (frame["threat"] == "compute").any():
-        console.print(compute_table(frame))
-
-
-def _print_cells(store_path: Path, cell_keys: list[str], title: str) -> None:
-    from mgbench.store import Store
-
-    with Store(store_path) as store:
-        frame = store.frame(cell_key=cell_keys)
-    _print_frame(frame, title)
-
-
-# ----------------------------------------------------------------------------- commands
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="mgbench")
-def cli() -> None:
-    """mgbench: robustness benchmarks for image classifiers, built around MGNet.
-
-    \b
-    Quick start (embedded digits data, no download):
-      mgbench run --suite clean            clean accuracy of the zoo's digits models
-      mgbench run --suite corruptions      15 corruptions x 5 severities
-      mgbench attack --eps 4/255           FGSM / PGD / AutoAttack sweep
-      mgbench results show                 what the store holds
-    Results go to results/mgbench.sqlite (one tidy row per model x condition x metric).
-    """
-
+if TYPE_CHECKING:
+    import pandas as pd
 
 @cli.command()
 @click.option("--suite", "suite_name", required=True, help="Suite name (benchmarks/NAME.toml) or a .toml path.")
@@ -170,7 +73,8 @@ def train(arch: str, out: str, recipe: str, method: str, epochs: int | None, lr:
           no_amp: bool, data_name: str | None, data_root: str | None, class_list: str,
           limit: int | None, on_bad_image: str) -> None:
     """Train a model (SGD + OneCycle, seeded, checkpoint every epoch, resumable)."""
-    from mgbench.train import train as train_model, write_card
+    from mgbench.train import train as train_model
+    from mgbench.train import write_card
 
     data = _data_spec(data_name, data_root, class_list, None, on_bad_image)
     progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
@@ -284,33 +188,3 @@ def suites() -> None:
             console.print(f"    {suite.description}")
 
 
-# ----------------------------------------------------------------------------- entry point
-
-def _one_line(exc: BaseException) -> str:
-    """The message of an input error, also when it was re-raised from a DataLoader worker."""
-    text = str(exc).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    if len(lines) > 1:
-        text = lines[-1].split("InputError: ", 1)[-1]
-    return text
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the CLI; input errors become one line on stderr and exit 2."""
-    try:
-        cli.main(args=argv, prog_name="mgbench", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except click.UsageError as exc:
-        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
-        click.echo(f"error: {exc.format_message()}{hint}", err=True)
-        sys.exit(2)
-    except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(2)
-    except InputError as exc:
-        click.echo(f"error: {_one_line(exc)}", err=True)
-        sys.exit(2)
