@@ -5,18 +5,29 @@ A condition has a ``key`` (the store's condition columns for its cell) and
 attack uses it. Suites name condition *types*; each type has an expander that turns one
 ``[[conditions]]`` table of a suite file (plus command-line overrides) into conditions.
 Condition types register themselves with :func:`register_condition_type`.
+
+A type may also register a *summariser* (:func:`register_summary`): after all cells of a model
+are stored, it reads them and returns derived results (mean corruption accuracy and mCE,
+gradient-masking verdicts), which the runner stores as cells of their own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import torch
 import torch.nn as nn
 
 from mgbench.errors import InputError
 from mgbench.store import MetricRow
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mgbench.data import DataSpec, OpenedData
+    from mgbench.models import LoadedModel
+    from mgbench.store import Store
 
 
 class Condition(Protocol):
@@ -68,3 +79,44 @@ def expand(table: dict[str, Any]) -> list[Condition]:
 @register_condition_type("clean")
 def _expand_clean(table: dict[str, Any]) -> list[Condition]:
     return [Clean()]
+
+
+@dataclass
+class SummaryContext:
+    """What a summariser sees: the stored rows of this model's cells in this suite run (computed
+    now or earlier), the suite's condition tables of its type (with overrides), the model and
+    data (to run extra checks), and the store (to read other models' rows, e.g. an mCE
+    normaliser)."""
+
+    frame: "pd.DataFrame"
+    tables: list[dict[str, Any]]
+    model: "LoadedModel"
+    data: "DataSpec"
+    opened: "OpenedData"
+    store: "Store"
+    device: torch.device
+    batch_size: int
+
+
+@dataclass
+class Summary:
+    """A derived cell: its condition columns (``threat`` at least) and rows."""
+
+    key: dict[str, Any]
+    rows: list[MetricRow]
+
+
+Summariser = Callable[[SummaryContext], list[Summary]]
+_SUMMARIES: dict[str, Summariser] = {}
+
+
+def register_summary(condition_type: str) -> Callable[[Summariser], Summariser]:
+    def decorate(summariser: Summariser) -> Summariser:
+        _SUMMARIES[condition_type] = summariser
+        return summariser
+
+    return decorate
+
+
+def summariser(condition_type: str) -> Summariser | None:
+    return _SUMMARIES.get(condition_type)

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from mgbench import flops
-from mgbench.conditions import Condition
+from mgbench.conditions import Condition, Summary, SummaryContext, summariser
 from mgbench.data import DataSpec, OpenedData, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.metrics import AccuracyCounter
@@ -164,13 +164,46 @@ def evaluate(
     with Store(store) as results:
         for item in loaded:
             model = item.module.to(device).eval()
-            outcomes.append(_compute_cell(results, suite, item, data, options, device))
+            mine = [_compute_cell(results, suite, item, data, options, device)]
             for condition in conditions:
-                outcomes.append(
+                mine.append(
                     _condition_cell(results, suite, item, model, data, opened, condition, options, device, progress)
                 )
+            mine += _summaries(results, suite, item, data, opened, mine, options, device, overrides)
+            outcomes += mine
             item.module.cpu()
     return outcomes
+
+
+def _summaries(
+    results: Store, suite: Suite, item: LoadedModel, data: DataSpec, opened: OpenedData,
+    cells: list[CellOutcome], options: RunOptions, device: torch.device,
+    overrides: dict[str, dict[str, Any]] | None,
+) -> list[CellOutcome]:
+    """Derived cells (recomputed every run from the stored rows of ``cells``)."""
+    out = []
+    frame = results.frame(cell_key=[c.cell_key for c in cells])
+    for kind in sorted(suite.types()):
+        summarise = summariser(kind)
+        if summarise is None:
+            continue
+        context = SummaryContext(frame, suite.tables(kind, overrides), item, data, opened, results, device,
+                                 options.batch_size)
+        for summary in summarise(context):
+            out.append(_summary_cell(results, suite, item, data, opened, summary, options, device))
+    return out
+
+
+def _summary_cell(
+    results: Store, suite: Suite, item: LoadedModel, data: DataSpec, opened: OpenedData, summary: Summary,
+    options: RunOptions, device: torch.device,
+) -> CellOutcome:
+    data_key = opened.key(data)
+    key = stable_hash({"model": item.identity(), "data": data_key, "summary": summary.key, "seed": options.seed})
+    started = now_iso()
+    record_options = RunOptions(options.device, options.batch_size, options.workers, options.seed, force=True)
+    _write(results, suite, item, data_key, summary.key, summary.rows, record_options, device, started, 0.0, key)
+    return CellOutcome(key, item.name, summary.key, True, summary.rows)
 
 
 def _check_dataset(item: LoadedModel, data: DataSpec) -> None:

@@ -64,15 +64,16 @@ class Suite:
 
     def expand(self, overrides: dict[str, dict[str, Any]] | None = None) -> list[Condition]:
         """All conditions of the suite, with per-type overrides applied."""
-        overrides = overrides or {}
-        out: list[Condition] = []
-        for table in self.conditions:
-            merged = {**table, **{k: v for k, v in overrides.get(table.get("type"), {}).items() if v is not None}}
-            out.extend(expand(merged))
-        return out
+        return [c for kind in dict.fromkeys(t.get("type") for t in self.conditions)
+                for table in self.tables(kind, overrides) for c in expand(table)]
 
     def types(self) -> set[str]:
         return {table.get("type") for table in self.conditions}
+
+    def tables(self, condition_type: str, overrides: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """The condition tables of one type, with that type's overrides applied."""
+        extra = {k: v for k, v in (overrides or {}).get(condition_type, {}).items() if v is not None}
+        return [{**t, **extra} for t in self.conditions if t.get("type") == condition_type]
 
 
 def list_suites() -> dict[str, Suite]:
