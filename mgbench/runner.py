@@ -160,6 +160,31 @@ def evaluate(
     for item in loaded:
         _check_dataset(item, data)
 
+    store = Path(store)
+    created = not store.exists()
+    try:
+        return _run_models(store, suite, loaded, data, opened, conditions, options, device, overrides, progress)
+    except BaseException:
+        if created and store.exists():
+            _remove_if_empty(store)
+        raise
+
+
+def _remove_if_empty(path: Path) -> None:
+    """A store this run created and never finished a cell in is removed, so a failed run leaves
+    nothing behind."""
+    with Store(path) as results:
+        empty = results.counts()[0] == 0
+    if empty:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _run_models(
+    store: Path, suite: Suite, loaded: list[LoadedModel], data: DataSpec, opened: OpenedData,
+    conditions: list[Condition], options: RunOptions, device: torch.device,
+    overrides: dict[str, dict[str, Any]] | None, progress: ProgressHook | None,
+) -> list[CellOutcome]:
     outcomes: list[CellOutcome] = []
     with Store(store) as results:
         for item in loaded:

@@ -44,7 +44,7 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--class-list", default="mgnet", show_default=True,
                      help="ImageNet100 class list: mgnet (first 100 WNIDs) or cmc (Tian et al.)."),
         click.option("--limit", type=int, default=None,
-                     help="Evaluate a fixed seeded subset of N images."),
+                     help="Use a fixed seeded subset of N images (never the first N files)."),
         click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
                      help="Unreadable image: stop with an error, or skip it and report the count."),
     ]

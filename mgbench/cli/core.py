@@ -76,7 +76,7 @@ def train(arch: str, out: str, recipe: str, method: str, epochs: int | None, lr:
     from mgbench.train import train as train_model
     from mgbench.train import write_card
 
-    data = _data_spec(data_name, data_root, class_list, None, on_bad_image)
+    data = _data_spec(data_name, data_root, class_list, limit, on_bad_image)
     progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=err_console)
     task = progress.add_task("train", total=None, epoch=0, loss=float("nan"))
@@ -87,7 +87,7 @@ def train(arch: str, out: str, recipe: str, method: str, epochs: int | None, lr:
     with progress:
         result = train_model(arch, data, out, recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr,
                              seed=seed, device=device, method=method, workers=workers, amp=not no_amp,
-                             test_limit=limit, progress=report)
+                             progress=report)
     for entry in result.log:
         console.print(f"epoch {entry['epoch']:3d}  loss {entry['train_loss']:.4f}  train {entry['train_acc']:.3f}"
                       f"  test {entry['test_acc']:.3f}  {entry['seconds']:.0f}s")

@@ -112,23 +112,28 @@ def _render(
     return np.clip(np.rint(canvas * 255.0), 0, 255).astype(np.uint8)
 
 
+def render_item(
+    spec: DigitsSpec, split: str, item: int, digits: np.ndarray, labels: np.ndarray, members: dict[str, np.ndarray]
+) -> tuple[np.ndarray, int]:
+    """Canvas ``item`` of ``split``: its own generator, so any item can be re-rendered alone."""
+    idx = members[split]
+    digit_index = idx[item % len(idx)]
+    rng = np.random.default_rng([spec.seed, SPLITS.index(split), item])
+    return _render(rng, digits[digit_index], digits[idx], spec), int(labels[digit_index])
+
+
 def build_digits(spec: DigitsSpec = DigitsSpec()) -> dict[str, np.ndarray]:
     """Build both splits from scratch: ``{split}_images`` (uint8 NHWC) and ``{split}_labels``."""
     digits, labels = _mnist_5k()
     members = _split_digits(labels, spec)
     out: dict[str, np.ndarray] = {}
-    for split_code, split in enumerate(SPLITS):
-        idx = members[split]
+    for split in SPLITS:
         per_digit = spec.train_canvases_per_digit if split == "train" else spec.test_canvases_per_digit
-        pool = digits[idx]
-        images = np.empty((len(idx) * per_digit, spec.canvas, spec.canvas, 3), dtype=np.uint8)
-        targets = np.empty(len(idx) * per_digit, dtype=np.int64)
-        for copy in range(per_digit):
-            for pos, digit_index in enumerate(idx):
-                item = copy * len(idx) + pos
-                rng = np.random.default_rng([spec.seed, split_code, item])
-                images[item] = _render(rng, digits[digit_index], pool, spec)
-                targets[item] = labels[digit_index]
+        count = len(members[split]) * per_digit
+        images = np.empty((count, spec.canvas, spec.canvas, 3), dtype=np.uint8)
+        targets = np.empty(count, dtype=np.int64)
+        for item in range(count):
+            images[item], targets[item] = render_item(spec, split, item, digits, labels, members)
         out[f"{split}_images"] = images
         out[f"{split}_labels"] = targets
     return out

@@ -134,7 +134,9 @@ def train(
     test_limit: int | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
-    """Train ``arch`` on the train split of ``data``; resumes from ``out/last.pt``."""
+    """Train ``arch`` on the train split of ``data`` (a fixed seeded subset with ``data.limit``),
+    reporting test accuracy after every epoch (on ``test_limit`` images); resumes from
+    ``out/last.pt``."""
     base = get_recipe(recipe) if isinstance(recipe, str) else recipe
     rec = base.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr)
     if rec.epochs < 1 or rec.batch_size < 1 or rec.lr <= 0:
