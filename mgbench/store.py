@@ -131,6 +131,11 @@ class Store:
         try:
             self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self._conn.execute("PRAGMA foreign_keys = ON")
+            # WAL: readers never block the writer, and a commit is one append. With
+            # synchronous=NORMAL a killed process loses no committed cell (only a power cut could
+            # lose the last ones) and a cell is never torn.
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise InputError(f"results store {self.path} is not an mgbench SQLite file ({exc})") from exc
