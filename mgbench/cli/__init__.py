@@ -83,7 +83,7 @@ class _CellProgress:
     def __init__(self) -> None:
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err_console, transient=True,
+            console=err_console, transient=True, disable=not err_console.is_terminal,
         )
         self.task = self.progress.add_task("batches", total=None)
 

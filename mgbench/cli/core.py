@@ -78,7 +78,8 @@ def train(arch: str, out: str, recipe: str, method: str, epochs: int | None, lr:
 
     data = _data_spec(data_name, data_root, class_list, limit, on_bad_image)
     progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=err_console)
+                        TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=err_console,
+                        disable=not err_console.is_terminal)
     task = progress.add_task("train", total=None, epoch=0, loss=float("nan"))
 
     def report(epoch: int, batch: int, loss: float) -> None:

@@ -99,7 +99,7 @@ class LoadedModel:
     module: nn.Module
     name: str
     architecture: str
-    weights: str  # checkpoint sha256, "random-init", or "user:<sha256 of the factory file>"
+    weights: str  # checkpoint sha256, "random-init[:seedN]", or "user:<sha256 of the factory file>"
     card: ModelCard | None = None
     params: int = field(init=False)
 
@@ -231,15 +231,21 @@ def _from_factory(spec: str) -> LoadedModel:
     return LoadedModel(model, spec, "user", weights)
 
 
-def load_model(name: str, **overrides: Any) -> LoadedModel:
-    """Resolve ``name`` (zoo card, user factory or registered architecture) to a model."""
+def load_model(name: str, *, init_seed: int = 0, **overrides: Any) -> LoadedModel:
+    """Resolve ``name`` (zoo card, user factory or registered architecture) to a model; a bare
+    architecture is initialised from ``init_seed``."""
     if ":" in name:
         return _from_factory(name)
     cards = list_cards()
     if name in cards:
         return _from_card(cards[name], overrides)
     entry = get_entry(name)
-    return LoadedModel(entry.factory(**overrides), name, name, "random-init")
+    # Seeded so that the same name always means the same weights (cells of a random-init model
+    # are then resumable and comparable), without disturbing the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        module = entry.factory(**overrides)
+    return LoadedModel(module, name, name, f"random-init:seed{init_seed}")
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:

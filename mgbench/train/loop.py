@@ -145,7 +145,7 @@ def train(
     dev = resolve_device(device)
     out = Path(out)
     _seed_everything(seed)
-    model = load_model(arch, num_classes=data.num_classes, **(model_args or {})).module.to(dev)
+    model = load_model(arch, init_seed=seed, num_classes=data.num_classes, **(model_args or {})).module.to(dev)
     net = LossModule(model)
     train_data = open_dataset(data.with_split("train"), train_transform=train_transform(rec.augmentation))
     generator = torch.Generator().manual_seed(seed)
