@@ -49,6 +49,13 @@ class AccuracyCounter:
         self.n += labels.numel()
         return hits[-1]
 
+    def reduce(self) -> None:
+        """Sum the counts over all ranks (a no-op outside torchrun)."""
+        from mgbench import distributed
+
+        n, topk, *steps = distributed.all_sum([self.n, self.correct_topk, *self.correct_steps])
+        self.n, self.correct_topk, self.correct_steps = int(n), int(topk), [int(c) for c in steps]
+
     def rows(self, prefix: str = "top1", num_classes: int | None = None) -> list[MetricRow]:
         """Final top-1, top-5 (when there are more than 5 classes), and top-1 after each step."""
         out = [accuracy_row(prefix, self.correct_steps[-1], self.n)]

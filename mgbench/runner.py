@@ -17,8 +17,8 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from mgbench import flops
-from mgbench.conditions import Condition, Summary, SummaryContext, summariser
+from mgbench import distributed, flops
+from mgbench.conditions import Condition, SummaryContext, summariser
 from mgbench.data import DataSpec, OpenedData, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.metrics import AccuracyCounter
@@ -91,7 +91,8 @@ def evaluate_condition(
     """Accuracy of ``model`` on ``opened`` under ``condition``; the conditioned batch is fed to
     a fresh forward pass, so the numbers never come from the condition's own bookkeeping."""
     counter = AccuracyCounter(num_steps(model))
-    loader = make_loader(opened.dataset, options.batch_size, device=device, workers=_workers(opened, options))
+    loader = make_loader(distributed.shard(opened.dataset), options.batch_size, device=device,
+                         workers=_workers(opened, options))
     skipped = 0
     started = time.perf_counter()
     for index, (images, labels, ids, batch_skipped) in enumerate(loader):
@@ -110,7 +111,9 @@ def evaluate_condition(
         counter.update(outputs.logits, y)
         if progress is not None:
             progress("batches", index + 1, len(loader))
-    seconds = time.perf_counter() - started
+    seconds = distributed.all_max(time.perf_counter() - started)
+    counter.reduce()
+    skipped = int(distributed.all_sum([skipped])[0])
     if counter.n == 0:
         raise InputError("no readable image in the data: check --data-root")
     rows = counter.rows("top1", num_classes)
@@ -129,7 +132,7 @@ def _provenance(
         "seed": seed,
         "versions": library_versions(),
         "git_sha": git_sha(),
-        "device": device_name(device),
+        "device": device_name(device) + (f" x{distributed.world_size()} ranks" if distributed.active() else ""),
         "started_at": started,
         "finished_at": now_iso(),
         "runtime_s": runtime,
@@ -147,14 +150,17 @@ def evaluate(
     progress: ProgressHook | None = None,
 ) -> list[CellOutcome]:
     """Run ``suite`` for ``models`` (default: the suite's) on ``data`` (default: the suite's
-    dataset) and store every finished cell. Returns one outcome per cell, computed or skipped."""
+    dataset) and store every finished cell. Returns one outcome per cell, computed or skipped.
+
+    Under ``torchrun`` every rank evaluates its shard of each cell, counts are summed across
+    ranks, and only rank 0 opens the store and writes."""
     options = options or RunOptions()
     data = data or DataSpec(name=suite.dataset)
     names = models or suite.models
     if not names:
         raise InputError(f"suite {suite.name} names no models: pass --model")
     conditions = suite.expand(overrides)
-    device = resolve_device(options.device)
+    device = distributed.init(options.device)
     opened = open_dataset(data)
     loaded = [load_model(name) for name in names]
     for item in loaded:
@@ -162,12 +168,20 @@ def evaluate(
 
     store = Path(store)
     created = not store.exists()
+    results = Store(store) if distributed.is_main() else None
     try:
-        return _run_models(store, suite, loaded, data, opened, conditions, options, device, overrides, progress)
+        run = _SuiteRun(results, suite, data, opened, options, device, overrides, progress)
+        return [outcome for item in loaded for outcome in run.model_cells(item, conditions)]
     except BaseException:
-        if created and store.exists():
-            _remove_if_empty(store)
+        if results is not None:
+            results.close()
+            results = None
+            if created:
+                _remove_if_empty(store)
         raise
+    finally:
+        if results is not None:
+            results.close()
 
 
 def _remove_if_empty(path: Path) -> None:
@@ -180,57 +194,6 @@ def _remove_if_empty(path: Path) -> None:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def _run_models(
-    store: Path, suite: Suite, loaded: list[LoadedModel], data: DataSpec, opened: OpenedData,
-    conditions: list[Condition], options: RunOptions, device: torch.device,
-    overrides: dict[str, dict[str, Any]] | None, progress: ProgressHook | None,
-) -> list[CellOutcome]:
-    outcomes: list[CellOutcome] = []
-    with Store(store) as results:
-        for item in loaded:
-            model = item.module.to(device).eval()
-            mine = [_compute_cell(results, suite, item, data, options, device)]
-            for condition in conditions:
-                mine.append(
-                    _condition_cell(results, suite, item, model, data, opened, condition, options, device, progress)
-                )
-            mine += _summaries(results, suite, item, data, opened, mine, options, device, overrides)
-            outcomes += mine
-            item.module.cpu()
-    return outcomes
-
-
-def _summaries(
-    results: Store, suite: Suite, item: LoadedModel, data: DataSpec, opened: OpenedData,
-    cells: list[CellOutcome], options: RunOptions, device: torch.device,
-    overrides: dict[str, dict[str, Any]] | None,
-) -> list[CellOutcome]:
-    """Derived cells (recomputed every run from the stored rows of ``cells``)."""
-    out = []
-    frame = results.frame(cell_key=[c.cell_key for c in cells])
-    for kind in sorted(suite.types()):
-        summarise = summariser(kind)
-        if summarise is None:
-            continue
-        context = SummaryContext(frame, suite.tables(kind, overrides), item, data, opened, results, device,
-                                 options.batch_size)
-        for summary in summarise(context):
-            out.append(_summary_cell(results, suite, item, data, opened, summary, options, device))
-    return out
-
-
-def _summary_cell(
-    results: Store, suite: Suite, item: LoadedModel, data: DataSpec, opened: OpenedData, summary: Summary,
-    options: RunOptions, device: torch.device,
-) -> CellOutcome:
-    data_key = opened.key(data)
-    key = stable_hash({"model": item.identity(), "data": data_key, "summary": summary.key, "seed": options.seed})
-    started = now_iso()
-    record_options = RunOptions(options.device, options.batch_size, options.workers, options.seed, force=True)
-    _write(results, suite, item, data_key, summary.key, summary.rows, record_options, device, started, 0.0, key)
-    return CellOutcome(key, item.name, summary.key, True, summary.rows)
-
-
 def _check_dataset(item: LoadedModel, data: DataSpec) -> None:
     if item.card is not None and item.card.dataset != data.label:
         raise InputError(
@@ -239,60 +202,108 @@ def _check_dataset(item: LoadedModel, data: DataSpec) -> None:
         )
 
 
-def _write(
-    results: Store, suite: Suite, item: LoadedModel, data_key: dict[str, Any], condition_key: dict[str, Any],
-    rows: list[MetricRow], options: RunOptions, device: torch.device, started: str, runtime: float, key: str,
-) -> None:
-    config = {
-        "suite": suite.name,
-        "suite_file": str(suite.source),
-        "model": item.identity(),
-        "data": data_key,
-        "condition": condition_key,
-        "seed": options.seed,
-        "batch_size": options.batch_size,
-    }
-    record = CellRecord(
-        cell_key=key,
-        suite=suite.name,
-        identity={**item.identity(), "params": item.params},
-        data={k: data_key.get(k) for k in ("dataset", "split", "preprocessing", "subset")},
-        condition=condition_key,
-        config=config,
-        provenance=_provenance(config, options.seed, device, started, runtime),
-        rows=rows,
-    )
-    results.write_cell(record, replace=options.force)
+@dataclass
+class _SuiteRun:
+    """The state shared by all cells of one ``evaluate`` call. ``results`` is None on ranks > 0."""
 
+    results: Store | None
+    suite: Suite
+    data: DataSpec
+    opened: OpenedData
+    options: RunOptions
+    device: torch.device
+    overrides: dict[str, dict[str, Any]] | None
+    progress: ProgressHook | None
 
-def _compute_cell(
-    results: Store, suite: Suite, item: LoadedModel, data: DataSpec, options: RunOptions, device: torch.device
-) -> CellOutcome:
-    condition_key = {"threat": "compute"}
-    data_key = {"dataset": data.label, "input_size": data.input_size}
-    key = stable_hash({"model": item.identity(), "data": data_key, "condition": condition_key})
-    if results.has_cell(key) and not options.force:
-        return CellOutcome(key, item.name, condition_key, computed=False)
-    started, clock = now_iso(), time.perf_counter()
-    rows = flops.profile(item.module, data.input_size).rows()
-    _write(results, suite, item, data_key, condition_key, rows, options, device, started,
-           time.perf_counter() - clock, key)
-    return CellOutcome(key, item.name, condition_key, True, rows)
+    def model_cells(self, item: LoadedModel, conditions: list[Condition]) -> list[CellOutcome]:
+        model = item.module.to(self.device).eval()
+        cells = [self._compute_cell(item)]
+        cells += [self._condition_cell(item, model, condition) for condition in conditions]
+        cells += self._summaries(item, cells)
+        item.module.cpu()
+        return cells
 
+    def _done(self, key: str) -> bool:
+        """Whether the cell is stored already (rank 0 decides for everyone)."""
+        stored = self.results.has_cell(key) if self.results is not None else None
+        return bool(distributed.broadcast(stored)) and not self.options.force
 
-def _condition_cell(
-    results: Store, suite: Suite, item: LoadedModel, model: nn.Module, data: DataSpec, opened: OpenedData,
-    condition: Condition, options: RunOptions, device: torch.device, progress: ProgressHook | None,
-) -> CellOutcome:
-    cell_data = getattr(condition, "open_data", None)
-    cell_opened = cell_data(data) if cell_data is not None else opened
-    data_key = cell_opened.key(data)
-    key = stable_hash({"model": item.identity(), "data": data_key, "condition": condition.key, "seed": options.seed})
-    if results.has_cell(key) and not options.force:
-        return CellOutcome(key, item.name, condition.key, computed=False)
-    torch.manual_seed(options.seed)
-    started, clock = now_iso(), time.perf_counter()
-    rows = evaluate_condition(model, cell_opened, condition, data.num_classes, device, options, progress)
-    _write(results, suite, item, data_key, condition.key, rows, options, device, started,
-           time.perf_counter() - clock, key)
-    return CellOutcome(key, item.name, condition.key, True, rows)
+    def _write(
+        self, item: LoadedModel, key: str, data_key: dict[str, Any], condition_key: dict[str, Any],
+        rows: list[MetricRow], started: str, runtime: float, replace: bool,
+    ) -> None:
+        if self.results is None:
+            return
+        config = {
+            "suite": self.suite.name,
+            "suite_file": str(self.suite.source),
+            "model": item.identity(),
+            "data": data_key,
+            "condition": condition_key,
+            "seed": self.options.seed,
+            "batch_size": self.options.batch_size,
+            "world_size": distributed.world_size(),
+        }
+        record = CellRecord(
+            cell_key=key,
+            suite=self.suite.name,
+            identity={**item.identity(), "params": item.params},
+            data={k: data_key.get(k) for k in ("dataset", "split", "preprocessing", "subset")},
+            condition=condition_key,
+            config=config,
+            provenance=_provenance(config, self.options.seed, self.device, started, runtime),
+            rows=rows,
+        )
+        self.results.write_cell(record, replace=replace)
+
+    def _compute_cell(self, item: LoadedModel) -> CellOutcome:
+        condition_key = {"threat": "compute"}
+        data_key = {"dataset": self.data.label, "input_size": self.data.input_size}
+        key = stable_hash({"model": item.identity(), "data": data_key, "condition": condition_key})
+        if self._done(key):
+            return CellOutcome(key, item.name, condition_key, computed=False)
+        rows: list[MetricRow] = []
+        started, clock = now_iso(), time.perf_counter()
+        if distributed.is_main():
+            rows = flops.profile(item.module, self.data.input_size).rows()
+        self._write(item, key, data_key, condition_key, rows, started, time.perf_counter() - clock,
+                    replace=self.options.force)
+        return CellOutcome(key, item.name, condition_key, True, rows)
+
+    def _condition_cell(self, item: LoadedModel, model: nn.Module, condition: Condition) -> CellOutcome:
+        cell_data = getattr(condition, "open_data", None)
+        cell_opened = cell_data(self.data) if cell_data is not None else self.opened
+        data_key = cell_opened.key(self.data)
+        key = stable_hash(
+            {"model": item.identity(), "data": data_key, "condition": condition.key, "seed": self.options.seed}
+        )
+        if self._done(key):
+            return CellOutcome(key, item.name, condition.key, computed=False)
+        torch.manual_seed(self.options.seed)
+        started, clock = now_iso(), time.perf_counter()
+        rows = evaluate_condition(model, cell_opened, condition, self.data.num_classes, self.device, self.options,
+                                  self.progress)
+        self._write(item, key, data_key, condition.key, rows, started, time.perf_counter() - clock,
+                    replace=self.options.force)
+        return CellOutcome(key, item.name, condition.key, True, rows)
+
+    def _summaries(self, item: LoadedModel, cells: list[CellOutcome]) -> list[CellOutcome]:
+        """Derived cells, recomputed every run from the stored rows of ``cells`` (on rank 0; the
+        other ranks wait)."""
+        out: list[CellOutcome] = []
+        if self.results is not None:
+            frame = self.results.frame(cell_key=[c.cell_key for c in cells])
+            data_key = self.opened.key(self.data)
+            for kind in sorted(self.suite.types()):
+                summarise = summariser(kind)
+                if summarise is None:
+                    continue
+                context = SummaryContext(frame, self.suite.tables(kind, self.overrides), item, self.data,
+                                         self.opened, self.results, self.device, self.options.batch_size)
+                for summary in summarise(context):
+                    key = stable_hash({"model": item.identity(), "data": data_key, "summary": summary.key,
+                                       "seed": self.options.seed})
+                    self._write(item, key, data_key, summary.key, summary.rows, now_iso(), 0.0, replace=True)
+                    out.append(CellOutcome(key, item.name, summary.key, True, summary.rows))
+        distributed.barrier()
+        return out

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mgbench import distributed
 from mgbench.cli import (
     _CellProgress,
     _data_spec,
@@ -49,6 +50,8 @@ def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, da
     with _CellProgress() as progress:
         outcomes = evaluate(suite, models=_split_names(model_names) or None, data=data, store=store_path,
                             options=options, progress=progress)
+    if not distributed.is_main():
+        return
     done = sum(o.computed for o in outcomes)
     _print_cells(store_path, [o.cell_key for o in outcomes], title=f"suite {suite.name} on {data.label}")
     console.print(f"{done} cell(s) computed, {len(outcomes) - done} already in {store_path}")
@@ -89,6 +92,8 @@ def train(arch: str, out: str, recipe: str, method: str, epochs: int | None, lr:
         result = train_model(arch, data, out, recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr,
                              seed=seed, device=device, method=method, workers=workers, amp=not no_amp,
                              progress=report)
+    if not distributed.is_main():
+        return
     for entry in result.log:
         console.print(f"epoch {entry['epoch']:3d}  loss {entry['train_loss']:.4f}  train {entry['train_acc']:.3f}"
                       f"  test {entry['test_acc']:.3f}  {entry['seconds']:.0f}s")

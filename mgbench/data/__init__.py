@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from mgbench.data.folders import CLASS_LISTS, PREPROCESSING, class_list
@@ -46,6 +46,7 @@ def make_loader(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    sampler: Sampler | None = None,
 ) -> DataLoader:
     workers = default_workers() if workers is None else workers
     return DataLoader(
@@ -58,4 +59,5 @@ def make_loader(
         persistent_workers=False,
         generator=generator,
         drop_last=drop_last,
+        sampler=sampler,
     )

@@ -1,5 +1,9 @@
 """The training loop: SGD + OneCycle (per iteration), seeded, a checkpoint every epoch.
 
+Under ``torchrun`` the model is wrapped in DistributedDataParallel, each rank reads its share of
+every epoch (DistributedSampler), ``batch_size`` is the total over ranks, and rank 0 alone writes
+checkpoints and logs (``OUT`` must be on a shared file system for resuming on several nodes).
+
 A run writes ``OUT/last.pt`` after every epoch (model, optimiser, schedule, RNG states) and
 resumes from it when started again with the same ``OUT``; at the end it writes the weights
 alone to ``OUT/model.pt`` and the per-epoch log to ``OUT/log.json``. A model may define
@@ -24,12 +28,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import DistributedSampler
 
+from mgbench import distributed
 from mgbench.data import DataSpec, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.models import load_model
 from mgbench.provenance import REPO_ROOT, git_sha, library_versions, now_iso, sha256_file
-from mgbench.runner import resolve_device, to_unit
+from mgbench.runner import to_unit
 from mgbench.train.recipes import Recipe, get_recipe, train_transform
 
 
@@ -142,16 +148,24 @@ def train(
     if rec.epochs < 1 or rec.batch_size < 1 or rec.lr <= 0:
         raise InputError("--epochs, --batch-size and --lr must be positive")
     step_fn = get_method(method)
-    dev = resolve_device(device)
+    dev = distributed.init(device)
+    world = distributed.world_size()
+    if rec.batch_size % world:
+        raise InputError(f"--batch-size {rec.batch_size} (the total over all ranks) is not divisible by {world} ranks")
     out = Path(out)
     _seed_everything(seed)
     model = load_model(arch, init_seed=seed, num_classes=data.num_classes, **(model_args or {})).module.to(dev)
-    net = LossModule(model)
+    net: nn.Module = LossModule(model)
+    if distributed.active():
+        # BatchNorm statistics stay per rank, as in the official MGNet training (no SyncBN).
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     train_data = open_dataset(data.with_split("train"), train_transform=train_transform(rec.augmentation))
     generator = torch.Generator().manual_seed(seed)
+    sampler = (DistributedSampler(train_data.dataset, shuffle=True, seed=seed, drop_last=True)
+               if distributed.active() else None)
     loader = make_loader(
-        train_data.dataset, rec.batch_size, device=dev, shuffle=True, generator=generator, drop_last=True,
-        workers=0 if data.name == "digits" and workers is None else workers,
+        train_data.dataset, rec.batch_size // world, device=dev, shuffle=sampler is None, generator=generator,
+        drop_last=True, workers=0 if data.name == "digits" and workers is None else workers, sampler=sampler,
     )
     if len(loader) == 0:
         raise InputError(f"the train split has {train_data.n} images, fewer than one batch of {rec.batch_size}")
@@ -182,6 +196,8 @@ def train(
 
     iteration = start_epoch * len(loader)
     for epoch in range(start_epoch, rec.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         model.train()
         started = time.perf_counter()
         total_loss = total_correct = seen = 0.0
@@ -197,16 +213,19 @@ def train(
             seen += y.numel()
             if progress is not None:
                 progress(epoch + 1, batch_index + 1, loss)
+        total_loss, total_correct, seen = distributed.all_sum([total_loss, total_correct, seen])
         test_data = DataSpec(name=data.name, root=data.root, class_list=data.class_list, limit=test_limit)
         entry = {
             "epoch": epoch + 1,
             "train_loss": total_loss / max(seen, 1),
             "train_acc": total_correct / max(seen, 1),
-            "test_acc": _test_accuracy(model, test_data, dev, rec.batch_size),
+            "test_acc": _test_accuracy(model, test_data, dev, rec.batch_size) if distributed.is_main() else None,
             "lr_end": scheduler.get_last_lr()[0],
             "seconds": time.perf_counter() - started,
         }
         log.append(entry)
+        if not distributed.is_main():
+            continue
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -221,6 +240,9 @@ def train(
         tmp.replace(last)
 
     weights = out / "model.pt"
+    if not distributed.is_main():
+        distributed.barrier()
+        return TrainResult(out, weights, log)
     torch.save(model.state_dict(), weights)
     summary = {
         "arch": arch,
@@ -235,6 +257,7 @@ def train(
         "epochs": log,
     }
     (out / "log.json").write_text(json.dumps(summary, indent=2))
+    distributed.barrier()
     return TrainResult(out, weights, log)
 
 
