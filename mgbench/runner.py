@@ -156,6 +156,9 @@ def evaluate(
     conditions = suite.expand(overrides)
     device = resolve_device(options.device)
     opened = open_dataset(data)
+    # Conditions that read files of their own (pre-generated ImageNet-C) open them now, so a
+    # missing folder is reported before the store is touched.
+    cell_data = [_open_cell_data(condition, data, opened) for condition in conditions]
     loaded = [load_model(name) for name in names]
     for item in loaded:
         _check_dataset(item, data)
@@ -165,9 +168,10 @@ def evaluate(
         for item in loaded:
             model = item.module.to(device).eval()
             mine = [_compute_cell(results, suite, item, data, options, device)]
-            for condition in conditions:
+            for condition, cell_opened in zip(conditions, cell_data):
                 mine.append(
-                    _condition_cell(results, suite, item, model, data, opened, condition, options, device, progress)
+                    _condition_cell(results, suite, item, model, data, cell_opened, condition, options, device,
+                                    progress)
                 )
             mine += _summaries(results, suite, item, data, opened, mine, options, device, overrides)
             outcomes += mine
@@ -255,12 +259,16 @@ def _compute_cell(
     return CellOutcome(key, item.name, condition_key, True, rows)
 
 
+def _open_cell_data(condition: Condition, data: DataSpec, opened: OpenedData) -> OpenedData:
+    """The data a condition's cell reads: its own (``open_data``) or the suite's."""
+    open_data = getattr(condition, "open_data", None)
+    return open_data(data) if open_data is not None else opened
+
+
 def _condition_cell(
-    results: Store, suite: Suite, item: LoadedModel, model: nn.Module, data: DataSpec, opened: OpenedData,
+    results: Store, suite: Suite, item: LoadedModel, model: nn.Module, data: DataSpec, cell_opened: OpenedData,
     condition: Condition, options: RunOptions, device: torch.device, progress: ProgressHook | None,
 ) -> CellOutcome:
-    cell_data = getattr(condition, "open_data", None)
-    cell_opened = cell_data(data) if cell_data is not None else opened
     data_key = cell_opened.key(data)
     key = stable_hash({"model": item.identity(), "data": data_key, "condition": condition.key, "seed": options.seed})
     if results.has_cell(key) and not options.force:

@@ -2,6 +2,7 @@
 (imagecorruptions), a fast batched torch backend, the ``corruption`` condition type with its
 summaries (mean accuracy, CE, mCE) and ImageNet100-C generation. See docs/corruptions.md."""
 
+from mgbench.corruptions import condition  # noqa: F401  (registers the corruption condition type)
 from mgbench.corruptions.names import (
     ALL,
     COMMON,
