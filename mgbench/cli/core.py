@@ -63,6 +63,7 @@ def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, da
                   "mce_baseline": mce_baseline}
     if any(v is not None for v in corruption.values()) and "corruption" not in suite.types():
         raise InputError(f"corruption options given, but suite {suite.name} has no corruption conditions")
+    suite.expand({"corruption": corruption})  # bad options fail here, before the progress bar draws
     with _CellProgress() as progress:
         outcomes = evaluate(suite, models=_split_names(model_names) or None, data=data, store=store_path,
                             options=options, overrides={"corruption": corruption}, progress=progress)

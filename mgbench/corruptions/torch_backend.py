@@ -490,9 +490,9 @@ def pixelate(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     factor = [0.6, 0.5, 0.4, 0.3, 0.25][severity - 1]
     h, w, _ = _size(x)
     small_h, small_w = int(h * factor), int(w * factor)
-    levels = x * 255
-    levels = torch.round(levels @ _box_weights(w, small_w, x.device, x.dtype).t())
-    levels = torch.round(_box_weights(h, small_h, x.device, x.dtype) @ levels)
+    levels = x * 255  # PIL rounds each pass half up (fixed point), not half to even
+    levels = torch.floor(levels @ _box_weights(w, small_w, x.device, x.dtype).t() + 0.5)
+    levels = torch.floor(_box_weights(h, small_h, x.device, x.dtype) @ levels + 0.5)
     rows = ((torch.arange(h, device=x.device) + 0.5) * small_h / h).long()
     cols = ((torch.arange(w, device=x.device) + 0.5) * small_w / w).long()
     return levels.index_select(-2, rows).index_select(-1, cols) / 255
