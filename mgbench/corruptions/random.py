@@ -53,14 +53,18 @@ class TorchRandom:
     def __len__(self) -> int:
         return len(self.generators)
 
+    def _fill(self, shape: tuple[int, ...], draw) -> torch.Tensor:
+        """Row b of a fresh [B, *shape] tensor drawn from image b's generator, in place."""
+        out = torch.empty((len(self.generators), *shape), device=self.device, dtype=self.dtype)
+        for row, generator in zip(out, self.generators):
+            draw(shape, generator=generator, out=row)
+        return out
+
     def normal(self, shape: tuple[int, ...], loc: float = 0.0, scale: float = 1.0) -> torch.Tensor:
-        out = torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)
-                           for g in self.generators])
-        return out.mul_(scale).add_(loc)
+        return self._fill(shape, torch.randn).mul_(scale).add_(loc)
 
     def random(self, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.stack([torch.rand(shape, generator=g, device=self.device, dtype=self.dtype)
-                            for g in self.generators])
+        return self._fill(shape, torch.rand)
 
     def uniform(self, shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
         return self.random(shape).mul_(high - low).add_(low)

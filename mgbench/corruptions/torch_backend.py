@@ -51,7 +51,7 @@ def _register(name: str) -> Callable[[Corruption], Corruption]:
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
     """Clip to [0, 1] and truncate to the 256 levels of uint8, as ``np.uint8(clip(v) * 255)``."""
-    return torch.floor(x.clamp(0, 1) * 255 + _QUANT_EPS).div_(255)
+    return x.clamp(0, 1).mul_(255).add_(_QUANT_EPS).floor_().div_(255)
 
 
 def _hwc(noise: torch.Tensor) -> torch.Tensor:
@@ -348,8 +348,8 @@ def _water(liquid: torch.Tensor, intensity: float) -> torch.Tensor:
     dist = edge_distance(canny(levels, 50, 150), cap=20)
     dist = torch.floor(ops.box_blur3(dist))
     dist = equalize_hist(dist)
-    emboss = torch.tensor([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], device=liquid.device, dtype=liquid.dtype)
-    dist = torch.round(F.conv2d(ops.pad2d(dist, 1, 1, 1, 1, "reflect101"), emboss[None, None])).clamp(0, 255)
+    emboss = [[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]
+    dist = torch.round(_shifted_sum(ops.pad2d(dist, 1, 1, 1, 1, "reflect101"), emboss)).clamp(0, 255)
     dist = torch.round(ops.box_blur3(dist))
     drops = levels * dist
     peak = drops.amax(dim=(2, 3), keepdim=True)
@@ -357,13 +357,36 @@ def _water(liquid: torch.Tensor, intensity: float) -> torch.Tensor:
     return torch.where(peak > 0, drops / torch.where(peak > 0, peak, torch.ones_like(peak)), drops) * intensity
 
 
+def _shifted_sum(padded: torch.Tensor, kernel: list[list[int]]) -> torch.Tensor:
+    """Correlation of a padded ``[..., H + 2, W + 2]`` tensor with a small integer kernel, as
+    a sum of shifted views (several times faster than ``conv2d`` for one channel on a CPU)."""
+    size = len(kernel)
+    height, width = padded.shape[-2] - size + 1, padded.shape[-1] - size + 1
+    out = torch.zeros_like(padded[..., :height, :width])
+    for dy, row in enumerate(kernel):
+        for dx, weight in enumerate(row):
+            if weight:
+                out.add_(padded[..., dy:dy + height, dx:dx + width], alpha=weight)
+    return out
+
+
+def _dilate(mask: torch.Tensor) -> torch.Tensor:
+    """3 x 3 binary dilation (8-neighbourhood), separably."""
+    rows = mask.clone()
+    rows[..., 1:, :] |= mask[..., :-1, :]
+    rows[..., :-1, :] |= mask[..., 1:, :]
+    out = rows.clone()
+    out[..., :, 1:] |= rows[..., :, :-1]
+    out[..., :, :-1] |= rows[..., :, 1:]
+    return out
+
+
 def canny(levels: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """OpenCV's Canny (3 x 3 Sobel, L1 magnitude, its integer direction test, 8-connected
     hysteresis) on uint8-valued ``[B, 1, H, W]``; returns a bool edge map."""
-    sobel = torch.tensor([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], device=levels.device, dtype=levels.dtype)
     padded = ops.pad2d(levels, 1, 1, 1, 1, "replicate")
-    gx = F.conv2d(padded, sobel[None, None]).round().long()
-    gy = F.conv2d(padded, sobel.t()[None, None]).round().long()
+    gx = _shifted_sum(padded, [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]).round().int()
+    gy = _shifted_sum(padded, [[-1, -2, -1], [0, 0, 0], [1, 2, 1]]).round().int()
     mag = gx.abs() + gy.abs()
     m = F.pad(mag, (1, 1, 1, 1))  # neighbours outside the image count as 0
     h, w = mag.shape[-2:]
@@ -372,7 +395,7 @@ def canny(levels: torch.Tensor, low: float, high: float) -> torch.Tensor:
         return m[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
 
     tg22 = int(0.4142135623730950488016887242097 * (1 << 15) + 0.5)
-    ax, ay = gx.abs(), gy.abs() << 15
+    ax, ay = gx.abs().long(), gy.abs().long() << 15
     tg22x = ax * tg22
     tg67x = tg22x + (ax << 16)
     horizontal = (mag > at(0, -1)) & (mag >= at(0, 1))
@@ -382,10 +405,10 @@ def canny(levels: torch.Tensor, low: float, high: float) -> torch.Tensor:
     peak = torch.where(ay < tg22x, horizontal, torch.where(ay > tg67x, vertical, diagonal))
     candidate = peak & (mag > math.floor(low))
     edges = candidate & (mag > math.floor(high))
-    for _ in range(h * w):
+    for _ in range(h * w):  # grow strong edges along weak ones until nothing changes
         for _ in range(8):
-            edges = (F.max_pool2d(edges.float(), 3, stride=1, padding=1) > 0) & candidate
-        grown = (F.max_pool2d(edges.float(), 3, stride=1, padding=1) > 0) & candidate
+            edges = _dilate(edges) & candidate
+        grown = _dilate(edges) & candidate
         if torch.equal(grown, edges):
             break
         edges = grown
