@@ -51,7 +51,7 @@ def test_torch_replays_the_reference_at_64(digits: np.ndarray) -> None:
 
 @pytest.mark.slow
 def test_torch_replays_the_reference_at_224() -> None:
-    _check_replay(fidelity.measure(fidelity.synthetic_images(1, 224), ALL, [1, 3, 5]))
+    _check_replay(fidelity.measure(fidelity.synthetic_images(1, 224), ALL, [3, 5]))
 
 
 def _changes(backend, x: torch.Tensor, name: str) -> float:

@@ -118,8 +118,9 @@ def pull_chains(image: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, delta: 
     as a swap, but the right-hand side holds views, so it copies (pixels get duplicated, not
     permuted). A pixel therefore takes the value its neighbour has *at that moment*: the
     neighbour's own pulled value if it was visited before (a larger raster index), else its
-    original one. Following those links is a chain of strictly increasing indices, which pointer
-    doubling resolves in O(log length) batched gathers instead of H x W sequential steps.
+    original one. Following those links is a chain of strictly increasing indices; all chains
+    are followed together, one hop per step, dropping the finished ones (most end at once), so
+    the work is about twice the pixel count instead of H x W sequential steps.
 
     ``image``: ``[B, C, H, W]``; ``dx``, ``dy``: ``[B, n]`` offsets of the n visited pixels in
     visiting order.
@@ -129,24 +130,28 @@ def pull_chains(image: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, delta: 
     rows = torch.arange(height - delta, delta, -1, device=device)
     cols = torch.arange(width - delta, delta, -1, device=device)
     sources = (rows[:, None] * width + cols[None, :]).reshape(-1)            # visiting order
+    count = len(sources)
     targets = sources + dy * width + dx                                       # [B, n]
-    is_source = torch.zeros(height * width, dtype=torch.bool, device=device)
-    is_source[sources] = True
+    order = torch.full((height * width,), -1, dtype=torch.long, device=device)
+    order[sources] = torch.arange(count, device=device)
     # A link continues through a target that was itself visited earlier (larger index).
-    continues = is_source[targets] & (targets > sources)
-    identity = torch.arange(height * width, device=device).expand(batch, -1)
-    nxt = identity.clone()
-    nxt[:, sources] = torch.where(continues, targets, sources.expand(batch, -1))
-    value = identity.clone()
-    value[:, sources] = targets
-    for _ in range(64):  # chains are short; 64 doublings cover any length up to 2**64
-        jumped = nxt.gather(1, nxt)
-        if torch.equal(jumped, nxt):
-            break
-        nxt = jumped
-    origin = value.gather(1, nxt)
+    step = order[targets]
+    link = torch.where((step >= 0) & (targets > sources), step, -1)          # next visit in the chain
+    offset = torch.arange(batch, device=device)[:, None] * count
+    flat_link = torch.where(link >= 0, link + offset, -1).reshape(-1)
+    flat_targets = targets.reshape(-1)
+    origin = flat_targets.clone()                                             # terminal: own target
+    waiting = (flat_link >= 0).nonzero().squeeze(1)
+    current = flat_link[waiting]
+    while waiting.numel():
+        following = flat_link[current]
+        done = following < 0
+        origin[waiting[done]] = flat_targets[current[done]]
+        waiting, current = waiting[~done], following[~done]
+    pulled = torch.arange(height * width, device=device).repeat(batch, 1)
+    pulled[:, sources] = origin.view(batch, count)
     flat = image.reshape(batch, channels, -1)
-    return flat.gather(2, origin[:, None, :].expand(-1, channels, -1)).reshape(image.shape)
+    return flat.gather(2, pulled[:, None, :].expand(-1, channels, -1)).reshape(image.shape)
 
 
 @_register("glass_blur")
