@@ -162,6 +162,9 @@ def evaluate(
     conditions = suite.expand(overrides)
     device = distributed.init(options.device)
     opened = open_dataset(data)
+    # Conditions that read files of their own (pre-generated ImageNet-C) open them now, so a
+    # missing folder is reported before the store is touched.
+    cells = [(condition, _open_cell_data(condition, data, opened)) for condition in conditions]
     loaded = [load_model(name) for name in names]
     for item in loaded:
         _check_dataset(item, data)
@@ -171,7 +174,7 @@ def evaluate(
     results = Store(store) if distributed.is_main() else None
     try:
         run = _SuiteRun(results, suite, data, opened, options, device, overrides, progress)
-        return [outcome for item in loaded for outcome in run.model_cells(item, conditions)]
+        return [outcome for item in loaded for outcome in run.model_cells(item, cells)]
     except BaseException:
         if results is not None:
             results.close()
@@ -215,10 +218,11 @@ class _SuiteRun:
     overrides: dict[str, dict[str, Any]] | None
     progress: ProgressHook | None
 
-    def model_cells(self, item: LoadedModel, conditions: list[Condition]) -> list[CellOutcome]:
+    def model_cells(self, item: LoadedModel, conditions: list[tuple[Condition, OpenedData]]) -> list[CellOutcome]:
+        """The compute cell, one cell per (condition, the data it reads), then the summaries."""
         model = item.module.to(self.device).eval()
         cells = [self._compute_cell(item)]
-        cells += [self._condition_cell(item, model, condition) for condition in conditions]
+        cells += [self._condition_cell(item, model, condition, opened) for condition, opened in conditions]
         cells += self._summaries(item, cells)
         item.module.cpu()
         return cells
@@ -270,9 +274,9 @@ class _SuiteRun:
                     replace=self.options.force)
         return CellOutcome(key, item.name, condition_key, True, rows)
 
-    def _condition_cell(self, item: LoadedModel, model: nn.Module, condition: Condition) -> CellOutcome:
-        cell_data = getattr(condition, "open_data", None)
-        cell_opened = cell_data(self.data) if cell_data is not None else self.opened
+    def _condition_cell(
+        self, item: LoadedModel, model: nn.Module, condition: Condition, cell_opened: OpenedData
+    ) -> CellOutcome:
         data_key = cell_opened.key(self.data)
         key = stable_hash(
             {"model": item.identity(), "data": data_key, "condition": condition.key, "seed": self.options.seed}
@@ -307,3 +311,9 @@ class _SuiteRun:
                     out.append(CellOutcome(key, item.name, summary.key, True, summary.rows))
         distributed.barrier()
         return out
+
+
+def _open_cell_data(condition: Condition, data: DataSpec, opened: OpenedData) -> OpenedData:
+    """The data a condition's cell reads: its own (``open_data``) or the suite's."""
+    open_data = getattr(condition, "open_data", None)
+    return open_data(data) if open_data is not None else opened

@@ -99,10 +99,12 @@ class _CellProgress:
 
 
 def _print_frame(frame: "pd.DataFrame", title: str = "accuracy") -> None:
-    from mgbench.report.tables import accuracy_table, compute_table
+    from mgbench.report.tables import accuracy_table, compute_table, corruption_summary_table
 
     if (frame["threat"] != "compute").any():
         console.print(accuracy_table(frame, title=title))
+    if (frame["metric"] == "mean_top1").any():
+        console.print(corruption_summary_table(frame))
     if (frame["threat"] == "compute").any():
         console.print(compute_table(frame))
 
@@ -165,4 +167,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Command modules register themselves on `cli` when imported.
-from mgbench.cli import core  # noqa: E402,F401
+from mgbench.cli import (
+    core,  # noqa: E402,F401
+    corruptions,  # noqa: E402,F401
+)

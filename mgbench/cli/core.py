@@ -35,9 +35,21 @@ if TYPE_CHECKING:
               help="Zoo card, architecture, or FILE.py:FACTORY (repeatable, or comma-separated).")
 @data_options
 @runtime_options
+@click.option("--corruptions", "corruption_names", default=None,
+              help="[corruption suites] common, extra, all or comma-separated names.")
+@click.option("--severities", default=None, help="[corruption suites] e.g. 1-5 or 1,3,5.")
+@click.option("--backend", "corruption_backend", default=None,
+              help="[corruption suites] torch (fast), reference (imagecorruptions) or folder (pre-generated).")
+@click.option("--imagenet-c-root", type=click.Path(), default=None,
+              help="[corruption suites] ImageNet-C style folder for --backend folder.")
+@click.option("--corruption-preprocessing", default=None,
+              help="[corruption suites] hendrycks (CenterCrop 224) or mgnet (Resize 256 + CenterCrop 224).")
+@click.option("--mce-baseline", default=None, help="[corruption suites] model that normalises CE/mCE, or alexnet.")
 def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, data_root: str | None,
         class_list: str, limit: int | None, on_bad_image: str, device: str, batch_size: int,
-        workers: int | None, seed: int, store: str | None, force: bool) -> None:
+        workers: int | None, seed: int, store: str | None, force: bool, corruption_names: str | None,
+        severities: str | None, corruption_backend: str | None, imagenet_c_root: str | None,
+        corruption_preprocessing: str | None, mce_baseline: str | None) -> None:
     """Run a suite: every model x condition cell, resumable, into the results store."""
     from mgbench.runner import RunOptions, evaluate
     from mgbench.store import DEFAULT_STORE
@@ -47,9 +59,15 @@ def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, da
     data = _data_spec(data_name, data_root, class_list, limit, on_bad_image, default=suite.dataset)
     options = RunOptions(device=device, batch_size=batch_size, workers=workers, seed=seed, force=force)
     store_path = Path(store) if store else DEFAULT_STORE
+    corruption = {"corruptions": corruption_names, "severities": severities, "backend": corruption_backend,
+                  "imagenet_c_root": imagenet_c_root, "preprocessing": corruption_preprocessing,
+                  "mce_baseline": mce_baseline}
+    if any(v is not None for v in corruption.values()) and "corruption" not in suite.types():
+        raise InputError(f"corruption options given, but suite {suite.name} has no corruption conditions")
+    suite.expand({"corruption": corruption})  # bad options fail here, before the progress bar draws
     with _CellProgress() as progress:
         outcomes = evaluate(suite, models=_split_names(model_names) or None, data=data, store=store_path,
-                            options=options, progress=progress)
+                            options=options, overrides={"corruption": corruption}, progress=progress)
     if not distributed.is_main():
         return
     done = sum(o.computed for o in outcomes)

@@ -93,3 +93,31 @@ def rows_table(frame: pd.DataFrame, columns: list[str], title: str = "results") 
     for row in frame[columns].itertuples(index=False):
         table.add_row(*["" if not _present(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
     return table
+
+
+def corruption_summary_table(frame: pd.DataFrame, title: str = "corruption summary") -> Table:
+    """Per model and corruption setting: mean accuracy over all cells, mCE and relative mCE
+    (when a baseline was available), then the mean accuracy of each corruption."""
+    table = Table(title=title)
+    for column, justify in (("model", "left"), ("dataset", "left"), ("backend", "left"), ("over", "left"),
+                            ("mean top-1 %", "right"), ("mCE %", "right"), ("rel. mCE %", "right"),
+                            ("per step top-1 %", "right")):
+        table.add_column(column, justify=justify)
+    rows = frame[(frame["threat"] == "corruption") & frame["metric"].isin(["mean_top1", "ce", "mce", "relative_ce",
+                                                                           "relative_mce"])]
+    overall = rows[(rows["corruption"] == "mean") & rows["severity"].isna()]
+    per_corruption = rows[rows["corruption"] != "mean"]
+    for part in (overall, per_corruption):
+        for _, cell in part.groupby("cell_key", sort=False):
+            first, final = cell.iloc[0], _final_rows(cell)
+            mean = final.get("mean_top1")
+            if mean is None:
+                continue
+            ce = final.get("mce", final.get("ce"))
+            rce = final.get("relative_mce", final.get("relative_ce"))
+            steps = cell[(cell["metric"] == "mean_top1") & cell["step"].notna()].sort_values("step")["value"]
+            table.add_row(first["model"], first["dataset"], str(first["backend"]),
+                          "all corruptions" if first["corruption"] == "mean" else first["corruption"],
+                          _pct(mean.value), _pct(ce.value) if ce is not None else "",
+                          _pct(rce.value) if rce is not None else "", " / ".join(_pct(v) for v in steps))
+    return table

@@ -1,0 +1,349 @@
+"""The ``corruption`` condition type and its summaries.
+
+A suite table::
+
+    [[conditions]]
+    type = "corruption"
+    corruptions = "common"          # common | extra | all | a list of names
+    severities = "1-5"              # "1-5", "1,3,5", or a list
+    backend = "torch"               # torch | reference | folder
+    scaling = "native"              # native | resample224 (see mgbench.corruptions.scaling)
+    preprocessing = "hendrycks"     # hendrycks | mgnet
+    imagenet_c_root = "/data/imagenet-c"   # folder backend only
+    mce_baseline = "resnet-tiny.digits"    # normaliser of CE/mCE (a model, or "alexnet")
+    workers = 2                     # reference backend: processes (default: one per core)
+
+expands to one condition per corruption x severity. ``torch`` and ``reference`` corrupt each
+batch in ``apply`` (after the clean preprocessing, Hendrycks' order); ``folder`` reads a
+pre-generated ImageNet-C style folder. ``preprocessing`` is what happens to a corrupted
+224 x 224 image before the model: ``hendrycks`` nothing (CenterCrop 224 of the folder's
+images), ``mgnet`` Resize 256 + CenterCrop 224 as MGNet's code does (on the fly: a zoom by
+256/224 of the corrupted image, at any size).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mgbench.conditions import Condition, Summary, SummaryContext, register_condition_type, register_summary
+from mgbench.corruptions import metrics
+from mgbench.corruptions.names import GROUPS, parse_corruptions, parse_severities
+from mgbench.corruptions.scaling import Backend, check_scaling, corrupt_scaled
+from mgbench.errors import InputError
+from mgbench.store import MetricRow
+
+if TYPE_CHECKING:
+    from mgbench.data import DataSpec, OpenedData
+
+BACKENDS = ("torch", "reference", "folder")
+PREPROCESSINGS = ("hendrycks", "mgnet")
+_FOLDER_TRANSFORM = {"hendrycks": "crop224", "mgnet": "resize256-crop224"}
+TABLE_KEYS = ("type", "corruptions", "severities", "backend", "scaling", "preprocessing", "imagenet_c_root",
+              "mce_baseline", "workers")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One ``[[conditions]]`` table of type corruption, validated."""
+
+    corruptions: tuple[str, ...]
+    severities: tuple[int, ...]
+    backend: str = "torch"
+    scaling: str = "native"
+    preprocessing: str = "hendrycks"
+    imagenet_c_root: str | None = None
+    mce_baseline: str | None = None
+    workers: int | None = None
+
+    @property
+    def group(self) -> str:
+        """The corruption set's name: a group name, or the names joined."""
+        for name, members in GROUPS.items():
+            if self.corruptions == members:
+                return name
+        return ",".join(self.corruptions)
+
+    def condition_key(self, corruption: str, severity: int) -> dict[str, Any]:
+        key: dict[str, Any] = {"threat": "corruption", "corruption": corruption, "severity": severity,
+                               "backend": self.backend, "corruption_preprocessing": self.preprocessing}
+        if self.backend == "folder":
+            key["imagenet_c_root"] = str(Path(self.imagenet_c_root or "").resolve())
+        else:
+            key["scaling"] = self.scaling
+        return key
+
+    def summary_key(self) -> dict[str, Any]:
+        key = {k: v for k, v in self.condition_key("mean", 0).items() if k not in ("corruption", "severity")}
+        return {**key, "corruptions": self.group, "severities": list(self.severities)}
+
+
+def _choice(table: dict[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
+    value = table.get(key, default)
+    if value not in choices:
+        raise InputError(f"corruption {key} {value!r} is not one of {', '.join(choices)}: fix the suite or option")
+    return value
+
+
+def parse_table(table: dict[str, Any]) -> Settings:
+    """Validate a corruption table (after command-line overrides)."""
+    unknown = sorted(set(table) - set(TABLE_KEYS))
+    if unknown:
+        raise InputError(f"corruption table has unknown key(s) {', '.join(unknown)}: use {', '.join(TABLE_KEYS[1:])}")
+    backend = _choice(table, "backend", BACKENDS, "torch")
+    root = table.get("imagenet_c_root")
+    if backend == "folder":
+        if not root or not Path(root).is_dir():
+            raise InputError(f"backend folder needs imagenet_c_root (--imagenet-c-root) to be an existing folder, "
+                             f"not {root!r}")
+    workers = table.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise InputError(f"corruption workers must be a whole number >= 0, not {workers!r}")
+    baseline = table.get("mce_baseline")
+    if baseline is not None:
+        _check_baseline(baseline)
+    return Settings(
+        corruptions=tuple(parse_corruptions(table.get("corruptions", "common"))),
+        severities=tuple(parse_severities(table.get("severities", "1-5"))),
+        backend=backend,
+        scaling=check_scaling(table.get("scaling", "native")),
+        preprocessing=_choice(table, "preprocessing", PREPROCESSINGS, "hendrycks"),
+        imagenet_c_root=root,
+        mce_baseline=baseline,
+        workers=workers,
+    )
+
+
+def _check_baseline(name: object) -> None:
+    # Existence is not checked here: a baseline without stored cells only skips mCE (with a note).
+    if not isinstance(name, str) or not name:
+        raise InputError(f"mce_baseline must be a model name or alexnet, not {name!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _backend(name: str, workers: int | None) -> Backend:
+    from mgbench.corruptions.reference import ReferenceBackend
+    from mgbench.corruptions.torch_backend import TorchBackend
+
+    return ReferenceBackend(workers) if name == "reference" else TorchBackend()
+
+
+def mgnet_zoom(x: torch.Tensor) -> torch.Tensor:
+    """MGNet's evaluation transform on an already cropped image: resize by 256/224
+    (antialiased bilinear, like torchvision's Resize) and crop the centre back to its size."""
+    height, width = x.shape[-2:]
+    size = (round(height * 256 / 224), round(width * 256 / 224))
+    large = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    return torch.round(large[..., top:top + height, left:left + width].clamp(0, 1) * 255) / 255
+
+
+@dataclass
+class OnTheFlyCorruption:
+    """Corrupts each batch with the torch or reference backend."""
+
+    settings: Settings
+    corruption: str
+    severity: int
+    key: dict[str, Any] = field(init=False)
+    needs_grad: bool = False
+
+    def __post_init__(self) -> None:
+        self.key = self.settings.condition_key(self.corruption, self.severity)
+
+    def apply(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        backend = _backend(self.settings.backend, self.settings.workers)
+        out = corrupt_scaled(backend, x, ids.tolist(), self.corruption, self.severity, self.settings.scaling)
+        return mgnet_zoom(out) if self.settings.preprocessing == "mgnet" else out
+
+    def extra_rows(self) -> list[MetricRow]:
+        return []
+
+
+@dataclass
+class FolderCorruption:
+    """Reads the cell's images from a pre-generated ImageNet-C style folder."""
+
+    settings: Settings
+    corruption: str
+    severity: int
+    key: dict[str, Any] = field(init=False)
+    needs_grad: bool = False
+
+    def __post_init__(self) -> None:
+        self.key = self.settings.condition_key(self.corruption, self.severity)
+
+    def open_data(self, spec: "DataSpec") -> "OpenedData":
+        from mgbench.data import open_imagenet_c
+
+        if spec.name != "imagenet100":
+            raise InputError(f"backend folder reads ImageNet-C style folders of ImageNet100, not {spec.name}: "
+                             "use backend torch or reference")
+        root = self.settings.imagenet_c_root or ""
+        transform = _FOLDER_TRANSFORM[self.settings.preprocessing]
+        return open_imagenet_c(spec, root, self.corruption, self.severity, transform)
+
+    def apply(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def extra_rows(self) -> list[MetricRow]:
+        return []
+
+
+@register_condition_type("corruption")
+def expand_corruptions(table: dict[str, Any]) -> list[Condition]:
+    settings = parse_table(table)
+    kind = FolderCorruption if settings.backend == "folder" else OnTheFlyCorruption
+    return [kind(settings, name, severity) for name in settings.corruptions for severity in settings.severities]
+
+
+# ----------------------------------------------------------------------------- summaries
+
+def _cell_configs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The condition and data keys of each row, as canonical JSON strings."""
+    configs = frame["config"].map(json.loads)
+    return frame.assign(condition_json=configs.map(lambda c: json.dumps(c["condition"], sort_keys=True)),
+                        data_json=configs.map(lambda c: json.dumps(c["data"], sort_keys=True)))
+
+
+def _tidy(rows: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "corruption": rows["corruption"].values, "severity": rows["severity"].astype(int).values,
+        "step": rows["step"].fillna(metrics.FINAL).astype(int).values, "accuracy": rows["value"].values,
+        "n": rows["n"].values,
+    })
+
+
+def _latest(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One row per ``columns`` (+ step): the most recently finished."""
+    keyed = rows.assign(step_key=rows["step"].fillna(metrics.FINAL))
+    return keyed.drop_duplicates(subset=[*columns, "step_key"], keep="last").drop(columns="step_key")
+
+
+def _clean(ctx: SummaryContext, model: str, weights: str | None) -> pd.DataFrame | None:
+    """A model's clean top-1 per step on this run's clean data, from the store."""
+    rows = ctx.store.frame(model=model, dataset=ctx.data.label, threat="clean", metric="top1")
+    if weights is not None:
+        rows = rows[rows["weights"] == weights]
+    if rows.empty:
+        return None
+    rows = _cell_configs(rows)
+    rows = rows[rows["data_json"] == json.dumps(ctx.opened.key(ctx.data), sort_keys=True)]
+    if rows.empty:
+        return None
+    rows = _latest(rows, ["model"])
+    return pd.DataFrame({"step": rows["step"].fillna(metrics.FINAL).astype(int).values,
+                         "accuracy": rows["value"].values})
+
+
+def _baseline(ctx: SummaryContext, name: str, mine: pd.DataFrame) -> pd.DataFrame:
+    """The baseline's stored cells with the same condition and data keys as ``mine``."""
+    rows = ctx.store.frame(model=name, dataset=ctx.data.label, threat="corruption", metric="top1")
+    if rows.empty:
+        return _tidy(rows)
+    rows = _cell_configs(rows)
+    wanted = set(zip(mine["condition_json"], mine["data_json"]))
+    rows = rows[[pair in wanted for pair in zip(rows["condition_json"], rows["data_json"])]]
+    return _tidy(_latest(rows, ["corruption", "severity"]))
+
+
+def _step(value: int) -> int | None:
+    return None if value == metrics.FINAL else int(value)
+
+
+def _rows(frame: pd.DataFrame, metric: str, column: str, detail: dict[str, Any] | None = None) -> list[MetricRow]:
+    """Rows of one metric per step; a ratio with a zero denominator (a baseline no worse than
+    clean) is left out rather than stored as NaN."""
+    return [MetricRow(metric, float(r[column]), n=int(r["n"]) if "n" in r and pd.notna(r["n"]) else None,
+                      step=_step(r["step"]), detail=detail)
+            for _, r in frame.iterrows() if math.isfinite(float(r[column]))]
+
+
+def summarise(ctx: SummaryContext, settings: Settings) -> list[Summary]:
+    """Mean accuracies, CE and mCE (plain and relative) of one corruption table's cells."""
+    rows = ctx.frame[(ctx.frame["threat"] == "corruption") & (ctx.frame["metric"] == "top1")]
+    if rows.empty:
+        return []
+    rows = _cell_configs(rows)
+    wanted = {json.dumps(settings.condition_key(c, s), sort_keys=True)
+              for c in settings.corruptions for s in settings.severities}
+    mine = rows[rows["condition_json"].isin(wanted)]
+    if mine.empty:
+        return []
+    cells = _tidy(mine)
+    common = settings.summary_key()
+    scope = {"corruptions": list(settings.corruptions), "severities": list(settings.severities)}
+    notes: list[str] = []
+    per_corruption = metrics.mean_accuracy(cells, by="corruption")
+    overall = metrics.mean_accuracy(cells)
+
+    ce = rce = None
+    normaliser: dict[str, Any] | None = None
+    if settings.mce_baseline is None:
+        notes.append("mCE skipped: no mce_baseline set (suite key or --mce-baseline)")
+    else:
+        if settings.mce_baseline == "alexnet":
+            base, base_clean = metrics.alexnet_baseline(cells)
+            normaliser = {"kind": "alexnet", "errors": "Hendrycks & Dietterich 2019, ImageNet-1k",
+                          "clean_error": metrics.ALEXNET_CLEAN_ERROR}
+            if set(settings.severities) != {1, 2, 3, 4, 5}:
+                notes.append("AlexNet errors are means over severities 1-5; other severity sets are not comparable")
+        else:
+            base = _baseline(ctx, settings.mce_baseline, mine)
+            base_clean = _clean(ctx, settings.mce_baseline, None)
+            normaliser = {"kind": "model", "model": settings.mce_baseline, "same_data": ctx.opened.key(ctx.data)}
+        ce = metrics.corruption_errors(cells, base)
+        if ce.empty:
+            notes.append(f"mCE skipped: no cells of {settings.mce_baseline} with the same corruption settings and "
+                         f"data in the store: run this suite for {settings.mce_baseline} first")
+            ce = None
+        else:
+            missing = sorted(set(settings.corruptions) - set(ce["corruption"]))
+            if missing:
+                notes.append(f"mCE over {ce['corruption'].nunique()} corruptions: the baseline lacks "
+                             f"{', '.join(missing)}")
+            clean = _clean(ctx, ctx.model.name, ctx.model.weights)
+            if clean is None or base_clean is None:
+                who = ctx.model.name if clean is None else settings.mce_baseline
+                notes.append(f"relative mCE skipped: no clean accuracy of {who} on this data in the store "
+                             "(add a clean condition to the suite)")
+            else:
+                rce = metrics.relative_corruption_errors(cells, clean, base, base_clean)
+
+    out = []
+    for corruption, group in per_corruption.groupby("corruption", sort=False):
+        items = _rows(group, "mean_top1", "accuracy", scope | {"over": "severities"})
+        if ce is not None:
+            mine_ce = ce[ce["corruption"] == corruption].assign(n=None)
+            items += _rows(mine_ce, "ce", "ce", {"normaliser": normaliser})
+        if rce is not None:
+            mine_rce = rce[rce["corruption"] == corruption].assign(n=None)
+            items += _rows(mine_rce, "relative_ce", "relative_ce", {"normaliser": normaliser})
+        out.append(Summary({**common, "corruption": corruption}, items))
+    for severity, group in metrics.mean_accuracy(cells, by="severity").groupby("severity", sort=True):
+        out.append(Summary({**common, "corruption": "mean", "severity": int(severity)},
+                           _rows(group, "mean_top1", "accuracy", scope | {"over": "corruptions"})))
+    items = _rows(overall, "mean_top1", "accuracy", scope | {"over": "corruptions and severities", "notes": notes})
+    if ce is not None:
+        mce = metrics.mean_over_corruptions(ce, "ce").assign(n=None)
+        items += _rows(mce, "mce", "ce", {"normaliser": normaliser, "corruptions": sorted(ce["corruption"].unique())})
+    if rce is not None and not rce.empty:
+        rmce = metrics.mean_over_corruptions(rce, "relative_ce").assign(n=None)
+        items += _rows(rmce, "relative_mce", "relative_ce", {"normaliser": normaliser})
+    out.append(Summary({**common, "corruption": "mean"}, items))
+    return out
+
+
+@register_summary("corruption")
+def summarise_tables(ctx: SummaryContext) -> list[Summary]:
+    return [summary for table in ctx.tables for summary in summarise(ctx, parse_table(table))]
+
