@@ -231,17 +231,20 @@ def _from_factory(spec: str) -> LoadedModel:
     return LoadedModel(model, spec, "user", weights)
 
 
-def load_model(name: str, *, init_seed: int = 0, **overrides: Any) -> LoadedModel:
-    """Resolve ``name`` (zoo card, user factory or registered architecture) to a model; a bare
-    architecture is initialised from ``init_seed``."""
+def load_model(name: str, *, init_seed: int | None = 0, **overrides: Any) -> LoadedModel:
+    """Resolve ``name`` (zoo card, user factory or registered architecture) to a model.
+
+    A bare architecture is initialised from ``init_seed`` without disturbing the caller's random
+    state, so the same name always means the same weights; with ``init_seed=None`` it draws from
+    the global generator as it stands (the training loop seeds that itself)."""
     if ":" in name:
         return _from_factory(name)
     cards = list_cards()
     if name in cards:
         return _from_card(cards[name], overrides)
     entry = get_entry(name)
-    # Seeded so that the same name always means the same weights (cells of a random-init model
-    # are then resumable and comparable), without disturbing the caller's random state.
+    if init_seed is None:
+        return LoadedModel(entry.factory(**overrides), name, name, "random-init")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         module = entry.factory(**overrides)

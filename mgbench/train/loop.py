@@ -154,7 +154,7 @@ def train(
         raise InputError(f"--batch-size {rec.batch_size} (the total over all ranks) is not divisible by {world} ranks")
     out = Path(out)
     _seed_everything(seed)
-    model = load_model(arch, init_seed=seed, num_classes=data.num_classes, **(model_args or {})).module.to(dev)
+    model = load_model(arch, init_seed=None, num_classes=data.num_classes, **(model_args or {})).module.to(dev)
     net: nn.Module = LossModule(model)
     if distributed.active():
         # BatchNorm statistics stay per rank, as in the official MGNet training (no SyncBN).
