@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Command modules register themselves on `cli` when imported.
-from mgbench.cli import (
-    core,  # noqa: E402,F401
-    corruptions,  # noqa: E402,F401
+from mgbench.cli import (  # noqa: E402
+    core,  # noqa: F401
+    corruptions,  # noqa: F401
+    report,  # noqa: F401
 )

@@ -1,0 +1,156 @@
+"""``mgbench leaderboard``: every leaderboard file derived from the store, written atomically.
+
+Outputs in the ``out`` folder: ``index.md`` (GitHub tables), ``index.html`` (one self-contained
+page: sortable tables, plots inlined, no network), ``leaderboard.csv``, ``json/<dataset>/<model>.json``
+(RobustBench format), ``plots/*.png|svg`` and the glimpse pictures found under
+``results/glimpses``. The folder is built beside ``out`` and swapped in at the end, so a failure
+leaves the previous leaderboard untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mgbench.errors import InputError
+from mgbench.provenance import now_iso
+from mgbench.report import plots
+from mgbench.report.leaderboard import Entry, attack_columns, collect, robustbench_json, summary_frame
+from mgbench.report.render import dataset_tables, html_table, markdown
+
+_SORT_SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th) {
+    th.addEventListener('click', function () {
+      var col = Number(th.dataset.col);
+      var ascending = th.getAttribute('aria-sort') !== 'ascending';
+      table.querySelectorAll('th').forEach(function (other) { other.removeAttribute('aria-sort'); });
+      th.setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[col], y = b.cells[col];
+        var missingX = x.textContent === '-', missingY = y.textContent === '-';
+        if (missingX || missingY) { return missingX - missingY; }
+        var order = x.dataset.kind === 'num' && y.dataset.kind === 'num'
+          ? Number(x.dataset.sort) - Number(y.dataset.sort)
+          : x.dataset.sort.localeCompare(y.dataset.sort);
+        return ascending ? order : -order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 2em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+td:first-child, th:first-child { text-align: left; }
+th { background: #f0f0f0; cursor: pointer; user-select: none; }
+th[aria-sort=ascending]::after { content: " \\25B2"; }
+th[aria-sort=descending]::after { content: " \\25BC"; }
+.note { color: #555; max-width: 60em; font-size: 0.85em; }
+figure { margin: 1em 0; } svg { max-width: 100%; height: auto; }
+"""
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    files: list[Path]
+    entries: list[Entry]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def build(frame: pd.DataFrame, out: Path, glimpse_dir: Path | None = None, source: str = "") -> BuildResult:
+    """Write the leaderboard for ``frame`` (the store's rows) into ``out``."""
+    if frame.empty:
+        raise InputError("the results store holds no rows: run a suite first (e.g. `make demo`)")
+    entries = collect(frame)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        _write_all(entries, staging, glimpse_dir, source)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    return BuildResult(out, files, entries)
+
+
+def _write_all(entries: list[Entry], out: Path, glimpse_dir: Path | None, source: str) -> None:
+    datasets = sorted({e.dataset for e in entries})
+    md = [f"# mgbench leaderboard\n\nGenerated {now_iso()} by `mgbench leaderboard` from {source or 'the store'}; "
+          "every number is derived from the tidy results table. Plots and the sortable page: `index.html`.\n"]
+    page: list[str] = []
+    table_index = 0
+    for dataset in datasets:
+        mine = [e for e in entries if e.dataset == dataset]
+        md.append(f"## {dataset}\n")
+        page.append(f"<h2>{html.escape(dataset)}</h2>")
+        for table in dataset_tables(dataset, mine):
+            md.append(markdown(table))
+            page.append(html_table(table, f"table{table_index}"))
+            table_index += 1
+        for name, figure in _figures(dataset, mine):
+            if figure is None:
+                continue
+            png, svg = plots.save(figure, out / "plots" / name)
+            md.append(f"![{name}](plots/{png.name})\n")
+            page.append(f"<figure>{_strip_xml_header(svg)}<figcaption>{html.escape(name)}</figcaption></figure>")
+        columns = attack_columns(mine)
+        for entry in mine:
+            target = out / "json" / _slug(dataset) / f"{_slug(entry.model)}.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(robustbench_json(entry, columns), indent=2) + "\n")
+    pictures = sorted(glimpse_dir.glob("*.png")) if glimpse_dir and glimpse_dir.is_dir() else []
+    if pictures:
+        md.append("## Where the glimpse models look\n")
+        page.append("<h2>Where the glimpse models look</h2>")
+        for picture in pictures:
+            target = out / "glimpses" / picture.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(picture, target)
+            md.append(f"![{picture.stem}](glimpses/{picture.name})\n")
+            data = base64.b64encode(picture.read_bytes()).decode()
+            page.append(f'<figure><img alt="{html.escape(picture.stem)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(picture.stem)}</figcaption></figure>")
+    (out / "index.md").write_text("\n".join(md))
+    summary_frame(entries).to_csv(out / "leaderboard.csv", index=False)
+    (out / "index.html").write_text(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>mgbench leaderboard</title>"
+        f"<style>{_STYLE}</style></head><body><h1>mgbench leaderboard</h1>"
+        f"<p class=\"note\">Generated {html.escape(now_iso())} from {html.escape(source or 'the store')}. "
+        "Click a column header to sort.</p>"
+        + "".join(page) + f"<script>{_SORT_SCRIPT}</script></body></html>\n"
+    )
+
+
+def _figures(dataset: str, entries: list[Entry]):
+    slug = _slug(dataset)
+    yield f"accuracy_vs_gmacs_{slug}", plots.accuracy_vs_compute(entries, dataset)
+    yield f"robust_vs_eps_{slug}", plots.robust_vs_eps(entries, dataset)
+    for entry in entries:
+        yield f"corruptions_{_slug(entry.model)}_{slug}", plots.corruption_heatmap(entry)
+
+
+def _strip_xml_header(svg: str) -> str:
+    start = svg.find("<svg")
+    return svg[start:] if start >= 0 else svg

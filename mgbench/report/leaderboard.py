@@ -1,0 +1,278 @@
+"""Leaderboards derived from the tidy store, nothing by hand.
+
+:func:`collect` turns the results frame into one :class:`Entry` per model x dataset; the writers
+render the entries as GitHub markdown, a CSV, and one RobustBench-format JSON per model. When a
+store holds the same condition more than once (say a ``--limit`` run and a full run), the cell with
+the largest n wins, then the newest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from mgbench.report.tables import condition_label
+
+# Columns that identify a condition (together with the metric and step).
+CONDITION_KEY = ["threat", "corruption", "severity", "backend", "attack", "protocol", "variant", "norm", "eps_str",
+                 "steps", "restarts"]
+
+
+@dataclass
+class Acc:
+    """An accuracy with its 95% interval and n."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+    n: int | None = None
+
+    def pct(self) -> str:
+        return f"{100 * self.value:.1f}"
+
+    def with_ci(self) -> str:
+        if self.low is None or self.high is None or _nan(self.low):
+            return self.pct()
+        return f"{self.pct()} [{100 * self.low:.1f}, {100 * self.high:.1f}]"
+
+
+@dataclass(frozen=True)
+class AttackColumn:
+    attack: str
+    norm: str
+    eps_str: str
+    eps: float
+    protocol: str
+    variant: str
+
+    def label(self) -> str:
+        return condition_label({"threat": self.norm, "attack": self.attack, "eps_str": self.eps_str,
+                                "protocol": self.protocol, "variant": self.variant})
+
+
+@dataclass
+class Entry:
+    model: str
+    dataset: str
+    arch: str
+    weights: str
+    params: float | None = None
+    gmacs: float | None = None
+    gmacs_steps: list[float] = field(default_factory=list)
+    clean: Acc | None = None
+    clean_steps: list[float] = field(default_factory=list)
+    corruption_mean: Acc | None = None
+    corruption_steps: list[float] = field(default_factory=list)
+    corruption_grid: dict[tuple[str, int], float] = field(default_factory=dict)
+    mce: float | None = None
+    relative_mce: float | None = None
+    mce_normaliser: str | None = None
+    robust: dict[AttackColumn, Acc] = field(default_factory=dict)
+    unreliable: bool | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def anytime(self) -> bool:
+        return len(self.gmacs_steps) > 1
+
+
+def _nan(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _int(value: Any) -> int | None:
+    return None if _nan(value) else int(value)
+
+
+def latest_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per model x dataset x condition x metric x step: from the cell with the largest n,
+    then the newest."""
+    if frame.empty:
+        return frame
+    ranked = frame.assign(_n=frame["n"].fillna(-1)).sort_values(["_n", "finished_at"])
+    keys = ["model", "dataset", *CONDITION_KEY, "metric", "step"]
+    return ranked.drop_duplicates(keys, keep="last").drop(columns="_n")
+
+
+def _acc(row: pd.Series) -> Acc:
+    low, high = row.get("ci_low"), row.get("ci_high")
+    return Acc(float(row["value"]), None if _nan(low) else float(low), None if _nan(high) else float(high),
+               _int(row.get("n")))
+
+
+def _steps(rows: pd.DataFrame) -> list[float]:
+    stepped = rows[rows["step"].notna()].sort_values("step")
+    return [float(v) for v in stepped["value"]]
+
+
+def _final(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows["step"].isna()]
+
+
+def collect(frame: pd.DataFrame) -> list[Entry]:
+    """Leaderboard entries, sorted by dataset then model."""
+    frame = latest_cells(frame)
+    entries = []
+    for (model, dataset), rows in frame.groupby(["model", "dataset"], sort=True):
+        first = rows.iloc[0]
+        entry = Entry(model, dataset, str(first["arch"]), str(first["weights"]))
+        _fill_compute(entry, rows[rows["threat"] == "compute"])
+        _fill_clean(entry, rows[(rows["threat"] == "clean") & (rows["metric"] == "top1")])
+        _fill_corruptions(entry, rows[rows["threat"] == "corruption"])
+        _fill_attacks(entry, rows[rows["threat"].isin(["linf", "l2"])])
+        entries.append(entry)
+    return entries
+
+
+def _fill_compute(entry: Entry, rows: pd.DataFrame) -> None:
+    params = _final(rows[rows["metric"] == "params"])
+    gmacs = rows[rows["metric"] == "gmacs"]
+    if not params.empty:
+        entry.params = float(params["value"].iloc[-1])
+    if not _final(gmacs).empty:
+        entry.gmacs = float(_final(gmacs)["value"].iloc[-1])
+    entry.gmacs_steps = _steps(gmacs)
+
+
+def _fill_clean(entry: Entry, rows: pd.DataFrame) -> None:
+    final = _final(rows)
+    if not final.empty:
+        entry.clean = _acc(final.iloc[-1])
+    entry.clean_steps = _steps(rows)
+
+
+def _fill_corruptions(entry: Entry, rows: pd.DataFrame) -> None:
+    cells = rows[(rows["metric"] == "top1") & rows["severity"].notna() & (rows["corruption"] != "mean")]
+    for row in _final(cells).itertuples():
+        entry.corruption_grid[(str(row.corruption), int(row.severity))] = float(row.value)
+    overall = rows[(rows["corruption"] == "mean") & rows["severity"].isna()]
+    mean = overall[overall["metric"] == "mean_top1"]
+    if not _final(mean).empty:
+        entry.corruption_mean = _acc(_final(mean).iloc[-1])
+        entry.corruption_steps = _steps(mean)
+    for metric, attr in (("mce", "mce"), ("relative_mce", "relative_mce")):
+        found = _final(overall[overall["metric"] == metric])
+        if not found.empty:
+            setattr(entry, attr, float(found["value"].iloc[-1]))
+            detail = found["detail"].iloc[-1]
+            if isinstance(detail, str):
+                entry.mce_normaliser = json.loads(detail).get("normaliser", entry.mce_normaliser)
+
+
+def _fill_attacks(entry: Entry, rows: pd.DataFrame) -> None:
+    accuracy = _final(rows[(rows["metric"] == "top1") & rows["eps"].notna()])
+    for row in accuracy.itertuples():
+        column = AttackColumn(str(row.attack), str(row.norm or row.threat), str(row.eps_str), float(row.eps),
+                              str(row.protocol or "honest"), str(row.variant or "default"))
+        acc = _acc(pd.Series(row._asdict()))
+        # Several step/restart settings of one attack: the strongest (lowest accuracy) is reported.
+        if column not in entry.robust or acc.value < entry.robust[column].value:
+            entry.robust[column] = acc
+    verdicts = _final(rows[rows["metric"] == "unreliable"])
+    if not verdicts.empty:
+        entry.unreliable = bool(verdicts["value"].max() > 0)
+        for detail in verdicts["detail"]:
+            if isinstance(detail, str):
+                entry.reasons += list(json.loads(detail).get("reasons", []))
+
+
+def attack_columns(entries: list[Entry]) -> list[AttackColumn]:
+    """All attack columns, honest protocol first, then by attack, norm and eps."""
+    columns = {c for e in entries for c in e.robust}
+    return sorted(columns, key=lambda c: (c.protocol != "honest", c.variant != "default", c.norm, c.attack, c.eps))
+
+
+def headline_attack(entry: Entry, columns: list[AttackColumn]) -> tuple[AttackColumn, Acc] | None:
+    """The AutoAttack result (honest, default variant) at the largest eps it ran at, else None."""
+    found = [(c, entry.robust[c]) for c in columns
+             if c in entry.robust and c.attack == "autoattack" and c.protocol == "honest" and c.variant == "default"]
+    return max(found, key=lambda item: item[0].eps) if found else None
+
+
+def worst_case(entry: Entry, columns: list[AttackColumn]) -> list[tuple[AttackColumn, Acc]]:
+    return [(c, entry.robust[c]) for c in columns if c in entry.robust and c.attack == "worst-case"]
+
+
+def verdict_text(entry: Entry) -> str:
+    if entry.unreliable is None:
+        return "not checked"
+    return "unreliable" if entry.unreliable else "ok"
+
+
+# ----------------------------------------------------------------------------- flat table
+
+
+def summary_frame(entries: list[Entry]) -> pd.DataFrame:
+    """One row per model x dataset with every leaderboard number (the CSV)."""
+    columns = attack_columns(entries)
+    rows = []
+    for e in entries:
+        row: dict[str, Any] = {
+            "dataset": e.dataset, "model": e.model, "arch": e.arch, "weights": e.weights,
+            "params_m": None if e.params is None else e.params / 1e6, "gmacs": e.gmacs,
+            "gmacs_per_step": " / ".join(f"{g:.4f}" for g in e.gmacs_steps),
+            "clean_top1": e.clean.value if e.clean else None,
+            "clean_ci_low": e.clean.low if e.clean else None,
+            "clean_ci_high": e.clean.high if e.clean else None,
+            "clean_n": e.clean.n if e.clean else None,
+            "clean_top1_per_step": " / ".join(f"{v:.4f}" for v in e.clean_steps),
+            "corruption_mean_top1": e.corruption_mean.value if e.corruption_mean else None,
+            "corruption_mean_top1_per_step": " / ".join(f"{v:.4f}" for v in e.corruption_steps),
+            "mce": e.mce, "relative_mce": e.relative_mce, "mce_normaliser": e.mce_normaliser,
+            "unreliable": e.unreliable, "reasons": "; ".join(e.reasons),
+        }
+        for column in columns:
+            acc = e.robust.get(column)
+            row[column.label()] = acc.value if acc else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- RobustBench JSON
+
+
+def robustbench_json(entry: Entry, columns: list[AttackColumn]) -> dict[str, Any]:
+    """The RobustBench leaderboard fields (accuracies as percent strings, as RobustBench writes
+    them), plus mgbench's extras."""
+    headline = headline_attack(entry, columns)
+
+    def pct(acc: Acc | float | None) -> str | None:
+        if acc is None:
+            return None
+        value = acc.value if isinstance(acc, Acc) else acc
+        return f"{100 * value:.2f}"
+
+    footnote = []
+    if entry.mce_normaliser:
+        footnote.append(f"mCE normalised by {entry.mce_normaliser} on the same data")
+    if entry.reasons:
+        footnote.append("unreliable: " + "; ".join(entry.reasons))
+    return {
+        "name": entry.model,
+        "architecture": entry.arch,
+        "dataset": entry.dataset,
+        "eps": headline[0].eps_str if headline else None,
+        "clean_acc": pct(entry.clean),
+        "autoattack_acc": pct(headline[1]) if headline else None,
+        "corruptions_acc": pct(entry.corruption_mean),
+        "corruptions_mce": pct(entry.mce),
+        "unreliable": bool(entry.unreliable) if entry.unreliable is not None else None,
+        "footnote": ". ".join(footnote) or None,
+        "mgbench": {
+            "weights": entry.weights,
+            "params": entry.params,
+            "gmacs": entry.gmacs,
+            "gmacs_per_step": entry.gmacs_steps,
+            "clean_n": entry.clean.n if entry.clean else None,
+            "clean_ci95": [entry.clean.low, entry.clean.high] if entry.clean else None,
+            "clean_acc_per_step": entry.clean_steps,
+            "corruptions_acc_per_step": entry.corruption_steps,
+            "relative_mce": entry.relative_mce,
+            "robust_acc": {c.label(): entry.robust[c].value for c in columns if c in entry.robust},
+            "verdict_reasons": entry.reasons,
+        },
+    }
