@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from mgbench.attacks.bounds import PerturbationStats, check_ball
 from mgbench.attacks.examples import ExampleSet
-from mgbench.attacks.spec import AttackOutput, AttackSpec, specs_from_table
+from mgbench.attacks.spec import AttackOutput, AttackSpec, check_attack_target, specs_from_table
 from mgbench.conditions import register_condition_type
 from mgbench.errors import InputError
 from mgbench.metrics import accuracy_row
@@ -64,6 +64,12 @@ class AttackCondition:
     def __post_init__(self) -> None:
         self.key = self.spec.key()
         self._cell = _CellRecord()
+
+    def check_model(self, model: "LoadedModel") -> None:
+        """Called by the runner before the store is opened: fail early, with the model's name,
+        when this attack cannot run on it (a transfer source was checked when it was loaded)."""
+        if not self.spec.transfer_from:
+            check_attack_target(self.spec, model.module, model.name)
 
     def _source_module(self, model: nn.Module, x: torch.Tensor) -> nn.Module | None:
         if self.source is None:
@@ -176,6 +182,9 @@ def expand_attack_table(table: dict[str, Any]) -> list[AttackCondition]:
     limit = _check_table_extras(table)
     specs = specs_from_table(table)
     sources = {name: load_model(name) for name in {s.transfer_from for s in specs if s.transfer_from}}
+    for spec in specs:
+        if spec.transfer_from:
+            check_attack_target(spec, sources[spec.transfer_from].module, spec.transfer_from)
     out: list[AttackCondition] = []
     for spec in specs:
         source = sources[spec.transfer_from] if spec.transfer_from else None

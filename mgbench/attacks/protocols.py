@@ -27,13 +27,13 @@ PAPER_STEPS = 10
 PAPER_STEP_SIZE = 1 / 255
 
 
-def normalize_layer(model: nn.Module) -> Normalize:
-    """The model's input normalisation (its first ``Normalize`` module)."""
+def normalize_layer(model: nn.Module, name: str | None = None) -> Normalize:
+    """The model's input normalisation (its first ``Normalize`` module), or a one-line InputError."""
     for module in model.modules():
         if isinstance(module, Normalize):
             return module
     raise InputError(
-        f"protocol mgnet-paper measures eps in normalised units, but {type(model).__name__} has no "
+        f"protocol mgnet-paper measures eps in normalised units, but {name or type(model).__name__} has no "
         "mgbench.models.layers.Normalize layer to read the std from: use protocol honest"
     )
 

@@ -20,8 +20,8 @@ import torch.nn as nn
 from mgbench.attacks.autoattack import AA_ATTACKS, CascadeResult, check_attack_names, run_autoattack
 from mgbench.attacks.eps import Eps, parse_eps_list, parse_number
 from mgbench.attacks.pgd import NORMS, Budget, default_step_size, pgd
-from mgbench.attacks.protocols import PAPER_STEP_SIZE, PAPER_STEPS, PROTOCOLS, paper_budget
-from mgbench.attacks.variants import attack_context, loss_for, parse_variant, variant_label
+from mgbench.attacks.protocols import PAPER_STEP_SIZE, PAPER_STEPS, PROTOCOLS, normalize_layer, paper_budget
+from mgbench.attacks.variants import attack_context, loss_for, parse_variant, rescaler_switch, variant_label
 from mgbench.errors import InputError
 
 ATTACKS = ("fgsm", "pgd", "autoattack")
@@ -142,6 +142,16 @@ class AttackSpec:
                         restarts=self.restarts, random_start=bool(self.random_start), clip=clip, keep=self.keep,
                         loss=loss_for(self.variants))
         return AttackOutput(x_adv)
+
+
+def check_attack_target(spec: AttackSpec, model: nn.Module, name: str) -> None:
+    """Raise :class:`InputError` when ``spec`` cannot attack ``model`` (the model the gradients
+    come from: the source of a transfer attack): ``rescaler-off`` needs MGNet's
+    ``gradient_rescaler``, ``mgnet-paper`` needs a ``Normalize`` layer to read the std from."""
+    if "rescaler-off" in spec.variants:
+        rescaler_switch(model, name)
+    if spec.protocol == "mgnet-paper":
+        normalize_layer(model, name)
 
 
 def _positive_int(value: Any, what: str) -> int:

@@ -16,7 +16,7 @@ Variants combine with ``+``, e.g. ``rescaler-off+all-glimpses``.
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import Any, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import torch.nn as nn
 
@@ -56,15 +56,20 @@ def loss_for(variants: tuple[str, ...]) -> LossFn:
     return all_steps_ce if "all-glimpses" in variants else final_ce
 
 
-@contextmanager
-def _rescaler_off(model: nn.Module) -> Iterator[None]:
+def rescaler_switch(model: nn.Module, name: str | None = None) -> Callable[[bool], ContextManager[None]]:
+    """The model's ``gradient_rescaler(enabled)`` context manager, or a one-line InputError."""
     switch = getattr(model, "gradient_rescaler", None)
     if not callable(switch):
         raise InputError(
             f"attack variant rescaler-off needs a model with a gradient_rescaler(enabled) context manager "
-            f"(MGNet); {type(model).__name__} has none: drop the variant for this model"
+            f"(MGNet); {name or type(model).__name__} has none: drop the variant for this model"
         )
-    with switch(False):
+    return switch
+
+
+@contextmanager
+def _rescaler_off(model: nn.Module) -> Iterator[None]:
+    with rescaler_switch(model)(False):
         yield
 
 

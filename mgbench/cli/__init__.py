@@ -99,12 +99,14 @@ class _CellProgress:
 
 
 def _print_frame(frame: "pd.DataFrame", title: str = "accuracy") -> None:
-    from mgbench.report.tables import accuracy_table, compute_table
+    from mgbench.report.tables import accuracy_table, compute_table, verdict_table
 
     if (frame["threat"] != "compute").any():
         console.print(accuracy_table(frame, title=title))
     if (frame["threat"] == "compute").any():
         console.print(compute_table(frame))
+    if (frame["metric"] == "unreliable").any():
+        console.print(verdict_table(frame))
 
 
 def _print_cells(store_path: Path, cell_keys: list[str], title: str) -> None:
@@ -165,4 +167,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Command modules register themselves on `cli` when imported.
-from mgbench.cli import core  # noqa: E402,F401
+from mgbench.cli import attack, core  # noqa: E402,F401
