@@ -56,7 +56,7 @@ def small_cnn() -> Classifier:
 
 
 def _unit(images) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).contiguous()
 
 
 @functools.lru_cache(maxsize=None)

@@ -8,7 +8,7 @@ Importing this package registers the ``attack`` condition type and its summary (
 from mgbench.attacks import condition, verdict  # noqa: F401  (register the condition type and summary)
 from mgbench.attacks.bounds import AttackBoundsError, check_ball
 from mgbench.attacks.eps import Eps, parse_eps, parse_eps_list
-from mgbench.attacks.pgd import all_steps_ce, fgsm, final_ce, pgd
+from mgbench.attacks.gradient import all_steps_ce, fgsm, final_ce, pgd
 from mgbench.attacks.spec import AttackSpec, make_spec, specs_from_table
 
 __all__ = [

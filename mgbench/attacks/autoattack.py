@@ -32,7 +32,7 @@ import torch.nn as nn
 from pyautoattack import AutoAttack
 from pyautoattack import checks as aa_checks
 
-from mgbench.attacks.pgd import frozen
+from mgbench.attacks.gradient import frozen
 from mgbench.errors import InputError
 
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")

@@ -65,9 +65,11 @@ def parse_eps_list(raw: Any) -> list[Eps]:
     """Budgets from a comma-separated string, a list (of strings or numbers) or one number;
     duplicates (by value) are dropped, order is kept."""
     if isinstance(raw, str):
-        items: list[Any] = [part for part in raw.split(",")]
+        items: list[Any] = raw.split(",")
         if not raw.strip():
             raise InputError(f"eps list is empty: {_HINT} (several: 1/255,2/255,4/255)")
+        if any(not part.strip() for part in items):
+            raise InputError(f"eps list {raw!r} has an empty entry: {_HINT} (several: 1/255,2/255,4/255)")
     elif isinstance(raw, (list, tuple)):
         items = list(raw)
     else:

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from mgbench.attacks.autoattack import AA_ATTACKS, CascadeResult, check_attack_names, run_autoattack
 from mgbench.attacks.eps import Eps, parse_eps_list, parse_number
-from mgbench.attacks.pgd import NORMS, Budget, default_step_size, pgd
+from mgbench.attacks.gradient import NORMS, Budget, default_step_size, pgd
 from mgbench.attacks.protocols import PAPER_STEP_SIZE, PAPER_STEPS, PROTOCOLS, normalize_layer, paper_budget
 from mgbench.attacks.variants import attack_context, loss_for, parse_variant, rescaler_switch, variant_label
 from mgbench.errors import InputError
@@ -114,7 +114,7 @@ class AttackSpec:
             out.update(
                 loss="mean cross-entropy over all anytime steps" if "all-glimpses" in self.variants
                 else "cross-entropy of the final logits",
-                keep=self.keep, implementation="mgbench.attacks.pgd",
+                keep=self.keep, implementation="mgbench.attacks.gradient",
             )
         return out
 

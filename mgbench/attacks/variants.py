@@ -20,7 +20,7 @@ from typing import Any, Callable, ContextManager, Iterator
 
 import torch.nn as nn
 
-from mgbench.attacks.pgd import LossFn, all_steps_ce, final_ce
+from mgbench.attacks.gradient import LossFn, all_steps_ce, final_ce
 from mgbench.errors import InputError
 
 VARIANTS = ("rescaler-off", "all-glimpses")

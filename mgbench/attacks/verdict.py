@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from mgbench.attacks.autoattack import run_autoattack
 from mgbench.attacks.bounds import check_ball
 from mgbench.attacks.examples import ExampleSet
-from mgbench.attacks.pgd import default_step_size, pgd
+from mgbench.attacks.gradient import default_step_size, pgd
 from mgbench.attacks.variants import DEFAULT, TRANSFER_PREFIX
 from mgbench.conditions import Summary, SummaryContext, register_summary
 from mgbench.metrics import binomial_ci
