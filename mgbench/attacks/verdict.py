@@ -38,9 +38,9 @@ Margins. Comparisons are per example. For "attack A must not beat attack B" we c
 examples A breaks and B leaves correct, ``u`` of ``n``, and fail when the lower end of the 95%
 Wilson interval of ``u / n`` exceeds ``TOLERANCE`` (1 percentage point): a failure is
 statistically significant evidence that B misses at least 1% of the data that A finds, while a
-handful of examples (attack randomness) passes. At n = 100 that takes u >= 3, at n = 1,000
-u >= 17. The same rule applies to the zero-gradient share; chance-level fails when the lower
-end of the interval of the large-eps accuracy exceeds 1/K.
+handful of examples (attack randomness) passes: u >= 3 at n = 100, 17 at n = 1,000, 64 at
+5,000. The same rule applies to the zero-gradient share; chance-level fails when the lower end
+of the interval of the large-eps accuracy exceeds 1/K.
 
 The *reference eps* (square, noise, converged) is the largest eps of the sweep at which the
 white-box attacks leave some example correct: there the remaining examples are the ones a
