@@ -81,7 +81,7 @@ def cell(attack: str, eps: float, correct: list[int], variant: str = "default", 
          steps: int | None = 10) -> StoredAttack:
     bits = np.array(correct, dtype=bool)
     return StoredAttack(attack, "honest", variant, "linf", eps, f"{round(eps * 255)}/255", steps,
-                        None if steps is None else eps / 4, 1, True, float(bits.mean()),
+                        None if steps is None else eps / 4, 1, True,
                         ExampleSet.from_ids(np.arange(len(bits)), bits), warnings or {})
 
 

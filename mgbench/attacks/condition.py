@@ -63,6 +63,9 @@ class AttackCondition:
 
     def __post_init__(self) -> None:
         self.key = self.spec.key()
+        if self.source is not None:
+            # Not a store column, but part of the cell's hash: retraining the source recomputes.
+            self.key["source_weights"] = self.source.weights
         self._cell = _CellRecord()
 
     def check_model(self, model: "LoadedModel") -> None:

@@ -92,7 +92,6 @@ class StoredAttack:
     step_size: float | None
     restarts: int | None
     random_start: bool | None
-    top1: float
     examples: ExampleSet | None
     warnings: dict[str, int] = field(default_factory=dict)
 
@@ -127,7 +126,7 @@ def read_attacks(frame: pd.DataFrame) -> list[StoredAttack]:
     cells = frame[frame["threat"].isin(["linf", "l2"]) & frame["attack"].notna()]
     for _, cell in cells.groupby("cell_key", sort=False):
         final = {row.metric: row for row in cell[cell["step"].isna()].itertuples()}
-        if "top1" not in final or "per_example" not in final:
+        if "per_example" not in final:
             continue
         first = cell.iloc[0]
         examples = None
@@ -148,7 +147,7 @@ def read_attacks(frame: pd.DataFrame) -> list[StoredAttack]:
             steps=None if steps is None else int(steps), step_size=_optional(first["step_size"]),
             restarts=None if restarts is None else int(restarts),
             random_start=None if random_start is None else bool(random_start),
-            top1=float(final["top1"].value), examples=examples, warnings=warnings,
+            examples=examples, warnings=warnings,
         ))
     return out
 
