@@ -77,3 +77,11 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(run_cli, store_path:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
     assert not store_path.exists()
+
+
+def test_default_models_are_the_attack_suites() -> None:
+    from mgbench.cli.attack import _default_models
+    from mgbench.suites import load_suite
+
+    models = load_suite("attacks").models
+    assert _default_models() == models and "resnet-tiny.digits" in models
