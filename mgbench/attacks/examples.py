@@ -90,11 +90,3 @@ class ExampleSet:
         a, b = self.resized(size), other.resized(size)
         members = a.members & b.members
         return ExampleSet(members, a.correct & b.correct & members)
-
-    def restricted(self, members: np.ndarray) -> "ExampleSet":
-        """Only the examples in ``members`` (a mask, resized as needed)."""
-        size = max(self.members.size, members.size)
-        a = self.resized(size)
-        mask = np.zeros(size, dtype=bool)
-        mask[: members.size] = members
-        return ExampleSet(a.members & mask, a.correct & mask)

@@ -10,8 +10,9 @@ One engine serves every gradient attack of mgbench:
 
 What an attack returns per example (``keep``):
 
-- ``"first-success"`` (white-box default): the first iterate whose final-step prediction is
-  wrong; the example is then dropped from the batch, so later steps only cost what is still
+- ``"first-success"`` (white-box default): the first iterate that fools the model (its final
+  prediction is wrong; with the all-glimpses loss, every step's prediction); the example is then
+  dropped from the batch, so later steps only cost what is still
   correctly classified. Examples never broken get the final iterate with the highest loss over
   the restarts. Restarts only run on examples that are still correctly classified, so an
   example counts as broken if any restart breaks it (the per-example worst case).
@@ -38,24 +39,26 @@ from mgbench.models import forward_steps
 NORMS = ("linf", "l2")
 KEEP = ("first-success", "last")
 
-# (model, x, y) -> (per-example loss [B], final-step logits [B, K])
+# (model, x, y) -> (per-example loss [B], per-example "fooled" [B] bool, no gradient needed)
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Budget = float | torch.Tensor  # a number, or a [1, C, 1, 1] per-channel L-inf budget
 
 
 def final_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of the final logits (what ``model(x)`` returns)."""
+    """Cross-entropy of the final logits (what ``model(x)`` returns); fooled = the final
+    prediction is wrong."""
     logits = model(x)
-    return F.cross_entropy(logits, y, reduction="none"), logits
+    return F.cross_entropy(logits, y, reduction="none"), logits.detach().argmax(dim=1) != y
 
 
 def all_steps_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean over the anytime steps of each step's cross-entropy (MGNet: every glimpse's
-    prediction is attacked, not only the last); success is still judged on the final step."""
+    prediction is attacked, not only the last); fooled = every step's prediction is wrong, so
+    the anytime accuracies after each step are attacked too, not only the final one."""
     logits = forward_steps(model, x).logits  # [T, B, K]
     steps = logits.shape[0]
     losses = F.cross_entropy(logits.flatten(0, 1), y.repeat(steps), reduction="none").view(steps, -1)
-    return losses.mean(dim=0), logits[-1]
+    return losses.mean(dim=0), (logits.detach().argmax(dim=2) != y).all(dim=0)
 
 
 def default_step_size(eps: float, steps: int) -> float:
@@ -150,11 +153,10 @@ def pgd(
             adv = _random_start(x0, eps, norm, clip) if random_start else x0.clone()
             for _ in range(steps):
                 adv.requires_grad_(True)
-                losses, logits = loss(model, adv, y0)
+                losses, hit = loss(model, adv, y0)
                 (grad,) = torch.autograd.grad(losses.sum(), adv)
                 adv = adv.detach()
                 if track:
-                    hit = logits.detach().argmax(dim=1) != y0
                     if hit.any():
                         out[idx[hit]] = adv[hit]
                         found[idx[hit]] = True
@@ -169,8 +171,8 @@ def pgd(
                 out[idx] = adv
                 continue
             with torch.no_grad():
-                losses, logits = loss(model, adv, y0)
-            hit = (logits.argmax(dim=1) != y0) if track else torch.zeros_like(y0, dtype=torch.bool)
+                losses, fooled = loss(model, adv, y0)
+            hit = fooled if track else torch.zeros_like(fooled)
             out[idx[hit]] = adv[hit]
             found[idx[hit]] = True
             better = ~hit & (losses > best_loss[idx])

@@ -242,7 +242,7 @@ def _names(value: Any, what: str) -> list[Any]:
 
 def _attack_names(value: Any) -> tuple[list[str], bool]:
     """(names, expanded from ``all``)."""
-    names = _names(value if value is not None else "pgd", "attack")
+    names = _names(value if value is not None else "all", "attack")
     if "all" in names:
         return list(ATTACKS), True
     return [str(name) for name in names], False
