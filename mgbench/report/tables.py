@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -83,8 +84,6 @@ def compute_table(frame: pd.DataFrame, title: str = "compute (fvcore GMACs: 1 mu
 
 def verdict_table(frame: pd.DataFrame, title: str = "gradient-masking verdicts (docs/attacks.md)") -> Table:
     """One line per model x dataset x norm: reliable / UNRELIABLE, and why."""
-    import json
-
     table = Table(title=title)
     for column in ("model", "dataset", "threat", "verdict", "reasons"):
         table.add_column(column)
