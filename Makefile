@@ -10,9 +10,12 @@ PIP_FLAGS ?= -q --disable-pip-version-check
 
 install: $(STAMP)
 
+# torchattacks is the independent PGD reference of the attack tests and perf benchmark, not a
+# runtime dependency; --no-deps so that it can never pull in another torch.
 $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints-cpu.txt -e '.[test]'
+	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
 demo: install

@@ -120,3 +120,7 @@ def register_summary(condition_type: str) -> Callable[[Summariser], Summariser]:
 
 def summariser(condition_type: str) -> Summariser | None:
     return _SUMMARIES.get(condition_type)
+
+
+# Condition types that live in their own packages register themselves when imported.
+from mgbench import attacks, corruptions  # noqa: E402,F401

@@ -168,6 +168,10 @@ def evaluate(
     loaded = [load_model(name) for name in names]
     for item in loaded:
         _check_dataset(item, data)
+        for condition in conditions:
+            check_model = getattr(condition, "check_model", None)
+            if check_model is not None:  # optional: a condition that needs something of the model
+                check_model(item)
 
     store = Path(store)
     created = not store.exists()

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mgbench.corruptions  # noqa: F401  (registers the corruption condition type and summaries)
 from mgbench.conditions import Condition, expand
 from mgbench.errors import InputError
 from mgbench.provenance import REPO_ROOT

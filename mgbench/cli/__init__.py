@@ -99,7 +99,7 @@ class _CellProgress:
 
 
 def _print_frame(frame: "pd.DataFrame", title: str = "accuracy") -> None:
-    from mgbench.report.tables import accuracy_table, compute_table, corruption_summary_table
+    from mgbench.report.tables import accuracy_table, compute_table, corruption_summary_table, verdict_table
 
     if (frame["threat"] != "compute").any():
         console.print(accuracy_table(frame, title=title))
@@ -107,6 +107,8 @@ def _print_frame(frame: "pd.DataFrame", title: str = "accuracy") -> None:
         console.print(corruption_summary_table(frame))
     if (frame["threat"] == "compute").any():
         console.print(compute_table(frame))
+    if (frame["metric"] == "unreliable").any():
+        console.print(verdict_table(frame))
 
 
 def _print_cells(store_path: Path, cell_keys: list[str], title: str) -> None:
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
 
 # Command modules register themselves on `cli` when imported.
 from mgbench.cli import (  # noqa: E402
+    attack,  # noqa: F401
     core,  # noqa: F401
     corruptions,  # noqa: F401
     report,  # noqa: F401

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -51,7 +53,7 @@ def accuracy_table(frame: pd.DataFrame, title: str = "accuracy") -> Table:
         top5, speed = final.get("top5"), final.get("images_per_s")
         steps = cell[(cell["metric"] == "top1") & cell["step"].notna()].sort_values("step")["value"]
         table.add_row(
-            first["model"], first["dataset"], condition_label(first),
+            first["model"], first["dataset"], escape(condition_label(first)),  # "[mgnet-paper]" is not markup
             _pct(top1.value), f"{_pct(top1.ci_low)}-{_pct(top1.ci_high)}",
             _pct(top5.value) if top5 is not None else "",
             " / ".join(_pct(v) for v in steps),
@@ -77,6 +79,19 @@ def compute_table(frame: pd.DataFrame, title: str = "compute (fvcore GMACs: 1 mu
             f"{gmacs.value:.4f}" if gmacs is not None else "",
             " / ".join(f"{g:.4f}" for g in steps),
         )
+    return table
+
+
+def verdict_table(frame: pd.DataFrame, title: str = "gradient-masking verdicts (docs/attacks.md)") -> Table:
+    """One line per model x dataset x norm: reliable / UNRELIABLE, and why."""
+    table = Table(title=title)
+    for column in ("model", "dataset", "threat", "verdict", "reasons"):
+        table.add_column(column)
+    for row in frame[frame["metric"] == "unreliable"].itertuples():
+        detail = json.loads(row.detail) if isinstance(row.detail, str) else {}
+        reasons = detail.get("reasons") or []
+        verdict = "[bold red]UNRELIABLE[/bold red]" if row.value else "[green]reliable[/green]"
+        table.add_row(row.model, row.dataset, row.threat, verdict, escape("\n".join(reasons)) or "all checks passed")
     return table
 
 

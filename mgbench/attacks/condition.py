@@ -1,0 +1,199 @@
+"""The ``attack`` condition type: suite tables of ``type = "attack"`` -> one condition per attack.
+
+``apply`` crafts the adversarial batch, asserts it lies in the threat model's ball (and in
+[0, 1] for the honest protocol), and returns it; the runner then measures accuracy with a fresh
+forward pass. Besides accuracy a cell stores:
+
+- ``perturbation``: the largest perturbation in the threat norm (pixel units), with every attack
+  hyperparameter, the protocol, the budget actually used in pixels and the library versions in
+  its detail (for ``mgnet-paper`` also the share of pixels outside [0, 1]);
+- ``per_example``: which examples stayed correctly classified (bitset, see
+  :mod:`mgbench.attacks.examples`), from the attack's own check pass on the returned batch; the
+  summary uses it for the per-example worst case and the checks;
+- AutoAttack only: ``autoattack:<stage>`` robust accuracy after each attack of the cascade, and
+  ``autoattack_checks`` with the warnings of pyautoattack's checks.
+
+A table may set ``limit = N`` to evaluate only N of the run's images (the same fixed seeded
+subset the data options use), e.g. to keep AutoAttack affordable on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+
+from mgbench.attacks.bounds import PerturbationStats, check_ball
+from mgbench.attacks.examples import ExampleSet
+from mgbench.attacks.spec import AttackOutput, AttackSpec, check_attack_target, specs_from_table
+from mgbench.conditions import register_condition_type
+from mgbench.errors import InputError
+from mgbench.metrics import accuracy_row
+from mgbench.provenance import library_versions
+from mgbench.store import MetricRow
+
+if TYPE_CHECKING:
+    from mgbench.data import DataSpec, OpenedData
+    from mgbench.models import LoadedModel
+
+
+@dataclass
+class _CellRecord:
+    """What one cell's batches add up to (reset after ``extra_rows``)."""
+
+    model: nn.Module | None = None
+    ids: list[torch.Tensor] = field(default_factory=list)
+    correct: list[torch.Tensor] = field(default_factory=list)
+    stats: PerturbationStats = field(default_factory=PerturbationStats)
+    stages: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    warnings: dict[str, int] = field(default_factory=dict)
+    target_classes: int | None = None
+    budget: list[float] | float | None = None
+
+
+@dataclass
+class AttackCondition:
+    spec: AttackSpec
+    source: "LoadedModel | None" = None
+    needs_grad: bool = True
+    key: dict[str, Any] = field(init=False)
+    _cell: _CellRecord = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.key = self.spec.key()
+        if self.source is not None:
+            # Not a store column, but part of the cell's hash: retraining the source recomputes.
+            self.key["source_weights"] = self.source.weights
+        self._cell = _CellRecord()
+
+    def check_model(self, model: "LoadedModel") -> None:
+        """Called by the runner before the store is opened: fail early, with the model's name,
+        when this attack cannot run on it (a transfer source was checked when it was loaded)."""
+        if not self.spec.transfer_from:
+            check_attack_target(self.spec, model.module, model.name)
+
+    def _source_module(self, model: nn.Module, x: torch.Tensor) -> nn.Module | None:
+        if self.source is None:
+            return None
+        source = self.source.module.to(x.device).eval()
+        if not self._cell.ids:
+            with torch.no_grad():
+                ours, theirs = model(x[:1]).shape[-1], source(x[:1]).shape[-1]
+            if ours != theirs:
+                raise InputError(
+                    f"transfer source {self.source.name} predicts {theirs} classes, the target {ours}: "
+                    "use a source trained on the same data"
+                )
+        return source
+
+    def apply(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        if self._cell.model is not model:
+            self._cell = _CellRecord(model=model)
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # from the runner's seeded RNG
+        out: AttackOutput = self.spec.run(model, x, y, source=self._source_module(model, x), seed=seed)
+        eps, _, unit_range = self.spec.budget(model, x.device)
+        check_ball(out.x_adv, x, norm=self.spec.norm, eps=eps, unit_range=unit_range, what=self.spec.label)
+        with torch.no_grad():
+            correct = model(out.x_adv).argmax(dim=1) == y
+        cell = self._cell
+        cell.ids.append(ids.detach().cpu())
+        cell.correct.append(correct.cpu())
+        cell.stats.update(out.x_adv, x)
+        cell.budget = eps.flatten().tolist() if isinstance(eps, torch.Tensor) else eps
+        if out.cascade is not None:
+            for stage, flags in out.cascade.robust.items():
+                cell.stages.setdefault(stage, []).append(flags.cpu())
+            for message, count in out.cascade.warnings.items():
+                cell.warnings[message] = cell.warnings.get(message, 0) + count
+            cell.target_classes = out.cascade.target_classes
+        return out.x_adv
+
+    def extra_rows(self) -> list[MetricRow]:
+        cell, self._cell = self._cell, _CellRecord()
+        if self.source is not None:
+            self.source.module.cpu()
+        if not cell.ids:
+            return []
+        examples = ExampleSet.from_ids(torch.cat(cell.ids).numpy(), torch.cat(cell.correct).numpy())
+        n = examples.n
+        versions = library_versions()
+        detail: dict[str, Any] = {
+            "hyperparameters": self.spec.hyperparameters(),
+            "protocol": self.spec.protocol,
+            "pixel_budget": cell.budget,
+            "versions": {k: versions[k] for k in ("mgbench", "torch", "pyautoattack")},
+            **cell.stats.as_dict(),
+        }
+        if self.source is not None:
+            detail["transfer_source"] = {**self.source.identity(), "params": self.source.params}
+        if self.spec.protocol == "mgnet-paper":
+            detail["note"] = ("official MGNet attack: eps and step in normalised units (pixel budget eps*std), "
+                              "no random start, no clipping; not comparable with honest results")
+        value = cell.stats.max_linf if self.spec.norm == "linf" else cell.stats.max_l2
+        rows = [
+            MetricRow("perturbation", value, n=n, detail=detail),
+            MetricRow("per_example", examples.n_correct / n, n=n, detail=examples.to_detail()),
+        ]
+        if cell.stages:
+            for stage, flags in cell.stages.items():
+                robust = int(torch.cat(flags).sum())
+                row = accuracy_row(f"autoattack:{stage}", robust, n)
+                row.detail = {"cascade_order": list(cell.stages)}
+                rows.append(row)
+            rows.append(MetricRow(
+                "autoattack_checks", float(len(cell.warnings)), n=n,
+                detail={"warnings": cell.warnings, "target_classes": cell.target_classes,
+                        "note": "warnings of pyautoattack's checks (auto-attack logger)"},
+            ))
+        return rows
+
+
+@dataclass
+class LimitedAttackCondition(AttackCondition):
+    """An attack condition evaluated on at most ``limit`` of the run's images (the fixed
+    seeded subset of :func:`mgbench.data.subset_indices`)."""
+
+    limit: int = 0
+
+    def open_data(self, spec: "DataSpec") -> "OpenedData":
+        from mgbench.data import open_dataset
+
+        limit = self.limit if spec.limit is None else min(self.limit, spec.limit)
+        return open_dataset(replace(spec, limit=limit))
+
+
+def _check_table_extras(table: dict[str, Any]) -> int | None:
+    """Validate the keys the runner and the summary read (limit, checks, square_queries)."""
+    limit = table.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"attack table: limit must be a positive whole number, not {limit!r}")
+    if not isinstance(table.get("checks", True), bool):
+        raise InputError(f"attack table: checks must be true or false, not {table['checks']!r}")
+    queries = table.get("square_queries")
+    if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int) or queries < 1):
+        raise InputError(f"attack table: square_queries must be a positive whole number, not {queries!r}")
+    return limit
+
+
+@register_condition_type("attack")
+def expand_attack_table(table: dict[str, Any]) -> list[AttackCondition]:
+    """A ``type = "attack"`` table -> one condition per combination (see :mod:`mgbench.attacks.spec`)."""
+    from mgbench.models import load_model
+
+    limit = _check_table_extras(table)
+    specs = specs_from_table(table)
+    sources = {name: load_model(name) for name in {s.transfer_from for s in specs if s.transfer_from}}
+    for spec in specs:
+        if spec.transfer_from:
+            check_attack_target(spec, sources[spec.transfer_from].module, spec.transfer_from)
+    out: list[AttackCondition] = []
+    for spec in specs:
+        source = sources[spec.transfer_from] if spec.transfer_from else None
+        if limit is not None:
+            out.append(LimitedAttackCondition(spec, source, limit=limit))
+        else:
+            out.append(AttackCondition(spec, source))
+    return out
+

@@ -1,0 +1,292 @@
+"""What one attack condition is: :class:`AttackSpec` (validated, defaults resolved) and how a
+suite's ``[[conditions]]`` table of ``type = "attack"`` becomes specs (one per combination).
+
+Defaults (honest protocol): PGD 20 steps, step size 2.5 * eps / steps, 1 restart, random start
+on; FGSM one step of eps from the clean point; AutoAttack ``standard``. The ``mgnet-paper``
+protocol defaults to the official code's 10 steps of 1/255 (normalised units), no random start.
+Keys that do not apply to an attack (``steps`` for AutoAttack, ``version`` for PGD) are ignored
+for it, so one table can sweep several attacks.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from mgbench.attacks.autoattack import AA_ATTACKS, CascadeResult, check_attack_names, run_autoattack
+from mgbench.attacks.eps import Eps, parse_eps_list, parse_number
+from mgbench.attacks.gradient import NORMS, Budget, default_step_size, pgd
+from mgbench.attacks.protocols import PAPER_STEP_SIZE, PAPER_STEPS, PROTOCOLS, normalize_layer, paper_budget
+from mgbench.attacks.variants import attack_context, loss_for, parse_variant, rescaler_switch, variant_label
+from mgbench.errors import InputError
+
+ATTACKS = ("fgsm", "pgd", "autoattack")
+DEFAULT_STEPS = 20
+TABLE_KEYS = (
+    "type", "attack", "eps", "norm", "steps", "step_size", "restarts", "random_start", "protocol", "variant",
+    "version", "aa_attacks", "transfer_from", "limit", "checks", "square_queries",
+)
+
+
+@dataclass
+class AttackOutput:
+    x_adv: torch.Tensor
+    cascade: CascadeResult | None = None
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One fully resolved attack. ``step_size`` is in pixel units for ``honest`` and in
+    normalised-tensor units for ``mgnet-paper`` (like ``eps``)."""
+
+    attack: str
+    norm: str
+    eps: Eps
+    protocol: str = "honest"
+    variants: tuple[str, ...] = ()
+    transfer_from: str | None = None
+    steps: int | None = None
+    step_size: float | None = None
+    restarts: int | None = None
+    random_start: bool | None = None
+    version: str | None = None
+    aa_attacks: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The stored ``attack``: fgsm, pgd, autoattack-standard, autoattack-custom:apgd-ce+square."""
+        if self.attack != "autoattack":
+            return self.attack
+        suffix = ":" + "+".join(self.aa_attacks) if self.version == "custom" else ""
+        return f"autoattack-{self.version}{suffix}"
+
+    @property
+    def variant(self) -> str:
+        return variant_label(self.variants, self.transfer_from)
+
+    @property
+    def label(self) -> str:
+        parts = [self.name, self.norm, self.eps.text]
+        if self.protocol != "honest":
+            parts.append(f"[{self.protocol}]")
+        if self.variant != "default":
+            parts.append(f"({self.variant})")
+        return " ".join(parts)
+
+    def key(self) -> dict[str, Any]:
+        """The store's condition columns."""
+        return {
+            "threat": self.norm,
+            "attack": self.name,
+            "protocol": self.protocol,
+            "variant": self.variant,
+            "norm": self.norm,
+            "eps": self.eps.value,
+            "eps_str": self.eps.text,
+            "steps": self.steps,
+            "step_size": self.step_size,
+            "restarts": self.restarts,
+            "random_start": None if self.random_start is None else int(self.random_start),
+        }
+
+    @property
+    def keep(self) -> str:
+        """Transfer attacks and the paper's protocol keep the final iterate; white-box attacks
+        keep the first iterate that fools the model."""
+        return "last" if self.transfer_from or self.protocol == "mgnet-paper" else "first-success"
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Everything that determines the attack, for the stored detail."""
+        out: dict[str, Any] = {**self.key(), "units": "pixels of [0, 1] images"}
+        if self.protocol == "mgnet-paper":
+            out["units"] = "normalised tensor (x - mean) / std; pixel budget = eps * std per channel"
+            out["clip_to_unit_range"] = False
+        else:
+            out["clip_to_unit_range"] = True
+        if self.attack == "autoattack":
+            out.update(version=self.version, aa_attacks=list(self.aa_attacks) or None,
+                       implementation="pyautoattack (official AutoAttack code), cascade driven by mgbench")
+        else:
+            out.update(
+                loss="mean cross-entropy over all anytime steps" if "all-glimpses" in self.variants
+                else "cross-entropy of the final logits",
+                keep=self.keep, implementation="mgbench.attacks.gradient",
+            )
+        return out
+
+    def budget(self, model: nn.Module, device: torch.device) -> tuple[Budget, Budget | None, bool]:
+        """(eps, step size, clip to [0, 1]) in pixel units; per-channel tensors for mgnet-paper."""
+        if self.protocol == "mgnet-paper":
+            step = paper_budget(model, self.step_size, device) if self.step_size is not None else None
+            return paper_budget(model, self.eps.value, device), step, False
+        return self.eps.value, self.step_size, True
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, source: nn.Module | None = None,
+            seed: int = 0) -> AttackOutput:
+        """Craft the adversarial batch (on ``source`` for a transfer attack)."""
+        target = source if self.transfer_from else model
+        if target is None:
+            raise InputError(f"{self.label}: the transfer source model is not loaded")
+        with attack_context(target, self.variants):
+            if self.attack == "autoattack":
+                cascade = run_autoattack(target, x, y, norm=self.norm, eps=self.eps.value,
+                                         version=self.version or "standard", attacks=self.aa_attacks, seed=seed)
+                return AttackOutput(cascade.x_adv, cascade)
+            eps, step, clip = self.budget(model, x.device)
+            assert self.steps is not None and self.restarts is not None and step is not None
+            x_adv = pgd(target, x, y, norm=self.norm, eps=eps, steps=self.steps, step_size=step,
+                        restarts=self.restarts, random_start=bool(self.random_start), clip=clip, keep=self.keep,
+                        loss=loss_for(self.variants))
+        return AttackOutput(x_adv)
+
+
+def check_attack_target(spec: AttackSpec, model: nn.Module, name: str) -> None:
+    """Raise :class:`InputError` when ``spec`` cannot attack ``model`` (the model the gradients
+    come from: the source of a transfer attack): ``rescaler-off`` needs MGNet's
+    ``gradient_rescaler``, ``mgnet-paper`` needs a ``Normalize`` layer to read the std from."""
+    if "rescaler-off" in spec.variants:
+        rescaler_switch(model, name)
+    if spec.protocol == "mgnet-paper":
+        normalize_layer(model, name)
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{what} must be a positive whole number, not {value!r}")
+    return value
+
+
+def make_spec(
+    attack: str,
+    norm: str,
+    eps: Eps,
+    *,
+    protocol: str = "honest",
+    variants: tuple[str, ...] = (),
+    transfer_from: str | None = None,
+    steps: int | None = None,
+    step_size: Eps | None = None,
+    restarts: int | None = None,
+    random_start: bool | None = None,
+    version: str | None = None,
+    aa_attacks: tuple[str, ...] = (),
+) -> AttackSpec:
+    """Validate one combination and resolve its defaults (``None`` = the protocol's default)."""
+    if attack not in ATTACKS:
+        raise InputError(f"unknown attack {attack!r}: use fgsm, pgd, autoattack or all")
+    if norm not in NORMS:
+        raise InputError(f"unknown norm {norm!r}: use linf or l2")
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown protocol {protocol!r}: use {' or '.join(PROTOCOLS)}")
+    if steps is not None:
+        steps = _positive_int(steps, "steps")
+    if restarts is not None:
+        restarts = _positive_int(restarts, "restarts")
+    if random_start is not None and not isinstance(random_start, bool):
+        raise InputError(f"random_start must be true or false, not {random_start!r}")
+    if norm == "linf" and protocol == "honest" and eps.value > 1:
+        raise InputError(f"L-inf eps {eps.text} is above 1, which allows any image: use eps <= 1")
+    base = AttackSpec(attack, norm, eps, protocol, variants, transfer_from)
+    if protocol == "mgnet-paper":
+        problems = [
+            (attack == "autoattack", "the paper ran no AutoAttack"),
+            (norm != "linf", "the paper's attack is L-inf only"),
+            (bool(variants or transfer_from), "the paper's attack has no variants"),
+            (bool(random_start), "the paper's attack has no random start"),
+            (restarts not in (None, 1), "the paper's attack has no restarts"),
+        ]
+        for failed, why in problems:
+            if failed:
+                raise InputError(f"{base.label}: {why}: use protocol honest for that")
+    if attack == "autoattack":
+        if transfer_from:
+            raise InputError(f"{base.label}: transfer attacks use fgsm or pgd on the source, not autoattack")
+        if "all-glimpses" in variants:
+            raise InputError(f"{base.label}: AutoAttack uses its own losses; all-glimpses applies to fgsm and pgd")
+        version = version or "standard"
+        check_attack_names(version, aa_attacks)
+        return AttackSpec(attack, norm, eps, protocol, variants, None, version=version,
+                          aa_attacks=aa_attacks if version == "custom" else ())
+    if attack == "fgsm":
+        return AttackSpec(attack, norm, eps, protocol, variants, transfer_from, steps=1, step_size=eps.value,
+                          restarts=1, random_start=False)
+    if protocol == "mgnet-paper":
+        steps = steps or PAPER_STEPS
+        size = step_size.value if step_size is not None else PAPER_STEP_SIZE
+        return AttackSpec(attack, norm, eps, protocol, (), None, steps=steps, step_size=size, restarts=1,
+                          random_start=False)
+    steps = steps or DEFAULT_STEPS
+    size = step_size.value if step_size is not None else default_step_size(eps.value, steps)
+    return AttackSpec(attack, norm, eps, protocol, variants, transfer_from, steps=steps, step_size=size,
+                      restarts=restarts or 1, random_start=True if random_start is None else random_start)
+
+
+def _names(value: Any, what: str) -> list[Any]:
+    """A table value as a list: a list stays, a string splits at commas, a scalar is one item."""
+    if value is None:
+        return [None]
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    if not items:
+        raise InputError(f"attack table: {what} is empty")
+    return items
+
+
+def _attack_names(value: Any) -> tuple[list[str], bool]:
+    """(names, expanded from ``all``)."""
+    names = _names(value if value is not None else "all", "attack")
+    if "all" in names:
+        return list(ATTACKS), True
+    return [str(name) for name in names], False
+
+
+def _compatible(attack: str, protocol: str, variants: tuple[str, ...], transfer: str | None) -> bool:
+    """Whether ``all`` should include ``attack`` for this combination."""
+    if attack == "autoattack":
+        return protocol == "honest" and not transfer and "all-glimpses" not in variants
+    return True
+
+
+def specs_from_table(table: dict[str, Any]) -> list[AttackSpec]:
+    """Every combination of the table's lists (attack x norm x eps x protocol x variant x
+    transfer source x steps x restarts), validated; duplicates (same stored key) dropped."""
+    unknown = sorted(set(table) - set(TABLE_KEYS))
+    if unknown:
+        raise InputError(f"attack table: unknown key {unknown[0]!r}: use some of {', '.join(TABLE_KEYS[1:])}")
+    if table.get("eps") is None:
+        raise InputError("attack table: eps is missing: add eps = \"4/255\" (or a list)")
+    attacks, from_all = _attack_names(table.get("attack"))
+    eps_values = parse_eps_list(table["eps"])
+    norms = _names(table.get("norm", "linf"), "norm")
+    protocols = _names(table.get("protocol", "honest"), "protocol")
+    variants = [parse_variant(v) for v in _names(table.get("variant"), "variant")]
+    sources = _names(table.get("transfer_from"), "transfer_from")
+    steps_list = _names(table.get("steps"), "steps")
+    restarts_list = _names(table.get("restarts"), "restarts")
+    step_size = table.get("step_size")
+    step = parse_number(step_size, "step_size") if step_size is not None else None
+    aa_attacks = tuple(_names(table.get("aa_attacks"), "aa_attacks")) if table.get("aa_attacks") else ()
+    unknown_aa = [a for a in aa_attacks if a not in AA_ATTACKS]
+    if unknown_aa:
+        raise InputError(f"unknown AutoAttack attack {unknown_aa[0]!r}: use some of {', '.join(AA_ATTACKS)}")
+    specs: dict[str, AttackSpec] = {}
+    for attack, norm, eps, protocol, variant, source, steps, restarts in itertools.product(
+        attacks, norms, eps_values, protocols, variants, sources, steps_list, restarts_list
+    ):
+        if from_all and not _compatible(attack, protocol, variant, source):
+            continue
+        spec = make_spec(
+            attack, norm, eps, protocol=protocol, variants=variant, transfer_from=source or None, steps=steps,
+            step_size=step, restarts=restarts, random_start=table.get("random_start"),
+            version=table.get("version"), aa_attacks=aa_attacks,
+        )
+        specs.setdefault(str(sorted(spec.key().items())), spec)
+    return list(specs.values())

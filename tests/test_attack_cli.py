@@ -1,0 +1,87 @@
+"""`mgbench attack` end to end on the embedded digits, and its input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from attack_support import one_thread, write_factory  # noqa: F401
+
+from mgbench.store import Store
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return write_factory(tmp_path_factory.mktemp("cli-model"))
+
+
+@pytest.mark.slow
+def test_attack_command_stores_rows_and_verdicts(run_cli, store_path: Path, model: str) -> None:
+    args = ("attack", "--eps", "4/255", "--model", model, "--limit", "12", "--store", str(store_path),
+            "--device", "cpu", "--square-queries", "100")
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    assert "gradient-masking verdicts" in out and "reliable" in out and "autoattack-standard linf 4/255" in out
+    with Store(store_path) as store:
+        frame = store.frame()
+    attacks = set(frame["attack"].dropna())
+    assert {"fgsm", "pgd", "autoattack-standard", "worst-case", "verdict"} <= attacks
+    cascade = frame[frame["metric"].str.startswith("autoattack:")]["metric"]
+    assert list(dict.fromkeys(cascade)) == ["autoattack:clean", "autoattack:apgd-ce", "autoattack:apgd-t",
+                                            "autoattack:fab-t", "autoattack:square"]
+    pgd = frame[(frame["attack"] == "pgd") & (frame["metric"] == "perturbation")].iloc[0]
+    detail = json.loads(pgd["detail"])
+    assert detail["hyperparameters"]["steps"] == 20 and detail["versions"]["torch"]
+    assert pgd["value"] <= 4 / 255 + 1e-6 and pgd["n"] == 12
+    verdict = frame[frame["metric"] == "unreliable"]
+    assert len(verdict) == 1 and json.loads(verdict["detail"].item())["reasons"] == []
+
+    code, out, _ = run_cli(*args)  # resumable: attack cells are skipped, derived cells recomputed
+    assert code == 0 and "0 cell(s) computed" not in out and "already in" in out
+
+
+def test_both_protocols_side_by_side(run_cli, store_path: Path, model: str) -> None:
+    code, out, err = run_cli("attack", "--eps", "4/255", "--attack", "pgd", "--protocol", "honest,mgnet-paper",
+                             "--no-checks", "--model", model, "--limit", "16",
+                             "--store", str(store_path), "--device", "cpu")
+    assert code == 0, err
+    assert "[mgnet-paper]" in out
+    with Store(store_path) as store:
+        frame = store.frame(metric="top1")
+    pgd = frame[frame["attack"] == "pgd"].set_index("protocol")
+    assert set(pgd.index) == {"honest", "mgnet-paper"}
+    assert pgd.loc["mgnet-paper", "step_size"] == pytest.approx(1 / 255) and pgd.loc["mgnet-paper", "steps"] == 10
+    assert pgd.loc["honest", "steps"] == 20 and pgd.loc["honest", "random_start"] == 1
+    assert pgd.loc["mgnet-paper", "value"] >= pgd.loc["honest", "value"]  # 1/255 in pixels vs 4/255
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--eps", "4/0"], "divides by zero"),
+    (["--eps", "-1"], "must be positive"),
+    (["--eps", "4/255", "--attack", "cw"], "unknown attack 'cw'"),
+    (["--eps", "4/255", "--norm", "l3"], "unknown norm 'l3'"),
+    (["--eps", "4/255", "--steps", "0"], "steps must be a positive whole number"),
+    (["--eps", "4/255", "--protocol", "mgnet-paper", "--norm", "l2"], "L-inf only"),
+    (["--eps", "4/255", "--version", "custom"], "custom needs its attacks"),
+    (["--eps", "4/255", "--variant", "rescaler-off"], "has none: drop the variant"),
+    (["--eps", "4/255", "--transfer-from", "no-such-model"], "unknown model 'no-such-model'"),
+    (["--eps", "4/255", "--limit", "0"], "--limit must be a positive whole number"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(run_cli, store_path: Path, model: str,
+                                                            args: list[str], words: str) -> None:
+    code, out, err = run_cli("attack", "--model", model, "--store", str(store_path), *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
+    assert not store_path.exists()
+
+
+def test_default_models_are_the_attack_suites() -> None:
+    from mgbench.cli.attack import _default_models
+    from mgbench.suites import load_suite
+
+    models = load_suite("attacks").models
+    assert _default_models() == models and "resnet-tiny.digits" in models
