@@ -11,6 +11,7 @@ uses torch's DistributedSampler (padding a few repeated items per epoch is harml
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -43,7 +44,9 @@ def init(device: str) -> torch.device:
         chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(chosen)
     if not active():
-        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
+        # Rank 0 alone runs the summaries (e.g. the attack verdict's probes) while the others
+        # wait at a barrier: allow that to take a while.
+        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo", timeout=timedelta(hours=3))
     return chosen
 
 

@@ -117,6 +117,9 @@ def evaluate_condition(
     if counter.n == 0:
         raise InputError("no readable image in the data: check --data-root")
     rows = counter.rows("top1", num_classes)
+    gather = getattr(condition, "gather", None)  # optional: merge per-rank state under torchrun
+    if gather is not None:
+        gather()
     rows += condition.extra_rows()
     rows.append(MetricRow("images_per_s", counter.n / seconds, n=counter.n, detail={"seconds": seconds}))
     if skipped:

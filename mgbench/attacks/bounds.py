@@ -86,6 +86,15 @@ class PerturbationStats:
         self.outside_pixels += int(((x_adv < 0) | (x_adv > 1)).sum())
         self.pixels += x_adv.numel()
 
+    def merged(self, other: "PerturbationStats") -> "PerturbationStats":
+        """The facts of both sets of examples together (for summing over torchrun ranks)."""
+        examples = self.examples + other.examples
+        mean = (self.mean_linf * self.examples + other.mean_linf * other.examples) / examples if examples else 0.0
+        return PerturbationStats(
+            max(self.max_linf, other.max_linf), max(self.max_l2, other.max_l2), mean,
+            self.outside_pixels + other.outside_pixels, self.pixels + other.pixels, examples,
+        )
+
     def as_dict(self) -> dict[str, float | int]:
         return {
             "max_linf": self.max_linf,

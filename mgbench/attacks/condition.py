@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
+from mgbench import distributed
 from mgbench.attacks.bounds import PerturbationStats, check_ball
 from mgbench.attacks.examples import ExampleSet
 from mgbench.attacks.spec import AttackOutput, AttackSpec, check_attack_target, specs_from_table
@@ -109,6 +110,24 @@ class AttackCondition:
                 cell.warnings[message] = cell.warnings.get(message, 0) + count
             cell.target_classes = out.cascade.target_classes
         return out.x_adv
+
+    def gather(self) -> None:
+        """Under torchrun, replace this rank's records of the cell by the union of every rank's
+        (called by the runner before ``extra_rows``; a no-op in a single process)."""
+        if not distributed.active():
+            return
+        merged = _CellRecord(model=self._cell.model)
+        for part in distributed.gather_objects(replace(self._cell, model=None)):
+            merged.ids += part.ids
+            merged.correct += part.correct
+            merged.stats = merged.stats.merged(part.stats)
+            for stage, flags in part.stages.items():
+                merged.stages.setdefault(stage, []).extend(flags)
+            for message, count in part.warnings.items():
+                merged.warnings[message] = merged.warnings.get(message, 0) + count
+            merged.target_classes = part.target_classes or merged.target_classes
+            merged.budget = part.budget if part.budget is not None else merged.budget
+        self._cell = merged
 
     def extra_rows(self) -> list[MetricRow]:
         cell, self._cell = self._cell, _CellRecord()
