@@ -153,12 +153,12 @@ def evaluate(
     progress: ProgressHook | None = None,
 ) -> list[CellOutcome]:
     """Run ``suite`` for ``models`` (default: the suite's) on ``data`` (default: the suite's
-    dataset) and store every finished cell. Returns one outcome per cell, computed or skipped.
+    dataset and limit) and store every finished cell. Returns one outcome per cell, computed or skipped.
 
     Under ``torchrun`` every rank evaluates its shard of each cell, counts are summed across
     ranks, and only rank 0 opens the store and writes."""
     options = options or RunOptions()
-    data = data or DataSpec(name=suite.dataset)
+    data = data or DataSpec(name=suite.dataset, limit=suite.limit)
     names = models or suite.models
     if not names:
         raise InputError(f"suite {suite.name} names no models: pass --model")

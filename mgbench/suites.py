@@ -6,6 +6,7 @@ A suite file::
     description = "Clean top-1 accuracy"
     dataset = "digits"                                # default dataset
     models = ["resnet-tiny.digits"]                   # default models when --model is not given
+    limit = 1000                                      # optional: default --limit (a fixed seeded subset)
 
     [[conditions]]
     type = "clean"                                    # a registered condition type
@@ -44,6 +45,7 @@ class Suite:
     models: list[str]
     conditions: list[dict[str, Any]]
     source: Path
+    limit: int | None = None
 
     @classmethod
     def read(cls, path: Path) -> "Suite":
@@ -60,6 +62,7 @@ class Suite:
             models=list(data.get("models", [])),
             conditions=[dict(table) for table in data["conditions"]],
             source=path,
+            limit=data.get("limit"),
         )
 
     def expand(self, overrides: dict[str, dict[str, Any]] | None = None) -> list[Condition]:

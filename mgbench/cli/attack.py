@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from mgbench import distributed
 from mgbench.cli import (
     _CellProgress,
     _data_spec,
@@ -93,6 +94,8 @@ def attack(model_names: tuple[str, ...], eps: str, attacks: str, norm: str, step
     with _CellProgress() as progress:
         outcomes = evaluate(suite, models=_split_names(model_names) or None, data=data, store=store_path,
                             options=options, progress=progress)
+    if not distributed.is_main():
+        return
     done = sum(o.computed for o in outcomes)
     _print_cells(store_path, [o.cell_key for o in outcomes], title=f"attacks on {data.label}")
     console.print(f"{done} cell(s) computed, {len(outcomes) - done} already in {store_path}")

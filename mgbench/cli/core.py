@@ -56,7 +56,8 @@ def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, da
     from mgbench.suites import load_suite
 
     suite = load_suite(suite_name)
-    data = _data_spec(data_name, data_root, class_list, limit, on_bad_image, default=suite.dataset)
+    data = _data_spec(data_name, data_root, class_list, limit if limit is not None else suite.limit, on_bad_image,
+                      default=suite.dataset)
     options = RunOptions(device=device, batch_size=batch_size, workers=workers, seed=seed, force=force)
     store_path = Path(store) if store else DEFAULT_STORE
     corruption = {"corruptions": corruption_names, "severities": severities, "backend": corruption_backend,

@@ -31,3 +31,61 @@ def leaderboard(store: str | None, out: str | None, glimpse_dir: str | None) -> 
     console.print(f"{len(result.entries)} model x dataset entries, {len(result.files)} files -> {result.out}")
     for name in ("index.md", "index.html", "leaderboard.csv"):
         console.print(f"  {result.out / name}")
+
+
+@cli.command()
+@click.option("--baseline", type=click.Path(), required=True, help="Baseline table, e.g. results/baseline/digits.csv.")
+@click.option("--suite", "suite_name", default="regression", show_default=True, help="The suite to run fresh.")
+@click.option("--store", type=click.Path(), default=None,
+              help="Store for the fresh run [default: a temporary file, so every number is recomputed].")
+@click.option("--update", is_flag=True, help="Rewrite the baseline from the fresh run (deliberately).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+def regress(baseline: str, suite_name: str, store: str | None, update: bool, device: str, batch_size: int) -> None:
+    """Guard accuracy versus compute: fail (exit 1) when a fresh run of the regression suite loses
+    accuracy beyond its statistical margin or gains more than 1% compute over the baseline."""
+    import sys
+    import tempfile
+
+    from rich.table import Table
+
+    from mgbench.report.regress import compare, failed, read_baseline, table_from_frame, write_baseline
+    from mgbench.runner import RunOptions, evaluate
+    from mgbench.store import Store
+    from mgbench.suites import load_suite
+
+    baseline_path = Path(baseline)
+    suite = load_suite(suite_name)
+    base = None if update else read_baseline(baseline_path)
+    options = RunOptions(device=device, batch_size=batch_size, force=store is None)
+    with tempfile.TemporaryDirectory() as folder:
+        store_path = Path(store) if store else Path(folder) / "regress.sqlite"
+        outcomes = evaluate(suite, store=store_path, options=options)
+        with Store(store_path) as db:
+            fresh = table_from_frame(db.frame(cell_key=[o.cell_key for o in outcomes]))
+    if update:
+        write_baseline(fresh, baseline_path)
+        console.print(f"baseline rewritten: {len(fresh)} rows -> {baseline_path}")
+        return
+    comparison = compare(base, fresh)
+    table = Table(title=f"regression guard: suite {suite.name} against {baseline_path}")
+    for column in ("model", "condition", "metric", "step", "base", "new", "delta", "allowed", "status"):
+        table.add_column(column, justify="left" if column in ("model", "condition", "metric", "status") else "right")
+
+    def show(value: object) -> str:
+        if value is None or value != value:  # None or NaN
+            return ""
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    for row in comparison.to_dict("records"):
+        style = "" if row["status"] in ("ok", "new") else "bold red"
+        table.add_row(row["model"], row["condition"], row["metric"], "" if row["step"] == -1 else str(row["step"]),
+                      show(row["base"]), show(row["new"]), show(row["delta"]), show(row["allowed"]), row["status"],
+                      style=style)
+    console.print(table)
+    bad = comparison[~comparison["status"].isin(["ok", "new"])]
+    if failed(comparison):
+        console.print(f"[bold red]FAILED[/bold red]: {len(bad)} of {len(comparison)} guarded numbers regressed "
+                      "(accuracy below its 95% margin, compute up more than 1%, or missing)")
+        sys.exit(1)
+    console.print(f"passed: {len(comparison)} guarded numbers within their margins")
