@@ -142,6 +142,9 @@ def train(
     step_fn = get_method(method)
     dev = resolve_device(device)
     out = Path(out)
+    # The code that trains is the checkout at the start: edits made while a long run goes on
+    # must not be recorded as its provenance.
+    code_sha = git_sha()
     _seed_everything(seed)
     model = load_model(arch, num_classes=data.num_classes, **(model_args or {})).module.to(dev)
     net = LossModule(model)
@@ -227,7 +230,7 @@ def train(
         "method": method,
         "seed": seed,
         "model_args": model_args or {},
-        "git_sha": git_sha(),
+        "git_sha": code_sha,
         "versions": library_versions(),
         "finished_at": now_iso(),
         "epochs": log,
