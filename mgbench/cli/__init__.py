@@ -165,4 +165,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Command modules register themselves on `cli` when imported.
-from mgbench.cli import core  # noqa: E402,F401
+from mgbench.cli import core, mgnet  # noqa: E402,F401
