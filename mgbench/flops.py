@@ -122,12 +122,12 @@ def _module(model: nn.Module, steps: int | None) -> nn.Module:
 
 def fvcore_gmacs(model: nn.Module, input_size: int, steps: int | None = None) -> float:
     """fvcore multiply-adds (in G) of one forward pass on a 1x3xSxS input."""
-    from fvcore.nn import FlopCountAnalysis
-
     x = torch.rand(1, 3, input_size, input_size)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # fvcore's own and torch.jit's deprecation warnings
+        from fvcore.nn import FlopCountAnalysis
+
         analysis = FlopCountAnalysis(_module(model, steps), x)
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)

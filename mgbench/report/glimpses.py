@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from mgbench.conditions import Clean, Condition, expand
+from mgbench.conditions import Clean, Condition, condition_types, expand
 from mgbench.data import DataSpec, class_list, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.models import forward_steps, load_model
@@ -55,6 +55,8 @@ def parse_condition(spec: str) -> dict[str, Any]:
         raise InputError(
             f"--condition {spec!r} names no type: write TYPE[:ARG...][:KEY=VALUE...], e.g. corruption:fog:3"
         )
+    if kind not in condition_types():
+        raise InputError(f"unknown condition type {kind!r}: use one of {', '.join(condition_types())}")
     table: dict[str, Any] = {"type": kind}
     positional = list(_POSITIONAL.get(kind, ()))
     for item in items:
