@@ -162,7 +162,7 @@ def train(
         div_factor=rec.div_factor, final_div_factor=rec.final_div_factor, cycle_momentum=True,
         base_momentum=0.85, max_momentum=0.95,
     )
-    use_amp = amp and dev.type == "cuda"
+    use_amp = amp and rec.amp and dev.type == "cuda"
 
     def autocast() -> ContextManager[Any]:
         return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
