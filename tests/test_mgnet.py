@@ -215,3 +215,19 @@ def test_bad_constructor_arguments() -> None:
         create_model("mgnet-tiny", glimpses=0)
     with pytest.raises(InputError, match="alpha"):
         create_model("mgnet-tiny", alpha=1.5)
+
+
+def test_mgnet_recipe_is_the_official_one() -> None:
+    """The reference's training recipe (official README / main.py)."""
+    from torchvision import transforms as T
+
+    from mgbench.train.recipes import get_recipe, train_transform
+
+    recipe = get_recipe("mgnet")
+    assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.momentum, recipe.weight_decay) == (
+        400, 256, 0.1, 0.9, 1e-4)
+    assert (recipe.pct_start, recipe.div_factor, recipe.final_div_factor, recipe.amp) == (0.2, 25.0, 1e4, False)
+    steps = train_transform(recipe.augmentation).transforms
+    assert [type(t) for t in steps[:3]] == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.AutoAugment]
+    assert steps[0].size == (224, 224) and steps[2].policy == T.AutoAugmentPolicy.IMAGENET
+    assert steps[2].fill == [128, 128, 128]
