@@ -119,7 +119,11 @@ def draw(batch: GlimpseBatch, class_names: list[str], out: Path, title: str) -> 
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     colours = plt.get_cmap("autumn")(torch.linspace(0, 0.85, steps).tolist())
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows + 0.5), squeeze=False)
+    # "glimpse:class" under each image: one line, or two for long class names (WNIDs).
+    long_names = max(len(name) for name in class_names) > 4
+    per_line = math.ceil(steps / 2) if long_names else steps
+    lines = math.ceil(steps / per_line)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, (2.9 + 0.2 * lines) * rows + 0.5), squeeze=False)
     for index, ax in enumerate(axes.flat):
         ax.axis("off")
         if index >= n:
@@ -141,13 +145,15 @@ def draw(batch: GlimpseBatch, class_names: list[str], out: Path, title: str) -> 
         ax.set_title(f"true {class_names[truth]}", fontsize=8)
         guesses = [int(p) for p in batch.predictions[:, index]]
         for step, guess in enumerate(guesses):
-            ax.text((step + 0.5) / steps, -0.04, class_names[guess], transform=ax.transAxes, ha="center", va="top",
-                    fontsize=7, color="green" if guess == truth else "red")
-    label = "prediction after each glimpse 1..T (green: correct)" if steps > 1 else "prediction (green: correct)"
+            line, slot = divmod(step, per_line)
+            text = f"{step + 1}:{class_names[guess]}" if steps > 1 else class_names[guess]
+            ax.text((slot + 0.5) / per_line, -0.03 - 0.09 * line, text, transform=ax.transAxes, ha="center",
+                    va="top", fontsize=7, color="green" if guess == truth else "red")
+    label = "glimpse:prediction after each glimpse (green: correct)" if steps > 1 else "prediction (green: correct)"
     fig.suptitle(f"{title}\n{label}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.2 * lines)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
+    fig.savefig(out, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return out
 
