@@ -28,6 +28,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+MAX_IMAGES = 64
 # Positional arguments of the shorthand ``TYPE:ARG:ARG`` per condition type: (table key, is a list).
 _POSITIONAL: dict[str, tuple[tuple[str, bool], ...]] = {
     "corruption": (("corruptions", True), ("severities", True)),
@@ -108,22 +109,22 @@ def observe(model: nn.Module, condition: Condition, x: torch.Tensor, y: torch.Te
 
 def draw(batch: GlimpseBatch, class_names: list[str], out: Path, title: str) -> Path:
     """Write the grid figure to ``out`` (PNG, PDF or SVG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The object-oriented API: no pyplot state, no change of the caller's backend.
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
     n = batch.images.shape[0]
     steps = batch.predictions.shape[0]
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    colours = plt.get_cmap("autumn")(torch.linspace(0, 0.85, steps).tolist())
+    colours = colormaps["autumn"](torch.linspace(0, 0.85, steps).tolist())
     # "glimpse:class" under each image: one line, or two for long class names (WNIDs).
     long_names = max(len(name) for name in class_names) > 4
     per_line = math.ceil(steps / 2) if long_names else steps
     lines = math.ceil(steps / per_line)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, (2.9 + 0.2 * lines) * rows + 0.5), squeeze=False)
+    fig = Figure(figsize=(2.6 * cols, (2.9 + 0.2 * lines) * rows + 0.5))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for index, ax in enumerate(axes.flat):
         ax.axis("off")
         if index >= n:
@@ -154,11 +155,7 @@ def draw(batch: GlimpseBatch, class_names: list[str], out: Path, title: str) -> 
     fig.tight_layout(h_pad=1.2 * lines)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=130, bbox_inches="tight")
-    plt.close(fig)
     return out
-
-
-MAX_IMAGES = 64
 
 
 def glimpse_picture(model_name: str, data: DataSpec, out: Path, *, n: int = 16, condition: str | None = None,
