@@ -18,13 +18,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from mgbench import flops
 from mgbench.models import create_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _fvcore_by_operator(module: nn.Module, x: torch.Tensor) -> dict[str, int]:
-    from fvcore.nn import FlopCountAnalysis
-
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # fvcore's and torch.jit's deprecation warnings
+        from fvcore.nn import FlopCountAnalysis
+
         analysis = FlopCountAnalysis(module, x)
         analysis.unsupported_ops_warnings(False)
         return dict(analysis.by_operator())

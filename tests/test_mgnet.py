@@ -16,6 +16,8 @@ from mgbench.models import create_model, forward_steps, list_architectures
 from mgbench.models.mgnet import MGNet, glimpse_boxes
 from mgbench.train.loop import LossModule
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def tiny() -> MGNet:

@@ -16,6 +16,8 @@ from mgbench.models import create_model
 from mgbench.report.glimpses import observe, one_condition, parse_condition
 from mgbench.store import MetricRow
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @dataclass
 class Blackout:

@@ -20,6 +20,8 @@ from mgbench.models._builder import load_state
 from mgbench.models.official import convert_official, to_official
 from mgbench.models.resnet import resnet_backbone
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class _Fc(nn.Module):
     def __init__(self, dim_in: int, dim_out: int):
