@@ -120,6 +120,7 @@ class Unpicklable:
     "case, message",
     [
         ("unmatched", "no counterpart in MGNet: extra.weight"),
+        ("stray", "no counterpart in MGNet: stray.weight"),
         ("missing-file", "does not exist"),
         ("not-mgnet", "not an MGNet architecture"),
         ("wrong-backbone", "does not fit the architecture"),
@@ -129,7 +130,7 @@ class Unpicklable:
 )
 def test_convert_bad_input(tmp_path: Path, run_cli, case: str, message: str) -> None:
     ckpt, model, out = tmp_path / "x.ckpt", "mgnet-tiny", tmp_path / "x.pt"
-    extra = {"model.extra.weight": torch.zeros(2)} if case == "unmatched" else None
+    extra = {"unmatched": {"model.extra.weight": torch.zeros(2)}, "stray": {"stray.weight": torch.zeros(2)}}.get(case)
     _official_checkpoint(ckpt, backbone="resnet-tiny", classes=10, extra=extra)
     if case == "missing-file":
         ckpt = tmp_path / "absent.ckpt"

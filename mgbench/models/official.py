@@ -53,8 +53,8 @@ def _shown(keys: list[str]) -> str:
 
 
 def read_official(path: Path) -> dict[str, torch.Tensor]:
-    """The official MGNet state_dict (keys without ``model.``) from a Lightning checkpoint or a
-    bare state_dict, loaded with ``weights_only=True``."""
+    """The official MGNet state_dict (``model.`` stripped) from a Lightning checkpoint or a bare
+    state_dict, loaded with ``weights_only=True``."""
     if not path.is_file():
         raise InputError(f"official checkpoint {path} does not exist: pass the .ckpt file with --from-official")
     try:
@@ -72,9 +72,9 @@ def read_official(path: Path) -> dict[str, torch.Tensor]:
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{path} holds no state_dict of tensors: pass an official MGNet .ckpt")
-    if any(key.startswith(LIGHTNING_PREFIX) for key in state):
-        state = {k[len(LIGHTNING_PREFIX):]: v for k, v in state.items() if k.startswith(LIGHTNING_PREFIX)}
-    return state
+    # Keys outside the prefix stay as they are: Lightning's metric states are dropped by name
+    # later, anything else is reported as unmatched.
+    return {k[len(LIGHTNING_PREFIX):] if k.startswith(LIGHTNING_PREFIX) else k: v for k, v in state.items()}
 
 
 def _map_key(key: str) -> str | None:
