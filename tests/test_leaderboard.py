@@ -140,8 +140,8 @@ def test_page_sorts_in_a_headless_browser(board: Path, tmp_path: Path) -> None:
     try:
         driver.get((board / "index.html").resolve().as_uri())
         table = driver.find_element(By.ID, "table0")
-        models = [row.find_elements(By.TAG_NAME, "td")[0].text for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
-        assert models == sorted(MODELS)
+        rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
+        assert [row.find_elements(By.TAG_NAME, "td")[0].text for row in rows] == sorted(MODELS)
 
         def clean_column() -> list[float]:
             return [float(row.find_elements(By.TAG_NAME, "td")[4].text.split()[0])

@@ -173,5 +173,6 @@ from mgbench.cli import (  # noqa: E402
     attack,  # noqa: F401
     core,  # noqa: F401
     corruptions,  # noqa: F401
+    mgnet,  # noqa: F401
     report,  # noqa: F401
 )

@@ -153,6 +153,9 @@ def train(
     if rec.batch_size % world:
         raise InputError(f"--batch-size {rec.batch_size} (the total over all ranks) is not divisible by {world} ranks")
     out = Path(out)
+    # The code that trains is the checkout at the start: edits made while a long run goes on
+    # must not be recorded as its provenance.
+    code_sha = git_sha()
     _seed_everything(seed)
     model = load_model(arch, init_seed=None, num_classes=data.num_classes, **(model_args or {})).module.to(dev)
     net: nn.Module = LossModule(model)
@@ -175,7 +178,7 @@ def train(
         div_factor=rec.div_factor, final_div_factor=rec.final_div_factor, cycle_momentum=True,
         base_momentum=0.85, max_momentum=0.95,
     )
-    use_amp = amp and dev.type == "cuda"
+    use_amp = amp and rec.amp and dev.type == "cuda"
 
     def autocast() -> ContextManager[Any]:
         return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
@@ -251,7 +254,7 @@ def train(
         "method": method,
         "seed": seed,
         "model_args": model_args or {},
-        "git_sha": git_sha(),
+        "git_sha": code_sha,
         "versions": library_versions(),
         "finished_at": now_iso(),
         "epochs": log,

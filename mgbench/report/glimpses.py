@@ -1,0 +1,183 @@
+"""Where an anytime model looks: a grid of images with each step's glimpse box and prediction.
+
+Each panel shows one image (clean, corrupted or adversarial: whatever the condition returned,
+i.e. exactly what the model saw), the glimpse box of every step drawn in that step's colour and
+numbered, and a caption with the true class and the prediction after each step (green where
+correct). Models without glimpses (plain classifiers) get the caption alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from mgbench.conditions import Clean, Condition, condition_types, expand
+from mgbench.data import DataSpec, class_list, make_loader, open_dataset
+from mgbench.errors import InputError
+from mgbench.models import forward_steps, load_model
+from mgbench.runner import _check_dataset, resolve_device, to_unit
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+MAX_IMAGES = 64
+# Positional arguments of the shorthand ``TYPE:ARG:ARG`` per condition type: (table key, is a list).
+_POSITIONAL: dict[str, tuple[tuple[str, bool], ...]] = {
+    "corruption": (("corruptions", True), ("severities", True)),
+    "attack": (("attack", False), ("eps", False)),
+}
+
+
+def _value(text: str) -> Any:
+    """A TOML value (``3``, ``0.5``, ``true``, ``[1, 2]``), else the text itself (``fog``, ``4/255``)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_condition(spec: str) -> dict[str, Any]:
+    """``TYPE[:ARG...][:KEY=VALUE...]`` -> a suite ``[[conditions]]`` table.
+
+    ``corruption:fog:3`` -> ``{"type": "corruption", "corruptions": ["fog"], "severities": [3]}``;
+    ``attack:pgd:4/255:steps=20`` -> ``{"type": "attack", "attack": "pgd", "eps": "4/255", "steps": 20}``;
+    any type takes ``KEY=VALUE`` items, e.g. ``clean``.
+    """
+    kind, *items = spec.split(":")
+    if not kind:
+        raise InputError(
+            f"--condition {spec!r} names no type: write TYPE[:ARG...][:KEY=VALUE...], e.g. corruption:fog:3"
+        )
+    if kind not in condition_types():
+        raise InputError(f"unknown condition type {kind!r}: use one of {', '.join(condition_types())}")
+    table: dict[str, Any] = {"type": kind}
+    positional = list(_POSITIONAL.get(kind, ()))
+    for item in items:
+        if "=" in item:
+            key, _, text = item.partition("=")
+            table[key] = _value(text)
+        elif positional:
+            key, as_list = positional.pop(0)
+            value = _value(item)
+            table[key] = [value] if as_list else value
+        else:
+            raise InputError(f"--condition {spec!r}: unexpected {item!r}; write further arguments as KEY=VALUE")
+    return table
+
+
+def one_condition(spec: str) -> Condition:
+    """The single condition a spec expands to (through the registered condition types)."""
+    conditions = expand(parse_condition(spec))
+    if len(conditions) != 1:
+        raise InputError(f"--condition {spec!r} expands to {len(conditions)} conditions: name exactly one")
+    return conditions[0]
+
+
+@dataclass
+class GlimpseBatch:
+    """What the figure shows: the images the model saw and its per-step outputs."""
+
+    images: torch.Tensor  # [N, 3, H, W] in [0, 1]
+    labels: torch.Tensor  # [N]
+    predictions: torch.Tensor  # [T, N]
+    boxes: torch.Tensor | None  # [T, N, 4] fractions (x0, y0, x1, y1), or None
+
+
+def observe(model: nn.Module, condition: Condition, x: torch.Tensor, y: torch.Tensor,
+            ids: torch.Tensor) -> GlimpseBatch:
+    """Apply ``condition`` to the batch, then run a fresh forward pass on the result."""
+    model.eval()
+    if condition.needs_grad:
+        seen = condition.apply(model, x, y, ids)
+    else:
+        with torch.no_grad():
+            seen = condition.apply(model, x, y, ids)
+    seen = seen.detach()
+    with torch.no_grad():
+        outputs = forward_steps(model, seen)
+    boxes = outputs.boxes.cpu() if outputs.boxes is not None else None
+    return GlimpseBatch(seen.cpu().clamp(0, 1), y.cpu(), outputs.logits.argmax(-1).cpu(), boxes)
+
+
+def draw(batch: GlimpseBatch, class_names: list[str], out: Path, title: str) -> Path:
+    """Write the grid figure to ``out`` (PNG, PDF or SVG)."""
+    # The object-oriented API: no pyplot state, no change of the caller's backend.
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    n = batch.images.shape[0]
+    steps = batch.predictions.shape[0]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    colours = colormaps["autumn"](torch.linspace(0, 0.85, steps).tolist())
+    # "glimpse:class" under each image: one line, or two for long class names (WNIDs).
+    long_names = max(len(name) for name in class_names) > 4
+    per_line = math.ceil(steps / 2) if long_names else steps
+    lines = math.ceil(steps / per_line)
+    fig = Figure(figsize=(2.6 * cols, (2.9 + 0.2 * lines) * rows + 0.5))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index >= n:
+            continue
+        image = batch.images[index].permute(1, 2, 0).numpy()
+        height, width = image.shape[:2]
+        ax.imshow(image, interpolation="nearest")
+        if batch.boxes is not None:
+            for step in range(steps):
+                # Box fractions are in align_corners=True coordinates: 0 and 1 are the centres of the
+                # first and last pixel, which imshow puts at 0 and size - 1.
+                x0, y0, x1, y1 = batch.boxes[step, index].tolist()
+                left, top = x0 * (width - 1), y0 * (height - 1)
+                ax.add_patch(Rectangle((left, top), (x1 - x0) * (width - 1), (y1 - y0) * (height - 1),
+                                       fill=False, edgecolor=colours[step], linewidth=1.6))
+                ax.text(left + 0.5, top + 0.5, str(step + 1), color="black", fontsize=7, va="top", ha="left",
+                        bbox={"facecolor": colours[step], "edgecolor": "none", "pad": 0.6})
+        truth = int(batch.labels[index])
+        ax.set_title(f"true {class_names[truth]}", fontsize=8)
+        guesses = [int(p) for p in batch.predictions[:, index]]
+        for step, guess in enumerate(guesses):
+            line, slot = divmod(step, per_line)
+            text = f"{step + 1}:{class_names[guess]}" if steps > 1 else class_names[guess]
+            ax.text((slot + 0.5) / per_line, -0.03 - 0.09 * line, text, transform=ax.transAxes, ha="center",
+                    va="top", fontsize=7, color="green" if guess == truth else "red")
+    label = "glimpse:prediction after each glimpse (green: correct)" if steps > 1 else "prediction (green: correct)"
+    fig.suptitle(f"{title}\n{label}", fontsize=9)
+    fig.tight_layout(h_pad=1.2 * lines)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130, bbox_inches="tight")
+    return out
+
+
+def glimpse_picture(model_name: str, data: DataSpec, out: Path, *, n: int = 16, condition: str | None = None,
+                    device: str = "auto") -> Path:
+    """Draw ``n`` images of ``data`` (a fixed seeded subset) under ``condition`` (a spec for
+    :func:`parse_condition`; clean when None) with ``model_name``'s glimpses, into ``out``."""
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise InputError(f"--out {out} must end in {', '.join(FIGURE_SUFFIXES)}: choose a figure file name")
+    if not 1 <= n <= MAX_IMAGES:
+        raise InputError(f"--n must lie in 1..{MAX_IMAGES}, not {n}")
+    chosen = one_condition(condition) if condition else Clean()
+    loaded = load_model(model_name)
+    _check_dataset(loaded, data)
+    dev = resolve_device(device)
+    subset = replace(data, limit=n)
+    open_data = getattr(chosen, "open_data", None)
+    opened = open_data(subset) if open_data is not None else open_dataset(subset)
+    images, labels, ids, _ = next(iter(make_loader(opened.dataset, n, device=dev, workers=0)))
+    if images is None:
+        raise InputError("no readable image among the chosen ones: check --data-root")
+    model = loaded.module.to(dev)
+    batch = observe(model, chosen, to_unit(images, dev), labels.to(dev), ids)
+    names = [str(i) for i in range(10)] if data.name == "digits" else class_list(data.class_list)
+    seen = ", ".join(f"{k}={v}" for k, v in chosen.key.items())
+    return draw(batch, names, out, f"{loaded.name} on {data.label} ({seen})")
