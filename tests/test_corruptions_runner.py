@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.stats import norm
 
 from mgbench.corruptions.generate import JPEG_QUALITY, generate_imagenet_c
 from mgbench.corruptions.names import seed_for
 from mgbench.corruptions.reference import corrupt_one
 from mgbench.data import DataSpec, class_list
 from mgbench.data.folders import PREPROCESSING
-from mgbench.metrics import binomial_ci
 from mgbench.models import list_cards
 from mgbench.runner import RunOptions, evaluate
 from mgbench.store import Store
@@ -244,8 +245,10 @@ def test_cli_generate_errors(tmp_path: Path, run_cli) -> None:
 @pytest.mark.skipif("resnet-tiny.digits" not in list_cards(),
                     reason="zoo card resnet-tiny.digits is not trained on this branch yet (it is merged into main)")
 def test_trained_model_accuracy_agrees_across_backends(tmp_path: Path) -> None:
-    """On the embedded default, a trained model's accuracy under the torch backend lies within
-    the 95% interval of its accuracy under the reference backend (and vice versa)."""
+    """On the embedded default, a trained model's accuracy under the torch backend and under the
+    reference backend agree within the statistical margin of their difference: a two-proportion
+    95% interval, Bonferroni-corrected over the 15 corruptions (each backend draws its own noise,
+    so both accuracies are random)."""
     suite = Suite.read(_suite(tmp_path, """
         [[conditions]]
         type = "corruption"
@@ -261,8 +264,11 @@ def test_trained_model_accuracy_agrees_across_backends(tmp_path: Path) -> None:
     with Store(store) as db:
         frame = db.frame(threat="corruption", metric="top1")
     frame = frame[frame["step"].isna()]
+    assert frame["corruption"].nunique() == 15
+    z = norm.ppf(1 - 0.05 / (2 * 15))
     for corruption, rows in frame.groupby("corruption"):
         by = rows.set_index("backend")
-        for one, other in (("torch", "reference"), ("reference", "torch")):
-            low, high = binomial_ci(round(by.loc[other, "value"] * by.loc[other, "n"]), int(by.loc[other, "n"]))
-            assert low <= by.loc[one, "value"] <= high, corruption
+        p, q = by.loc["torch", "value"], by.loc["reference", "value"]
+        n = int(by.loc["torch", "n"])
+        allowed = z * math.sqrt((p * (1 - p) + q * (1 - q)) / n)
+        assert abs(p - q) <= allowed, f"{corruption}: torch {p:.3f} vs reference {q:.3f} (allowed {allowed:.3f})"
