@@ -94,7 +94,7 @@ WRITER = textwrap.dedent("""
     prov = {"config_hash": "h", "seed": 0, "versions": {"mgbench": "0", "torch": "t"}, "git_sha": "s",
             "device": "cpu", "started_at": "a", "finished_at": "b", "runtime_s": 0.0}
     with Store(path) as store:
-        for i in range(start, 150):
+        for i in range(start, 1000):
             key = f"cell{i:04d}"
             if store.has_cell(key):
                 continue
@@ -116,7 +116,7 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(store_path: Path, 
         assert proc.stdout is not None
         for _ in range(written_before_kill):  # wait until this run is busy writing cells
             proc.stdout.readline()
-        time.sleep(0.003 * written_before_kill)  # land the kill at varying points of a write
+        time.sleep(0.0005 * written_before_kill)  # land the kill at varying points of a write
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         with Store(store_path) as store:
@@ -124,10 +124,10 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(store_path: Path, 
         per_cell = frame.groupby("cell_key").size()
         assert (per_cell == 100).all(), "a killed run left a partial cell"
         stored.append(len(per_cell))
-    assert stored[0] < stored[1] < 150, stored  # each run resumed and was cut short
+    assert stored[0] < stored[1] < 1000, stored  # each run resumed and was cut short
     subprocess.run([sys.executable, str(script), str(store_path), "0"], check=True, capture_output=True)
     with Store(store_path) as store:
         frame = store.frame()
-        assert store.counts() == (150, 150 * 100)
+        assert store.counts() == (1000, 1000 * 100)
     assert frame.groupby("cell_key").size().eq(100).all()
     assert not frame.duplicated(["cell_key", "metric"]).any()

@@ -187,10 +187,15 @@ def attack_columns(entries: list[Entry]) -> list[AttackColumn]:
 
 
 def headline_attack(entry: Entry, columns: list[AttackColumn]) -> tuple[AttackColumn, Acc] | None:
-    """The AutoAttack result (honest, default variant) at the largest eps it ran at, else None."""
+    """The AutoAttack result (honest protocol, default variant) at the largest eps it ran at:
+    the standard version (RobustBench's protocol) when it ran, else another version; None when
+    AutoAttack never ran."""
     found = [(c, entry.robust[c]) for c in columns
-             if c in entry.robust and c.attack == "autoattack" and c.protocol == "honest" and c.variant == "default"]
-    return max(found, key=lambda item: item[0].eps) if found else None
+             if c in entry.robust and c.attack.startswith("autoattack") and c.protocol == "honest"
+             and c.variant == "default"]
+    if not found:
+        return None
+    return max(found, key=lambda item: (item[0].attack == "autoattack-standard", item[0].eps))
 
 
 def worst_case(entry: Entry, columns: list[AttackColumn]) -> list[tuple[AttackColumn, Acc]]:

@@ -93,9 +93,10 @@ def corruption_heatmap(entry: Entry) -> Figure | None:
 def save(fig: Figure, stem: Path) -> tuple[Path, str]:
     """Write ``stem.png`` and ``stem.svg``; returns the PNG path and the SVG text (for inlining)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(stem.with_suffix(".png"), dpi=110)
+    png, vector = stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.svg"  # names may hold dots
+    fig.savefig(png, dpi=110)
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg")
     svg = buffer.getvalue()
-    stem.with_suffix(".svg").write_text(svg)
-    return stem.with_suffix(".png"), svg
+    vector.write_text(svg)
+    return png, svg

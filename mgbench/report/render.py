@@ -48,7 +48,9 @@ def dataset_tables(dataset: str, entries: list[Entry]) -> list[Table]:
             _num(e.clean.n if e.clean else None, "d"),
             _acc_cell(e.corruption_mean),
             mce,
-            Cell(f"{headline[1].pct()} @ {headline[0].eps_str}", headline[1].value) if headline else Cell("-"),
+            Cell(f"{headline[1].pct()} @ {headline[0].eps_str}"
+                 + ("" if headline[0].attack == "autoattack-standard" else f" ({headline[0].attack})"),
+                 headline[1].value) if headline else Cell("-"),
             Cell(verdict_text(e)),
         ])
     normalisers = sorted({e.mce_normaliser for e in entries if e.mce_normaliser})
@@ -56,7 +58,8 @@ def dataset_tables(dataset: str, entries: list[Entry]) -> list[Table]:
         f"{dataset}: overview",
         "Top-1 accuracy in %, 95% Wilson interval in brackets; corruptions: mean top-1 over every stored corruption "
         "x severity cell; mCE normalised by " + (", ".join(normalisers) or "-") + " on the same data; GMACs from "
-        "fvcore (1 multiply-add = 1 FLOP, after the last step); AutoAttack: standard version unless stated; "
+        "fvcore (1 multiply-add = 1 FLOP, after the last step); AutoAttack: standard version unless stated, at "
+        "the largest eps it ran at; "
         "verdict: the suite's gradient-masking checks.",
         ["model", "architecture", "params (M)", "GMACs", "clean top-1", "n", "corruptions top-1", "mCE",
          "AutoAttack", "verdict"],
