@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 class Condition(Protocol):
     key: dict[str, Any]
     needs_grad: bool
+    # Optional ``model_free: bool`` (default False): the conditioned batch does not depend on the
+    # model, so the runner conditions each batch once and feeds it to every model of the run.
 
     def apply(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """The conditioned batch (same shape, values in [0, 1])."""
@@ -45,6 +47,7 @@ class Condition(Protocol):
 class Clean:
     key: dict[str, Any] = field(default_factory=lambda: {"threat": "clean"})
     needs_grad: bool = False
+    model_free: bool = True
 
     def apply(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return x

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -80,17 +80,26 @@ def to_unit(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def evaluate_condition(
-    model: nn.Module,
+    models: Sequence[nn.Module],
     opened: OpenedData,
     condition: Condition,
     num_classes: int,
     device: torch.device,
     options: RunOptions,
     progress: ProgressHook | None = None,
-) -> list[MetricRow]:
-    """Accuracy of ``model`` on ``opened`` under ``condition``; the conditioned batch is fed to
-    a fresh forward pass, so the numbers never come from the condition's own bookkeeping."""
-    counter = AccuracyCounter(num_steps(model))
+) -> list[list[MetricRow]]:
+    """Rows of each model's cell on ``opened`` under ``condition``; the conditioned batch is fed
+    to a fresh forward pass, so the numbers never come from the condition's own bookkeeping.
+
+    A condition that does not depend on the model (``model_free``: clean, corruptions) conditions
+    each batch once and every model sees the same images; any other condition (attacks) takes one
+    model per call. ``images_per_s`` is what the cell would cost alone: the loop's wall time
+    minus the other models' forward passes."""
+    shared = bool(getattr(condition, "model_free", False))
+    if len(models) != 1 and not shared:
+        raise ValueError("a condition that depends on the model evaluates one model at a time")
+    counters = [AccuracyCounter(num_steps(model)) for model in models]
+    forward_seconds = [0.0] * len(models)
     loader = make_loader(distributed.shard(opened.dataset), options.batch_size, device=device,
                          workers=_workers(opened, options))
     skipped = 0
@@ -101,30 +110,43 @@ def evaluate_condition(
             continue
         x = to_unit(images, device)
         y = labels.to(device, non_blocking=True)
-        if condition.needs_grad:
-            x_cond = condition.apply(model, x, y, ids)
-        else:
+        if shared:
             with torch.no_grad():
+                x_shared = condition.apply(models[0], x, y, ids)
+        for i, (model, counter) in enumerate(zip(models, counters)):
+            clock = time.perf_counter()
+            if shared:
+                x_cond = x_shared
+            elif condition.needs_grad:
                 x_cond = condition.apply(model, x, y, ids)
-        with torch.no_grad():
-            outputs = forward_steps(model, x_cond)
-        counter.update(outputs.logits, y)
+            else:
+                with torch.no_grad():
+                    x_cond = condition.apply(model, x, y, ids)
+            with torch.no_grad():
+                outputs = forward_steps(model, x_cond)
+            counter.update(outputs.logits, y)  # reads the counts back: the device is synchronised
+            forward_seconds[i] += time.perf_counter() - clock
         if progress is not None:
             progress("batches", index + 1, len(loader))
-    seconds = distributed.all_max(time.perf_counter() - started)
-    counter.reduce()
+    wall = time.perf_counter() - started
     skipped = int(distributed.all_sum([skipped])[0])
-    if counter.n == 0:
-        raise InputError("no readable image in the data: check --data-root")
-    rows = counter.rows("top1", num_classes)
     gather = getattr(condition, "gather", None)  # optional: merge per-rank state under torchrun
     if gather is not None:
         gather()
-    rows += condition.extra_rows()
-    rows.append(MetricRow("images_per_s", counter.n / seconds, n=counter.n, detail={"seconds": seconds}))
-    if skipped:
-        rows.append(MetricRow("skipped_images", float(skipped), detail={"reason": "unreadable"}))
-    return rows
+    out = []
+    for i, counter in enumerate(counters):
+        counter.reduce()
+        if counter.n == 0:
+            raise InputError("no readable image in the data: check --data-root")
+        seconds = distributed.all_max(wall - sum(forward_seconds) + forward_seconds[i])
+        rows = counter.rows("top1", num_classes)
+        rows += condition.extra_rows()
+        rows.append(MetricRow("images_per_s", counter.n / seconds, n=counter.n,
+                              detail={"seconds": seconds, "models_sharing_the_pass": len(models)}))
+        if skipped:
+            rows.append(MetricRow("skipped_images", float(skipped), detail={"reason": "unreadable"}))
+        out.append(rows)
+    return out
 
 
 def _provenance(
@@ -181,7 +203,7 @@ def evaluate(
     results = Store(store) if distributed.is_main() else None
     try:
         run = _SuiteRun(results, suite, data, opened, options, device, overrides, progress)
-        return [outcome for item in loaded for outcome in run.model_cells(item, cells)]
+        return run.cells(loaded, cells)
     except BaseException:
         if results is not None:
             results.close()
@@ -225,14 +247,18 @@ class _SuiteRun:
     overrides: dict[str, dict[str, Any]] | None
     progress: ProgressHook | None
 
-    def model_cells(self, item: LoadedModel, conditions: list[tuple[Condition, OpenedData]]) -> list[CellOutcome]:
-        """The compute cell, one cell per (condition, the data it reads), then the summaries."""
-        model = item.module.to(self.device).eval()
-        cells = [self._compute_cell(item)]
-        cells += [self._condition_cell(item, model, condition, opened) for condition, opened in conditions]
-        cells += self._summaries(item, cells)
-        item.module.cpu()
-        return cells
+    def cells(self, loaded: list[LoadedModel], conditions: list[tuple[Condition, OpenedData]]) -> list[CellOutcome]:
+        """Condition by condition (so a model-free condition conditions each batch once for all
+        models): every model's compute cell, its condition cells, then its summaries."""
+        modules = [item.module.to(self.device).eval() for item in loaded]
+        per_model = [[self._compute_cell(item)] for item in loaded]
+        for condition, opened in conditions:
+            for index, outcome in self._condition_cells(loaded, modules, condition, opened):
+                per_model[index].append(outcome)
+        for item, outcomes in zip(loaded, per_model):
+            outcomes += self._summaries(item, outcomes)
+            item.module.cpu()
+        return [outcome for outcomes in per_model for outcome in outcomes]
 
     def _done(self, key: str) -> bool:
         """Whether the cell is stored already (rank 0 decides for everyone)."""
@@ -281,22 +307,32 @@ class _SuiteRun:
                     replace=self.options.force)
         return CellOutcome(key, item.name, condition_key, True, rows)
 
-    def _condition_cell(
-        self, item: LoadedModel, model: nn.Module, condition: Condition, cell_opened: OpenedData
-    ) -> CellOutcome:
-        data_key = cell_opened.key(self.data)
-        key = stable_hash(
-            {"model": item.identity(), "data": data_key, "condition": condition.key, "seed": self.options.seed}
-        )
-        if self._done(key):
-            return CellOutcome(key, item.name, condition.key, computed=False)
-        torch.manual_seed(self.options.seed)
-        started, clock = now_iso(), time.perf_counter()
-        rows = evaluate_condition(model, cell_opened, condition, self.data.num_classes, self.device, self.options,
-                                  self.progress)
-        self._write(item, key, data_key, condition.key, rows, started, time.perf_counter() - clock,
-                    replace=self.options.force)
-        return CellOutcome(key, item.name, condition.key, True, rows)
+    def _condition_cells(
+        self, loaded: list[LoadedModel], modules: list[nn.Module], condition: Condition, opened: OpenedData
+    ) -> list[tuple[int, CellOutcome]]:
+        """(model index, outcome) of every model's cell of one condition."""
+        data_key = opened.key(self.data)
+        out, pending = [], []
+        for index, item in enumerate(loaded):
+            key = stable_hash(
+                {"model": item.identity(), "data": data_key, "condition": condition.key, "seed": self.options.seed}
+            )
+            if self._done(key):
+                out.append((index, CellOutcome(key, item.name, condition.key, computed=False)))
+            else:
+                pending.append((index, key))
+        groups = [pending] if getattr(condition, "model_free", False) else [[p] for p in pending]
+        for group in (g for g in groups if g):
+            torch.manual_seed(self.options.seed)
+            started, clock = now_iso(), time.perf_counter()
+            results = evaluate_condition([modules[i] for i, _ in group], opened, condition, self.data.num_classes,
+                                         self.device, self.options, self.progress)
+            runtime = (time.perf_counter() - clock) / len(group)
+            for (index, key), rows in zip(group, results):
+                item = loaded[index]
+                self._write(item, key, data_key, condition.key, rows, started, runtime, replace=self.options.force)
+                out.append((index, CellOutcome(key, item.name, condition.key, True, rows)))
+        return out
 
     def _summaries(self, item: LoadedModel, cells: list[CellOutcome]) -> list[CellOutcome]:
         """Derived cells, recomputed every run from the stored rows of ``cells`` (on rank 0; the

@@ -66,7 +66,7 @@ def main() -> None:
             correct += int(model(to_unit(images, device)).argmax(1).eq(labels.to(device)).sum())
 
     def cell() -> None:
-        evaluate_condition(model, opened, Clean(), data.num_classes, device, options)
+        evaluate_condition([model], opened, Clean(), data.num_classes, device, options)
 
     def whole_run() -> None:
         with tempfile.TemporaryDirectory() as folder:

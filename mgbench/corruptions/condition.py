@@ -156,6 +156,7 @@ class OnTheFlyCorruption:
     severity: int
     key: dict[str, Any] = field(init=False)
     needs_grad: bool = False
+    model_free: bool = True  # corrupt each batch once for every model of the run
 
     def __post_init__(self) -> None:
         self.key = self.settings.condition_key(self.corruption, self.severity)
@@ -178,6 +179,7 @@ class FolderCorruption:
     severity: int
     key: dict[str, Any] = field(init=False)
     needs_grad: bool = False
+    model_free: bool = True  # read each batch once for every model of the run
 
     def __post_init__(self) -> None:
         self.key = self.settings.condition_key(self.corruption, self.severity)
