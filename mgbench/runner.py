@@ -9,10 +9,11 @@ data, models) before the store is opened, so bad input writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 import torch.nn as nn
@@ -32,17 +33,45 @@ ProgressHook = Callable[[str, int, int], None]  # (description, done, total)
 
 @dataclass
 class RunOptions:
+    """How cells are computed. ``precision="bf16"`` runs the models' forward (and an attack's
+    forward and backward) under bf16 autocast while images and perturbations stay fp32;
+    ``channels_last`` stores images and weights NHWC (faster convolutions on GPUs);
+    ``compile`` wraps each model's ``forward`` in ``torch.compile``."""
+
     device: str = "auto"
     batch_size: int = 256
     workers: int | None = None
     seed: int = 0
     force: bool = False
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise InputError(f"--batch-size must be a positive whole number, not {self.batch_size!r}")
         if self.workers is not None and self.workers < 0:
             raise InputError(f"--workers must be 0 or more, not {self.workers!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise InputError(f"--precision must be fp32 or bf16, not {self.precision!r}")
+
+    def autocast(self, device: torch.device) -> ContextManager[Any]:
+        if self.precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """The model on ``device`` in eval mode, in the memory format and compiled as asked."""
+        model = model.to(device).eval()
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.compile:
+            model.forward = torch.compile(model.forward)
+        return model
+
+    def key(self) -> dict[str, Any]:
+        """What of these options changes the numbers (part of a cell's key when not default)."""
+        return {"precision": self.precision} if self.precision != "fp32" else {}
 
 
 @dataclass
@@ -109,6 +138,8 @@ def evaluate_condition(
         if images is None:
             continue
         x = to_unit(images, device)
+        if options.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         y = labels.to(device, non_blocking=True)
         if shared:
             with torch.no_grad():
@@ -118,11 +149,12 @@ def evaluate_condition(
             if shared:
                 x_cond = x_shared
             elif condition.needs_grad:
-                x_cond = condition.apply(model, x, y, ids)
+                with options.autocast(device):
+                    x_cond = condition.apply(model, x, y, ids)
             else:
                 with torch.no_grad():
                     x_cond = condition.apply(model, x, y, ids)
-            with torch.no_grad():
+            with torch.no_grad(), options.autocast(device):
                 outputs = forward_steps(model, x_cond)
             counter.update(outputs.logits, y)  # reads the counts back: the device is synchronised
             forward_seconds[i] += time.perf_counter() - clock
@@ -250,8 +282,8 @@ class _SuiteRun:
     def cells(self, loaded: list[LoadedModel], conditions: list[tuple[Condition, OpenedData]]) -> list[CellOutcome]:
         """Condition by condition (so a model-free condition conditions each batch once for all
         models): every model's compute cell, its condition cells, then its summaries."""
-        modules = [item.module.to(self.device).eval() for item in loaded]
-        per_model = [[self._compute_cell(item)] for item in loaded]
+        per_model = [[self._compute_cell(item)] for item in loaded]  # counted on the plain module
+        modules = [self.options.prepare(item.module, self.device) for item in loaded]
         for condition, opened in conditions:
             for index, outcome in self._condition_cells(loaded, modules, condition, opened):
                 per_model[index].append(outcome)
@@ -279,6 +311,9 @@ class _SuiteRun:
             "condition": condition_key,
             "seed": self.options.seed,
             "batch_size": self.options.batch_size,
+            "precision": self.options.precision,
+            "channels_last": self.options.channels_last,
+            "compile": self.options.compile,
             "world_size": distributed.world_size(),
         }
         record = CellRecord(
@@ -314,9 +349,8 @@ class _SuiteRun:
         data_key = opened.key(self.data)
         out, pending = [], []
         for index, item in enumerate(loaded):
-            key = stable_hash(
-                {"model": item.identity(), "data": data_key, "condition": condition.key, "seed": self.options.seed}
-            )
+            key = stable_hash({"model": item.identity(), "data": data_key, "condition": condition.key,
+                               "seed": self.options.seed, **self.options.key()})
             if self._done(key):
                 out.append((index, CellOutcome(key, item.name, condition.key, computed=False)))
             else:

@@ -52,7 +52,18 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def runtime_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--device, --batch-size, --workers, --seed, --store, --force."""
+    """--device, --batch-size, --workers, --seed, --force, --precision, --channels-last, --compile
+    (passed to the command as one ``options: RunOptions``) and --store."""
+
+    @functools.wraps(func)
+    def with_options(*args: Any, device: str, batch_size: int, workers: int | None, seed: int, force: bool,
+                     precision: str, channels_last: bool, compile: bool, **kwargs: Any) -> Any:
+        from mgbench.runner import RunOptions
+
+        options = RunOptions(device=device, batch_size=batch_size, workers=workers, seed=seed, force=force,
+                             precision=precision, channels_last=channels_last, compile=compile)
+        return func(*args, options=options, **kwargs)
+
     decorators = [
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--batch-size", type=int, default=256, show_default=True),
@@ -61,8 +72,12 @@ def runtime_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--store", type=click.Path(), default=None,
                      help="Results SQLite file [default: results/mgbench.sqlite]."),
         click.option("--force", is_flag=True, help="Recompute cells already in the store."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+                     help="bf16: models run under bf16 autocast (images and perturbations stay fp32)."),
+        click.option("--channels-last", is_flag=True, help="NHWC images and weights (faster on GPUs)."),
+        click.option("--compile", is_flag=True, help="torch.compile each model's forward."),
     ]
-    return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
+    return functools.reduce(lambda f, d: d(f), reversed(decorators), with_options)
 
 
 def _data_spec(data_name: str | None, data_root: str | None, class_list: str, limit: int | None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +18,9 @@ from mgbench.cli import (
     data_options,
     runtime_options,
 )
+
+if TYPE_CHECKING:
+    from mgbench.runner import RunOptions
 
 DEFAULT_MODELS = ["resnet-tiny.digits"]
 
@@ -62,8 +65,7 @@ def attack(model_names: tuple[str, ...], eps: str, attacks: str, norm: str, step
            step_size: str | None, restarts: int | None, random_start: bool | None, protocol: str,
            variants: tuple[str, ...], transfer_from: str | None, version: str | None, aa_attacks: str | None,
            checks: bool, square_queries: int | None, data_name: str | None, data_root: str | None,
-           class_list: str, limit: int | None, on_bad_image: str, device: str, batch_size: int,
-           workers: int | None, seed: int, store: str | None, force: bool) -> None:
+           class_list: str, limit: int | None, on_bad_image: str, options: "RunOptions", store: str | None) -> None:
     """Attack models (FGSM / PGD / AutoAttack) and judge the result for gradient masking.
 
     \b
@@ -76,7 +78,7 @@ def attack(model_names: tuple[str, ...], eps: str, attacks: str, norm: str, step
       mgbench attack --eps 1/255,2/255,4/255,8/255 --attack fgsm,pgd --limit 500
       mgbench attack --eps 4/255 --attack pgd --protocol honest,mgnet-paper --model mgnet-tiny.digits
     """
-    from mgbench.runner import RunOptions, evaluate
+    from mgbench.runner import evaluate
     from mgbench.store import DEFAULT_STORE
     from mgbench.suites import Suite
 
@@ -89,7 +91,6 @@ def attack(model_names: tuple[str, ...], eps: str, attacks: str, norm: str, step
     data = _data_spec(data_name, data_root, class_list, limit, on_bad_image)
     suite = Suite(name="attack", description="mgbench attack (command line)", dataset=data.name,
                   models=_default_models(), conditions=[table], source=Path("<command line>"))
-    options = RunOptions(device=device, batch_size=batch_size, workers=workers, seed=seed, force=force)
     store_path = Path(store) if store else DEFAULT_STORE
     with _CellProgress() as progress:
         outcomes = evaluate(suite, models=_split_names(model_names) or None, data=data, store=store_path,

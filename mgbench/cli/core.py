@@ -29,6 +29,8 @@ from mgbench.errors import InputError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mgbench.runner import RunOptions
+
 @cli.command()
 @click.option("--suite", "suite_name", required=True, help="Suite name (benchmarks/NAME.toml) or a .toml path.")
 @click.option("--model", "model_names", multiple=True,
@@ -46,19 +48,18 @@ if TYPE_CHECKING:
               help="[corruption suites] hendrycks (CenterCrop 224) or mgnet (Resize 256 + CenterCrop 224).")
 @click.option("--mce-baseline", default=None, help="[corruption suites] model that normalises CE/mCE, or alexnet.")
 def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, data_root: str | None,
-        class_list: str, limit: int | None, on_bad_image: str, device: str, batch_size: int,
-        workers: int | None, seed: int, store: str | None, force: bool, corruption_names: str | None,
+        class_list: str, limit: int | None, on_bad_image: str, options: "RunOptions", store: str | None,
+        corruption_names: str | None,
         severities: str | None, corruption_backend: str | None, imagenet_c_root: str | None,
         corruption_preprocessing: str | None, mce_baseline: str | None) -> None:
     """Run a suite: every model x condition cell, resumable, into the results store."""
-    from mgbench.runner import RunOptions, evaluate
+    from mgbench.runner import evaluate
     from mgbench.store import DEFAULT_STORE
     from mgbench.suites import load_suite
 
     suite = load_suite(suite_name)
     data = _data_spec(data_name, data_root, class_list, limit if limit is not None else suite.limit, on_bad_image,
                       default=suite.dataset)
-    options = RunOptions(device=device, batch_size=batch_size, workers=workers, seed=seed, force=force)
     store_path = Path(store) if store else DEFAULT_STORE
     corruption = {"corruptions": corruption_names, "severities": severities, "backend": corruption_backend,
                   "imagenet_c_root": imagenet_c_root, "preprocessing": corruption_preprocessing,

@@ -1,0 +1,63 @@
+"""The fast path's options: bf16 autocast, channels_last and torch.compile give the same answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mgbench.data import DataSpec
+from mgbench.errors import InputError
+from mgbench.runner import RunOptions, evaluate
+from mgbench.store import Store
+from mgbench.suites import load_suite
+
+DATA = DataSpec(limit=200)
+
+
+def _top1(store: Path, **filters: object) -> list[tuple[float, int, str]]:
+    with Store(store) as db:
+        frame = db.frame(threat="clean", metric="top1", **filters)
+    frame = frame[frame["step"].isna()]
+    return [(row.value, int(row.n), row.config) for row in frame.itertuples()]
+
+
+def test_bf16_and_channels_last_agree_with_fp32(store_path: Path) -> None:
+    suite = load_suite("clean")
+    for options in (RunOptions(), RunOptions(precision="bf16"), RunOptions(channels_last=True, force=True)):
+        evaluate(suite, models=["resnet-tiny.digits"], data=DATA, store=store_path, options=options)
+    rows = _top1(store_path)
+    assert len(rows) == 2  # bf16 is its own cell; channels_last replaced the fp32 cell (same numbers)
+    fp32 = next(r for r in rows if '"precision": "fp32"' in r[2])
+    bf16 = next(r for r in rows if '"precision": "bf16"' in r[2])
+    assert '"channels_last": true' in fp32[2]
+    assert abs(fp32[0] - bf16[0]) * fp32[1] <= 4  # bf16 may flip a few borderline images, no more
+
+
+def test_channels_last_gives_the_same_logits() -> None:
+    from mgbench.models import load_model
+
+    model = load_model("resnet-tiny.digits").module.eval()
+    x = torch.rand(8, 3, 64, 64)
+    reference = model(x)
+    fast = RunOptions(channels_last=True).prepare(model, torch.device("cpu"))
+    assert torch.allclose(fast(x.contiguous(memory_format=torch.channels_last)), reference, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_same_accuracy(store_path: Path) -> None:
+    suite = load_suite("clean")
+    evaluate(suite, models=["resnet-tiny.digits"], data=DataSpec(limit=64), store=store_path)
+    evaluate(suite, models=["resnet-tiny.digits"], data=DataSpec(limit=64), store=store_path,
+             options=RunOptions(compile=True, force=True))
+    (value, n, config), = _top1(store_path)
+    assert '"compile": true' in config
+    plain = store_path.with_name("plain.sqlite")
+    evaluate(suite, models=["resnet-tiny.digits"], data=DataSpec(limit=64), store=plain)
+    assert _top1(plain)[0][0] == value
+
+
+def test_bad_precision() -> None:
+    with pytest.raises(InputError, match="--precision must be fp32 or bf16"):
+        RunOptions(precision="fp16")
