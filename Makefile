@@ -6,7 +6,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: install demo test test-fast leaderboard bench clean
+.PHONY: install demo test test-fast leaderboard reference regress bench clean
+
+# The committed reference results (every suite, every zoo model) and the demo's own fresh store.
+STORE := results/mgbench.sqlite
+DEMO_STORE := results/demo.sqlite
 
 install: $(STAMP)
 
@@ -19,7 +23,7 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/mgbench run --suite clean
+	$(BIN)/mgbench run --suite clean --store $(DEMO_STORE)
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -28,10 +32,20 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 leaderboard: install
-	$(BIN)/mgbench leaderboard
+	$(BIN)/mgbench leaderboard --store $(STORE) $(if $(wildcard $(DEMO_STORE)),--store $(DEMO_STORE))
 
+# Recompute the reference store (hours on a CPU; resumable: finished cells are kept).
+reference: install
+	for suite in clean corruptions attacks attacks-mgnet-paper; do \
+		$(BIN)/mgbench run --suite $$suite --store $(STORE) || exit 1; done
+	$(BIN)/mgbench glimpses --model mgnet-tiny.digits --n 16 --out results/glimpses/mgnet-tiny.digits.png
+
+regress: install
+	$(BIN)/mgbench regress --baseline results/baseline/digits.csv
+
+# Every speed benchmark in its quick mode: ratios against the reference tools, measured side by side.
 bench: install
-	for f in benchmarks/perf/*.py; do $(BIN)/python $$f || exit 1; done
+	for f in benchmarks/perf/*.py; do $(BIN)/python $$f --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -62,7 +62,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--robust-share", type=float, default=0.5,
                         help="share of images AutoAttack's later stages still run on")
+    parser.add_argument("--quick", action="store_true", help="batch of 4, one repeat")
     args = parser.parse_args()
+    if args.quick:
+        args.batch_size, args.repeats = 4, 1
     device = resolve_device(args.device)
     options = RunOptions(device=str(device), precision=args.precision)
     rows = []

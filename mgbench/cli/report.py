@@ -12,22 +12,32 @@ from mgbench.provenance import REPO_ROOT
 
 
 @cli.command()
-@click.option("--store", type=click.Path(), default=None, help="Results SQLite file [default: results/mgbench.sqlite].")
+@click.option("--store", "stores", type=click.Path(), multiple=True,
+              help="Results SQLite file(s), repeatable [default: results/mgbench.sqlite].")
 @click.option("--out", type=click.Path(), default=None, help="Output folder [default: results/leaderboard].")
 @click.option("--glimpses", "glimpse_dir", type=click.Path(), default=None,
               help="Folder of glimpse pictures to include [default: results/glimpses].")
-def leaderboard(store: str | None, out: str | None, glimpse_dir: str | None) -> None:
-    """Derive the leaderboard (md, html, csv, RobustBench json, plots) from the results store."""
+def leaderboard(stores: tuple[str, ...], out: str | None, glimpse_dir: str | None) -> None:
+    """Derive the leaderboard (md, html, csv, RobustBench json, plots) from the results store(s).
+
+    Several stores are read as one table; where they hold the same condition, the cell with the
+    largest n, then the newest, is shown."""
+    import pandas as pd
+
     from mgbench.report.build import build
     from mgbench.store import DEFAULT_STORE, Store
 
-    path = Path(store) if store else DEFAULT_STORE
-    if not path.is_file():
-        raise InputError(f"no results store at {path}: run a suite first (e.g. `make demo`) or pass --store")
-    with Store(path) as db:
-        frame = db.frame()
-    result = build(frame, Path(out) if out else REPO_ROOT / "results" / "leaderboard",
-                   Path(glimpse_dir) if glimpse_dir else REPO_ROOT / "results" / "glimpses", source=str(path))
+    paths = [Path(s) for s in stores] or [DEFAULT_STORE]
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"no results store at {path}: run a suite first (e.g. `make demo`) or pass --store")
+    frames = []
+    for path in paths:
+        with Store(path) as db:
+            frames.append(db.frame())
+    result = build(pd.concat(frames, ignore_index=True), Path(out) if out else REPO_ROOT / "results" / "leaderboard",
+                   Path(glimpse_dir) if glimpse_dir else REPO_ROOT / "results" / "glimpses",
+                   source=", ".join(str(p) for p in paths))
     console.print(f"{len(result.entries)} model x dataset entries, {len(result.files)} files -> {result.out}")
     for name in ("index.md", "index.html", "leaderboard.csv"):
         console.print(f"  {result.out / name}")
