@@ -3,7 +3,7 @@
 Importing this package registers every architecture (one module per family).
 """
 
-from mgbench.models import resnet  # noqa: F401  (registers resnet18, resnet50, resnet-tiny)
+from mgbench.models import ltpa, resnet, tdam  # noqa: F401  (register resnet*, ltpa-*, tdam-*)
 from mgbench.models._builder import LoadedModel, ModelCard, create_model, list_cards, load_model, zoo_dir
 from mgbench.models._registry import get_entry, list_architectures, register_model
 from mgbench.models.anytime import StepOutputs, forward_steps, num_steps
