@@ -83,6 +83,7 @@ class TopDownBlock(nn.Module):
             raise TypeError(f"TDAM wraps torchvision BasicBlock or Bottleneck, not {type(block).__name__}")
         for name, child in block.named_children():
             self.add_module(name, child)
+        self.downsample = block.downsample  # None (not a child) where the shortcut is the identity
         units, distance = _UNITS[type(block)]
         self.fixed = units[: len(units) - distance]
         self.recurrent = units[len(units) - distance:]

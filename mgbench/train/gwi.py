@@ -60,17 +60,18 @@ class GWIConfig:
     tol: float = 1e-4
 
 
-def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """[B, P, N] x [B, Q, N] -> [B, P, Q] squared Euclidean distances as ``|a|^2 - 2ab + |b|^2``
-    in float64: one batched matmul, and rounding far below any distance that matters."""
-    a, b = a.double(), b.double()
-    return a.square().sum(2)[:, :, None] - 2 * a @ b.transpose(1, 2) + b.square().sum(2)[:, None, :]
+def _squared_distances(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """points [B, C, N], centres [B, K, N] -> [B, C, K] squared Euclidean distances, from the
+    differences (one centre at a time), not as ``|a|^2 - 2ab + |b|^2``: that expansion's
+    rounding breaks exact ties, e.g. a two-channel cluster's mean is exactly as far from both of
+    its channels, and such ties must go to the lowest channel index."""
+    return torch.stack([(points - centres[:, k, None]).square().sum(2) for k in range(centres.shape[1])], dim=2)
 
 
 def _snap(points: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
     """Indices [B, K] of the channel nearest to each mean, cluster by cluster in order, each
     cluster skipping the channels already taken by the clusters before it."""
-    distances = _squared_distances(means, points)  # [B, K, C]
+    distances = _squared_distances(points, means).transpose(1, 2)  # [B, K, C]
     taken = torch.zeros(points.shape[:2], dtype=torch.bool, device=points.device)
     chosen = []
     for k in range(means.shape[1]):  # K clusters (6): sequential by definition of the rule
@@ -86,7 +87,13 @@ def _gather_rows(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def kmeans_channels(
-    maps: torch.Tensor, k: int, *, max_iter: int = 50, tol: float = 1e-4, generator: torch.Generator | None = None
+    maps: torch.Tensor,
+    k: int,
+    *,
+    max_iter: int = 50,
+    tol: float = 1e-4,
+    generator: torch.Generator | None = None,
+    init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample K-means of the C channel maps of ``maps`` [B, C, ...] (flattened, Euclidean).
 
@@ -96,16 +103,21 @@ def kmeans_channels(
     stops when ``(sum_k |c_k - c_k'|)^2 < tol`` or after ``max_iter`` iterations. An empty
     cluster keeps its centre (the reference takes the mean of nothing: NaN). The random start
     is drawn on the CPU from ``generator`` (default: torch's global generator), so the result is
-    deterministic under a seed on any device.
+    deterministic under a seed on any device; ``init`` [B, K] gives the starting channels instead.
 
     Returns the labels [B, C] of each sample's last assignment step and the centres' channel
     indices [B, K].
     """
-    points = maps.detach().flatten(2).float()
+    points = maps.detach().flatten(2).double()  # float64: rounding far below any distance that matters
     batch, channels = points.shape[:2]
     if not 1 <= k <= channels:
         raise ValueError(f"K-means needs 1 <= k <= channels ({channels}), not k={k}")
-    index = torch.rand(batch, channels, generator=generator).argsort(1)[:, :k].to(points.device)
+    if init is None:
+        init = torch.rand(batch, channels, generator=generator).argsort(1)[:, :k]
+    elif (init.shape != (batch, k) or bool(init.sort(1).values.diff(1).eq(0).any())
+          or bool(init.lt(0).any()) or bool(init.ge(channels).any())):
+        raise ValueError(f"init must be ({batch}, {k}): distinct channel indices below {channels} per sample")
+    index = init.to(points.device, torch.long)
     centres = _gather_rows(points, index)
     labels = torch.zeros(batch, channels, dtype=torch.long, device=points.device)
     active = torch.ones(batch, dtype=torch.bool, device=points.device)
