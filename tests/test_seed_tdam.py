@@ -99,6 +99,13 @@ def test_parameter_counts_match_the_reference() -> None:
     assert round(_params(create_model("tdam-r50", num_classes=1000, variant="top")) / 1e6, 2) == 27.06
 
 
+def test_resnet50_compute_matches_the_reference() -> None:
+    """Reference (ImageNet, 224 px): FLOPs 4.12G -> 4.59G, i.e. TDAM adds about 0.47 GMACs."""
+    base = profile(create_model("resnet50", num_classes=1000), 224).gmacs[0]
+    td = profile(create_model("tdam-r50", num_classes=1000), 224).gmacs[0]
+    assert td - base == pytest.approx(0.47, abs=0.01)
+
+
 def test_joint_and_top_only_differ() -> None:
     joint, top = _tiny(), _tiny(variant="top")
     # joint adds W_b (C_bot x rd) and rd more inputs to W_s in each of the two blocks
