@@ -103,7 +103,7 @@ class TopDownBlock(nn.Module):
         for (conv, _, act), norm in zip(units, norms):
             x = norm(getattr(self, conv)(x))
             if act:
-                x = torch.relu(x)
+                x = self.relu(x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,7 @@ class TopDownBlock(nn.Module):
             top = self._run(self.recurrent, bottom, norms)
             if t < self.steps - 1:
                 bottom = self.searchlight(bottom, top)
-        return torch.relu(top + shortcut)
+        return self.relu(top + shortcut)
 
 
 def td_resnet(backbone: str, num_classes: int, mean: Sequence[float], std: Sequence[float],
