@@ -4,8 +4,10 @@ Importing this package registers every architecture (one module per family).
 """
 
 from mgbench.models import (  # noqa: F401  (importing a family registers its architectures)
+    ltpa,
     mgnet,
     resnet,
+    tdam,
 )
 from mgbench.models._builder import LoadedModel, ModelCard, create_model, list_cards, load_model, zoo_dir
 from mgbench.models._registry import get_entry, list_architectures, register_model

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 import torch.nn as nn
 from torchvision.models import ResNet
 from torchvision.models import resnet18 as tv_resnet18
 from torchvision.models import resnet50 as tv_resnet50
-from torchvision.models.resnet import BasicBlock
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from mgbench.errors import InputError
 from mgbench.models._registry import register_model
@@ -67,6 +68,24 @@ def resnet_backbone(name: str) -> tuple[ResNet, int]:
     net = build()
     net.fc = nn.Identity()
     return net, dim
+
+
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def resnet_stem(net: ResNet, x: torch.Tensor) -> torch.Tensor:
+    """The layers of a torchvision ResNet before ``layer1`` (conv, BN, ReLU, max-pool)."""
+    return net.maxpool(net.relu(net.bn1(net.conv1(x))))
+
+
+def stage_width(net: ResNet, stage: str) -> int:
+    """Output channels of one of the four stages (``layer1``..``layer4``)."""
+    last = getattr(net, stage)[-1]
+    if isinstance(last, Bottleneck):
+        return last.bn3.num_features
+    if isinstance(last, BasicBlock):
+        return last.bn2.num_features
+    raise TypeError(f"{stage} ends in {type(last).__name__}, not a torchvision BasicBlock or Bottleneck")
 
 
 @register_model("resnet18", family="resnet", description="torchvision ResNet-18", input_size=224)

@@ -64,6 +64,7 @@ class StepContext:
     optimizer: torch.optim.Optimizer
     iteration: int
     autocast: Callable[[], ContextManager[Any]]
+    iterations_per_epoch: int  # lets a method express its schedule in epochs of any recipe
 
 
 TrainMethod = Callable[[StepContext], tuple[float, torch.Tensor]]
@@ -208,7 +209,7 @@ def train(
             if images is None:
                 continue
             x, y = to_unit(images, dev), labels.to(dev, non_blocking=True)
-            loss, logits = step_fn(StepContext(net, x, y, optimizer, iteration, autocast))
+            loss, logits = step_fn(StepContext(net, x, y, optimizer, iteration, autocast, len(loader)))
             scheduler.step()
             iteration += 1
             total_loss += loss * y.numel()

@@ -1,0 +1,112 @@
+"""LTPA (Learn To Pay Attention): attention math, shapes, maps, parameters, FLOPs, training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from seed_helpers import fixed_batch_losses
+
+from mgbench.errors import InputError
+from mgbench.flops import profile
+from mgbench.models import create_model, forward_steps
+
+
+def _tiny(**kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("ltpa-tiny", **kwargs).eval()
+
+
+@pytest.mark.parametrize("compatibility", ["pc", "dp"])
+def test_attention_is_a_distribution_over_positions(compatibility: str) -> None:
+    model = _tiny(compatibility=compatibility)
+    out = forward_steps(model, torch.rand(3, 3, 64, 64))
+    assert out.logits.shape == (1, 3, 10)
+    # the digits ResNet: stem /2, layer2 /4, layer3 /8 of 64 pixels
+    assert [tuple(a.shape) for a in out.maps] == [(3, 16, 16), (3, 8, 8)]
+    for attention in out.maps:
+        assert torch.all(attention > 0)
+        torch.testing.assert_close(attention.sum((1, 2)), torch.ones(3))
+
+
+def test_forward_returns_the_one_step_logits() -> None:
+    model = _tiny()
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(model(x), forward_steps(model, x).logits[0])
+    assert model.num_steps == 1
+
+
+def test_dot_product_attention_matches_an_independent_computation() -> None:
+    model = _tiny(compatibility="dp")
+    local, g = torch.randn(2, 64, 4, 4), torch.randn(2, 256)
+    attention, descriptor = model.attend("layer2", local, g)
+    g_small = g @ model.project["layer2"].weight.T  # g projected down to 64 channels
+    scores = torch.stack([torch.stack([local[b, :, i, j] @ g_small[b] for i in range(4) for j in range(4)])
+                          for b in range(2)])
+    expected = torch.exp(scores - scores.max(1, keepdim=True).values)
+    expected = expected / expected.sum(1, keepdim=True)
+    torch.testing.assert_close(attention.flatten(1), expected)
+    expected_descriptor = (expected.view(2, 1, 4, 4) * local).sum((2, 3))
+    torch.testing.assert_close(descriptor, expected_descriptor)
+
+
+def test_pc_attention_is_blind_to_the_global_descriptor_and_dp_is_not() -> None:
+    """<u, l_i + g> = <u, l_i> + <u, g>: the g term is the same at every position (see ltpa.py)."""
+    local = torch.randn(2, 64, 4, 4)
+    g1, g2 = torch.randn(2, 256), torch.randn(2, 256)
+    pc = _tiny(compatibility="pc")
+    torch.testing.assert_close(pc.attend("layer2", local, g1)[0], pc.attend("layer2", local, g2)[0])
+    u = pc.score["layer2"].weight.view(64)
+    expected = torch.einsum("c,bchw->bhw", u, local).flatten(1).softmax(1).view(2, 4, 4)
+    torch.testing.assert_close(pc.attend("layer2", local, g1)[0], expected)
+    dp = _tiny(compatibility="dp")
+    assert not torch.allclose(dp.attend("layer2", local, g1)[0], dp.attend("layer2", local, g2)[0])
+
+
+def test_optional_layer4_level_and_independent_heads() -> None:
+    model = _tiny(levels=["layer2", "layer3", "layer4"], head="indep")
+    out = forward_steps(model, torch.rand(2, 3, 64, 64))
+    assert [tuple(a.shape) for a in out.maps] == [(2, 16, 16), (2, 8, 8), (2, 4, 4)]
+    assert "layer4" not in model.project or isinstance(model.project["layer4"], torch.nn.Identity)
+    single = _tiny(levels=["layer3"], head="indep")
+    logits = single(torch.rand(2, 3, 64, 64))  # one level: the output is a log-probability vector
+    torch.testing.assert_close(logits.logsumexp(1), torch.zeros(2))
+
+
+def test_parameter_count_adds_exactly_the_attention_parts() -> None:
+    base = sum(p.numel() for p in create_model("resnet-tiny").parameters()) - (256 * 10 + 10)  # without fc
+    expected = {
+        # g = Linear(256 -> 256); g projected down to 64 and 128 channels; u per level; concat head
+        "pc": base + 256 * 256 + 256 + 256 * 64 + 256 * 128 + 64 + 128 + (64 + 128) * 10 + 10,
+        "dp": base + 256 * 256 + 256 + 256 * 64 + 256 * 128 + (64 + 128) * 10 + 10,
+    }
+    for compatibility, count in expected.items():
+        assert sum(p.numel() for p in _tiny(compatibility=compatibility).parameters()) == count
+
+
+def test_r18_and_r50_build_with_their_widths() -> None:
+    r18 = create_model("ltpa-r18", num_classes=100)
+    assert r18.classifier.in_features == 128 + 256
+    assert r18.project["layer3"].weight.shape == (256, 512)
+    r50 = create_model("ltpa-r50", num_classes=100)
+    assert r50.classifier.in_features == 512 + 1024
+    assert r50.project["layer2"].weight.shape == (512, 2048)
+
+
+def test_fvcore_traces_the_model() -> None:
+    compute = profile(_tiny(), 64)
+    plain = profile(create_model("resnet-tiny"), 64)
+    assert compute.params == sum(p.numel() for p in _tiny().parameters())
+    assert compute.gmacs[0] > plain.gmacs[0] > 0  # the attention parts cost a little more
+
+
+@pytest.mark.parametrize("kwargs", [{"levels": ["layer5"]}, {"levels": []}, {"levels": ["layer2", "layer2"]},
+                                    {"compatibility": "cos"}, {"head": "vote"}])
+def test_bad_options_are_input_errors(kwargs: dict) -> None:
+    with pytest.raises(InputError):
+        create_model("ltpa-tiny", **kwargs)
+
+
+def test_a_few_steps_on_a_fixed_batch_lower_the_loss() -> None:
+    before, after = fixed_batch_losses(_tiny().train(), lambda model, x, y: F.cross_entropy(model(x), y))
+    assert after < before
