@@ -38,7 +38,8 @@ leaderboard: install
 reference: install
 	for suite in clean corruptions attacks attacks-mgnet-paper; do \
 		$(BIN)/mgbench run --suite $$suite --store $(STORE) || exit 1; done
-	$(BIN)/mgbench glimpses --model mgnet-tiny.digits --n 16 --out results/glimpses/mgnet-tiny.digits.png
+	for model in mgnet-tiny.digits ltpa-tiny.digits; do \
+		$(BIN)/mgbench glimpses --model $$model --n 16 --out results/glimpses/$$model.png || exit 1; done
 
 regress: install
 	$(BIN)/mgbench regress --baseline results/baseline/digits.csv

@@ -110,3 +110,21 @@ def test_bad_options_are_input_errors(kwargs: dict) -> None:
 def test_a_few_steps_on_a_fixed_batch_lower_the_loss() -> None:
     before, after = fixed_batch_losses(_tiny().train(), lambda model, x, y: F.cross_entropy(model(x), y))
     assert after < before
+
+
+def test_pictures_overlay_the_attention_maps(tmp_path) -> None:
+    from mgbench.report.glimpses import Clean, combine_maps, draw, observe
+
+    coarse, fine = torch.zeros(2, 2, 2), torch.zeros(2, 4, 4)
+    coarse[:, 0, 0], fine[:, 3, 3] = 0.9, 0.2  # peaks of different heights in opposite corners
+    combined = combine_maps([coarse, fine], (8, 8))
+    assert combined.shape == (2, 8, 8) and float(combined.max()) <= 1.0
+    # each level is scaled to max 1 before averaging, so both corners carry the same weight
+    assert torch.allclose(combined[:, 0, 0], combined[:, 7, 7])
+
+    model = create_model("ltpa-tiny", num_classes=10)
+    batch = observe(model, Clean(), torch.rand(2, 3, 64, 64), torch.tensor([1, 2]), torch.arange(2))
+    assert batch.levels == 2 and batch.attention is not None and batch.attention.shape == (2, 64, 64)
+    assert batch.boxes is None and batch.predictions.shape == (1, 2)
+    out = draw(batch, [str(i) for i in range(10)], tmp_path / "ltpa.png", "ltpa")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

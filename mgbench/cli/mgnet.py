@@ -56,7 +56,8 @@ def flops(model_name: str, glimpses: int | None, input_size: int | None) -> None
 @click.option("--out", type=click.Path(), required=True, help="Figure file (.png, .pdf or .svg).")
 def glimpses(model_name: str, data_name: str | None, data_root: str | None, class_list: str, n_images: int,
              condition: str | None, device: str, out: str) -> None:
-    """Draw where a model looks: each glimpse's box, numbered, and the prediction after each step."""
+    """Draw where a model looks: MGNet's glimpse boxes (numbered, with the prediction after each step)
+    or LTPA's attention maps (overlaid); other models get their predictions."""
     from mgbench.report.glimpses import glimpse_picture
 
     data = _data_spec(data_name, data_root, class_list, None, "fail")

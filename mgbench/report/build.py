@@ -122,8 +122,8 @@ def _write_all(entries: list[Entry], out: Path, glimpse_dir: Path | None, source
             target.write_text(json.dumps(robustbench_json(entry, columns), indent=2) + "\n")
     pictures = sorted(glimpse_dir.glob("*.png")) if glimpse_dir and glimpse_dir.is_dir() else []
     if pictures:
-        md.append("## Where the glimpse models look\n")
-        page.append("<h2>Where the glimpse models look</h2>")
+        md.append("## Where the models look\n")
+        page.append("<h2>Where the models look</h2>")
         for picture in pictures:
             target = out / "glimpses" / picture.name
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@
 Each panel shows one image (clean, corrupted or adversarial: whatever the condition returned,
 i.e. exactly what the model saw), the glimpse box of every step drawn in that step's colour and
 numbered, and a caption with the true class and the prediction after each step (green where
-correct). Models without glimpses (plain classifiers) get the caption alone.
+correct). Models that return attention maps instead (LTPA) get them as a heat overlay: each
+level's map upsampled to the image and scaled to a maximum of 1, then averaged over the levels,
+so every level counts alike whatever its resolution. Plain classifiers get the caption alone.
 """
 
 from __future__ import annotations
@@ -89,6 +91,18 @@ class GlimpseBatch:
     labels: torch.Tensor  # [N]
     predictions: torch.Tensor  # [T, N]
     boxes: torch.Tensor | None  # [T, N, 4] fractions (x0, y0, x1, y1), or None
+    attention: torch.Tensor | None = None  # [N, H, W] in [0, 1]: the levels' maps combined, or None
+    levels: int = 0  # how many attention maps were combined
+
+
+def combine_maps(maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """[B, h, w] maps of any resolutions -> one [B, H, W] map: each upsampled (bilinear) and divided
+    by its per-image maximum, then averaged over the maps."""
+    scaled = []
+    for level in maps:
+        up = nn.functional.interpolate(level[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+        scaled.append(up / up.flatten(1).amax(1).clamp_min(1e-12)[:, None, None])
+    return torch.stack(scaled).mean(0)
 
 
 def observe(model: nn.Module, condition: Condition, x: torch.Tensor, y: torch.Tensor,
@@ -104,7 +118,9 @@ def observe(model: nn.Module, condition: Condition, x: torch.Tensor, y: torch.Te
     with torch.no_grad():
         outputs = forward_steps(model, seen)
     boxes = outputs.boxes.cpu() if outputs.boxes is not None else None
-    return GlimpseBatch(seen.cpu().clamp(0, 1), y.cpu(), outputs.logits.argmax(-1).cpu(), boxes)
+    maps = outputs.maps or []
+    attention = combine_maps(maps, tuple(seen.shape[-2:])).cpu() if maps else None
+    return GlimpseBatch(seen.cpu().clamp(0, 1), y.cpu(), outputs.logits.argmax(-1).cpu(), boxes, attention, len(maps))
 
 
 def draw(batch: GlimpseBatch, class_names: list[str], out: Path, title: str) -> Path:
@@ -132,6 +148,9 @@ def draw(batch: GlimpseBatch, class_names: list[str], out: Path, title: str) -> 
         image = batch.images[index].permute(1, 2, 0).numpy()
         height, width = image.shape[:2]
         ax.imshow(image, interpolation="nearest")
+        if batch.attention is not None:
+            ax.imshow(batch.attention[index].numpy(), cmap="inferno", alpha=0.55, vmin=0, vmax=1,
+                      interpolation="bilinear")
         if batch.boxes is not None:
             for step in range(steps):
                 # Box fractions are in align_corners=True coordinates: 0 and 1 are the centres of the
@@ -151,6 +170,8 @@ def draw(batch: GlimpseBatch, class_names: list[str], out: Path, title: str) -> 
             ax.text((slot + 0.5) / per_line, -0.03 - 0.09 * line, text, transform=ax.transAxes, ha="center",
                     va="top", fontsize=7, color="green" if guess == truth else "red")
     label = "glimpse:prediction after each glimpse (green: correct)" if steps > 1 else "prediction (green: correct)"
+    if batch.attention is not None:
+        label += f"; overlay: attention, mean of {batch.levels} level maps each scaled to max 1"
     fig.suptitle(f"{title}\n{label}", fontsize=9)
     fig.tight_layout(h_pad=1.2 * lines)
     out.parent.mkdir(parents=True, exist_ok=True)
