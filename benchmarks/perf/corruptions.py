@@ -34,21 +34,12 @@ import torch  # noqa: E402
 from mgbench.corruptions import ALL, COMMON, ReferenceBackend, TorchBackend, parse_corruptions, parse_severities  # noqa: E402
 from mgbench.corruptions.fidelity import synthetic_images  # noqa: E402
 from mgbench.corruptions.reference import from_uint8  # noqa: E402
+from mgbench.perf import cpu_name  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -113,7 +104,7 @@ def main() -> None:
     frame.to_csv(out / f"corruptions-{device.type}.csv", index=False, float_format="%.4g")
     machine = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": args.threads,
+        "cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": args.threads,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
         "images": count, "size": args.size, "batch": args.batch, "severities": severities,

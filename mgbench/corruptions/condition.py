@@ -148,41 +148,34 @@ def mgnet_zoom(x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class OnTheFlyCorruption:
-    """Corrupts each batch with the torch or reference backend."""
+class _CorruptionCell:
+    """One (corruption, severity) cell of a corruption table; subclasses say where the images come from."""
 
     settings: Settings
     corruption: str
     severity: int
     key: dict[str, Any] = field(init=False)
     needs_grad: bool = False
-    model_free: bool = True  # corrupt each batch once for every model of the run
+    model_free: bool = True  # the same corrupted batch serves every model of the run
 
     def __post_init__(self) -> None:
         self.key = self.settings.condition_key(self.corruption, self.severity)
+
+    def extra_rows(self) -> list[MetricRow]:
+        return []
+
+
+class OnTheFlyCorruption(_CorruptionCell):
+    """Corrupts each batch with the torch or reference backend."""
 
     def apply(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         backend = _backend(self.settings.backend, self.settings.workers)
         out = corrupt_scaled(backend, x, ids.tolist(), self.corruption, self.severity, self.settings.scaling)
         return mgnet_zoom(out) if self.settings.preprocessing == "mgnet" else out
 
-    def extra_rows(self) -> list[MetricRow]:
-        return []
 
-
-@dataclass
-class FolderCorruption:
+class FolderCorruption(_CorruptionCell):
     """Reads the cell's images from a pre-generated ImageNet-C style folder."""
-
-    settings: Settings
-    corruption: str
-    severity: int
-    key: dict[str, Any] = field(init=False)
-    needs_grad: bool = False
-    model_free: bool = True  # read each batch once for every model of the run
-
-    def __post_init__(self) -> None:
-        self.key = self.settings.condition_key(self.corruption, self.severity)
 
     def open_data(self, spec: "DataSpec") -> "OpenedData":
         from mgbench.data import open_imagenet_c
@@ -196,9 +189,6 @@ class FolderCorruption:
 
     def apply(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return x
-
-    def extra_rows(self) -> list[MetricRow]:
-        return []
 
 
 @register_condition_type("corruption")
