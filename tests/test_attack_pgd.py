@@ -16,7 +16,7 @@ from mgbench.attacks import AttackBoundsError, all_steps_ce, check_ball, fgsm, m
 from mgbench.attacks import gradient as gradient_module
 from mgbench.conditions import expand
 from mgbench.errors import InputError
-from mgbench.models import forward_steps, list_cards, load_model
+from mgbench.models import forward_steps, load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N = 200
@@ -123,8 +123,6 @@ def test_pgd_is_close_to_autoattack_apgd(data: tuple[torch.Tensor, torch.Tensor]
 
 
 def test_zoo_baseline_resnet_tiny_against_torchattacks() -> None:
-    if "resnet-tiny.digits" not in list_cards():
-        pytest.skip("zoo card resnet-tiny.digits is not trained yet (the small CNN tests cover the comparison)")
     model = load_model("resnet-tiny.digits").module.eval()
     x, y = digits("test", 64)
     eps = 2 / 255

@@ -19,7 +19,6 @@ from mgbench.corruptions.names import seed_for
 from mgbench.corruptions.reference import corrupt_one
 from mgbench.data import DataSpec, class_list
 from mgbench.data.folders import PREPROCESSING
-from mgbench.models import list_cards
 from mgbench.runner import RunOptions, evaluate
 from mgbench.store import Store
 from mgbench.suites import Suite
@@ -242,8 +241,6 @@ def test_cli_generate_errors(tmp_path: Path, run_cli) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("resnet-tiny.digits" not in list_cards(),
-                    reason="zoo card resnet-tiny.digits is not trained on this branch yet (it is merged into main)")
 def test_trained_model_accuracy_agrees_across_backends(tmp_path: Path) -> None:
     """On the embedded default, a trained model's accuracy under the torch backend and under the
     reference backend agree within the statistical margin of their difference: a two-proportion
