@@ -48,9 +48,10 @@ def synthetic_store(path: Path) -> Path:
                 _cell(store, f"{model}/fog{severity}", model,
                       {"threat": "corruption", "corruption": "fog", "severity": severity, "backend": "torch"},
                       [MetricRow("top1", corrupted + (0.05 if severity == 1 else -0.05), n=1000)])
+            normaliser = {"kind": "model", "model": "alpha.digits", "same_data": {"name": "digits"}}
             _cell(store, f"{model}/cmean", model, {"threat": "corruption", "corruption": "mean", "backend": "torch"},
-                  [MetricRow("mean_top1", corrupted, n=2000), MetricRow("mce", 1 - corrupted,
-                                                                        detail={"normaliser": "alpha.digits"})])
+                  [MetricRow("mean_top1", corrupted, n=2000),
+                   MetricRow("mce", 1 - corrupted, detail={"normaliser": normaliser})])
             for attack, value in (("pgd", pgd), ("autoattack-standard", aa)):
                 _cell(store, f"{model}/{attack}", model,
                       {"threat": "linf", "attack": attack, "protocol": "honest", "variant": "default",
@@ -98,6 +99,7 @@ def test_files_tables_json_and_csv(board: Path) -> None:
     md = (board / "index.md").read_text()
     assert "| alpha.digits | alpha | 1.00 | 0.0640 | 95.0 [93.0, 97.0] | 1000 | 70.0 | 30.0 |" in md
     assert "| beta.digits |" in md and "unreliable" in md and "accuracy after each glimpse" in md
+    assert "mCE normalised by alpha.digits on the same data" in md
     record = json.loads((board / "json" / "digits" / "gamma.digits.json").read_text())
     assert record["clean_acc"] == "90.00" and record["corruptions_acc"] == "50.00"
     assert record["autoattack_acc"] == "1.00" and record["eps"] == "4/255" and record["unreliable"] is False
@@ -107,6 +109,41 @@ def test_files_tables_json_and_csv(board: Path) -> None:
     assert csv.set_index("model").loc["beta.digits", "clean_top1"] == 0.80
     html = (board / "index.html").read_text()
     assert "<svg" in html and "data:image/png;base64," in html and "http" not in html.split("<svg")[0]
+
+
+def test_built_from_a_real_corruption_run(tmp_path: Path) -> None:
+    """The summariser's own records (mCE normaliser, per-glimpse means) go through to the files."""
+    from mgbench.runner import evaluate
+    from mgbench.suites import load_suite
+
+    suite = tmp_path / "small.toml"
+    suite.write_text('''name = "small"
+dataset = "digits"
+models = ["resnet-tiny.digits", "mgnet-tiny.digits"]
+limit = 24
+
+[[conditions]]
+type = "clean"
+
+[[conditions]]
+type = "corruption"
+corruptions = ["fog", "contrast"]
+severities = [2]
+backend = "torch"
+mce_baseline = "resnet-tiny.digits"
+''')
+    store = tmp_path / "r.sqlite"
+    evaluate(load_suite(str(suite)), store=store)
+    with Store(store) as db:
+        result = build(db.frame(), tmp_path / "board", None, source=str(store))
+    entries = {e.model: e for e in result.entries}
+    assert entries["mgnet-tiny.digits"].mce_normaliser == "resnet-tiny.digits"
+    assert entries["resnet-tiny.digits"].mce == pytest.approx(1.0)
+    assert len(entries["mgnet-tiny.digits"].corruption_steps) == 4  # mean accuracy after each glimpse
+    md = (tmp_path / "board" / "index.md").read_text()
+    assert "mCE normalised by resnet-tiny.digits on the same data" in md
+    record = json.loads((tmp_path / "board" / "json" / "digits" / "mgnet-tiny.digits.json").read_text())
+    assert record["corruptions_mce"] is not None and "resnet-tiny.digits" in record["footnote"]
 
 
 def _chromium() -> tuple[str, str]:

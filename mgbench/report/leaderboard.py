@@ -159,8 +159,18 @@ def _fill_corruptions(entry: Entry, rows: pd.DataFrame) -> None:
         if not found.empty:
             setattr(entry, attr, float(found["value"].iloc[-1]))
             detail = found["detail"].iloc[-1]
-            if isinstance(detail, str):
-                entry.mce_normaliser = json.loads(detail).get("normaliser", entry.mce_normaliser)
+            if isinstance(detail, str) and "normaliser" in json.loads(detail):
+                entry.mce_normaliser = normaliser_name(json.loads(detail)["normaliser"])
+
+
+def normaliser_name(normaliser: Any) -> str:
+    """The corruption summary's normaliser record (``{"kind": "model", "model": ...}`` or
+    ``{"kind": "alexnet", ...}``) as the short name the tables print."""
+    if isinstance(normaliser, dict):
+        if normaliser.get("kind") == "alexnet":
+            return "AlexNet (ImageNet-C errors)"
+        return str(normaliser.get("model", normaliser))
+    return str(normaliser)
 
 
 def _fill_attacks(entry: Entry, rows: pd.DataFrame) -> None:

@@ -68,9 +68,10 @@ def dataset_tables(dataset: str, entries: list[Entry]) -> list[Table]:
     if columns:
         tables.append(Table(
             f"{dataset}: robust accuracy",
-            "Top-1 % recomputed by a fresh forward pass on the stored adversarial images. [mgnet-paper]: the "
-            "official MGNet code's attack (eps in normalised units, no clipping), not comparable with the honest "
-            "columns. Several step/restart settings of one attack: the strongest is shown.",
+            "Top-1 % recomputed by a fresh forward pass on the final adversarial images (honest protocol: "
+            "asserted to lie in the eps-ball and [0, 1]). [mgnet-paper]: the official MGNet code's attack (eps in "
+            "normalised units, no clipping), not comparable with the honest columns. Several step/restart "
+            "settings of one attack: the strongest is shown.",
             ["model", *[c.label() for c in columns]],
             [[Cell(e.model), *[_acc_cell(e.robust.get(c)) for c in columns]] for e in entries],
         ))
