@@ -159,8 +159,9 @@ def _fill_corruptions(entry: Entry, rows: pd.DataFrame) -> None:
         if not found.empty:
             setattr(entry, attr, float(found["value"].iloc[-1]))
             detail = found["detail"].iloc[-1]
-            if isinstance(detail, str) and "normaliser" in json.loads(detail):
-                entry.mce_normaliser = normaliser_name(json.loads(detail)["normaliser"])
+            record = json.loads(detail) if isinstance(detail, str) else {}
+            if "normaliser" in record:
+                entry.mce_normaliser = normaliser_name(record["normaliser"])
 
 
 def normaliser_name(normaliser: Any) -> str:
