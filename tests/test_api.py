@@ -1,0 +1,43 @@
+"""The top-level API (mgbench.create_model / list_models / evaluate) and the README's example."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import mgbench
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_names_resolve_to_the_library() -> None:
+    from mgbench.models import list_architectures, list_cards
+
+    names = mgbench.list_models()
+    assert set(list_cards()) <= set(names) and set(list_architectures()) <= set(names)
+    assert mgbench.list_models("mgnet-tiny*") == ["mgnet-tiny", "mgnet-tiny.digits"]
+    assert mgbench.list_models(architectures=False) == sorted(list_cards())
+    with pytest.raises(AttributeError):
+        mgbench.no_such_name  # noqa: B018
+
+
+def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The README's Python block, run as written on a smaller subset, in a scratch folder."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) == 1, "the README holds one Python example"
+    code = blocks[0]
+    assert "limit=200" in code
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    exec(compile(code.replace("limit=200", "limit=12"), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "mgnet-tiny.digits" in printed and "resnet-tiny.digits" in printed
+    from mgbench.store import Store
+
+    with Store(tmp_path / "results" / "example.sqlite") as store:
+        frame = store.frame(metric="top1")
+    final = frame[frame["step"].isna()]
+    assert sorted(final["model"]) == ["mgnet-tiny.digits", "resnet-tiny.digits"]
+    assert (final["n"] == 12).all()
