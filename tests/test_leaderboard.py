@@ -195,3 +195,31 @@ def test_page_sorts_in_a_headless_browser(board: Path, tmp_path: Path) -> None:
         assert shot.stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_same_store_gives_byte_identical_files(tmp_path: Path) -> None:
+    """Two builds of one store in two processes (different string-hash seeds, so set order differs)
+    write the same bytes: no dates, no random SVG ids, columns in a fixed order."""
+    import sys
+
+    store = synthetic_store(tmp_path / "s.sqlite")
+    with Store(store) as db:  # variants of one attack: their column order once hung on set iteration
+        for variant in ("eot", "bpda", "no-rescaler"):
+            _cell(db, f"alpha.digits/{variant}", "alpha.digits",
+                  {"threat": "linf", "attack": "pgd", "protocol": "honest", "variant": variant, "norm": "linf",
+                   "eps": 4 / 255, "eps_str": "4/255"}, [MetricRow("top1", 0.1, 0.05, 0.15, 1000)])
+    script = ("import sys; from pathlib import Path; from mgbench.store import Store; "
+              "from mgbench.report.build import build; db = Store(Path(sys.argv[1])); "
+              "build(db.frame(), Path(sys.argv[2]), None, source='s.sqlite')")
+    boards = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"board{seed}"
+        subprocess.run([sys.executable, "-c", script, str(store), str(out)], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}, cwd=Path(__file__).resolve().parents[1])
+        boards.append(out)
+    files = [sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) for b in boards]
+    assert files[0] == files[1] and len(files[0]) > 10
+    changed = [str(f) for f in files[0] if (boards[0] / f).read_bytes() != (boards[1] / f).read_bytes()]
+    assert changed == []
+    svg = (boards[0] / "plots" / "accuracy_vs_gmacs_digits.svg").read_text()
+    assert "<dc:date>" not in svg

@@ -21,7 +21,6 @@ from pathlib import Path
 import pandas as pd
 
 from mgbench.errors import InputError
-from mgbench.provenance import now_iso
 from mgbench.report import plots
 from mgbench.report.leaderboard import Entry, attack_columns, collect, robustbench_json, summary_frame
 from mgbench.report.render import dataset_tables, html_table, markdown
@@ -84,7 +83,7 @@ def build(frame: pd.DataFrame, out: Path, glimpse_dir: Path | None = None, sourc
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        _write_all(entries, staging, glimpse_dir, source)
+        _write_all(entries, staging, glimpse_dir, _origin(frame, source))
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -95,9 +94,16 @@ def build(frame: pd.DataFrame, out: Path, glimpse_dir: Path | None = None, sourc
     return BuildResult(out, files, entries)
 
 
-def _write_all(entries: list[Entry], out: Path, glimpse_dir: Path | None, source: str) -> None:
+def _origin(frame: pd.DataFrame, source: str) -> str:
+    """Where the numbers come from, dated by the newest result rather than the build time, so an
+    unchanged store gives byte-identical files."""
+    newest = frame["finished_at"].dropna().max() if "finished_at" in frame else None
+    return (source or "the store") + (f" (newest result {newest})" if isinstance(newest, str) else "")
+
+
+def _write_all(entries: list[Entry], out: Path, glimpse_dir: Path | None, origin: str) -> None:
     datasets = sorted({e.dataset for e in entries})
-    md = [f"# mgbench leaderboard\n\nGenerated {now_iso()} by `mgbench leaderboard` from {source or 'the store'}; "
+    md = [f"# mgbench leaderboard\n\nDerived by `mgbench leaderboard` from {origin}; "
           "every number is derived from the tidy results table. Plots and the sortable page: `index.html`.\n"]
     page: list[str] = []
     table_index = 0
@@ -137,7 +143,7 @@ def _write_all(entries: list[Entry], out: Path, glimpse_dir: Path | None, source
     (out / "index.html").write_text(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>mgbench leaderboard</title>"
         f"<style>{_STYLE}</style></head><body><h1>mgbench leaderboard</h1>"
-        f"<p class=\"note\">Generated {html.escape(now_iso())} from {html.escape(source or 'the store')}. "
+        f"<p class=\"note\">Derived by <code>mgbench leaderboard</code> from {html.escape(origin)}. "
         "Click a column header to sort.</p>"
         + "".join(page) + f"<script>{_SORT_SCRIPT}</script></body></html>\n"
     )

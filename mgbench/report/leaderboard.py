@@ -192,9 +192,11 @@ def _fill_attacks(entry: Entry, rows: pd.DataFrame) -> None:
 
 
 def attack_columns(entries: list[Entry]) -> list[AttackColumn]:
-    """All attack columns, honest protocol first, then by attack, norm and eps."""
+    """All attack columns, honest protocol first, then by variant, norm, attack and eps; every
+    field takes part, so the order never depends on set iteration (the files stay byte-stable)."""
     columns = {c for e in entries for c in e.robust}
-    return sorted(columns, key=lambda c: (c.protocol != "honest", c.variant != "default", c.norm, c.attack, c.eps))
+    return sorted(columns, key=lambda c: (c.protocol != "honest", c.protocol, c.variant != "default", c.variant,
+                                          c.norm, c.attack, c.eps, c.eps_str))
 
 
 def headline_attack(entry: Entry, columns: list[AttackColumn]) -> tuple[AttackColumn, Acc] | None:

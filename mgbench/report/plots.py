@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import matplotlib
 from matplotlib.figure import Figure
 
 from mgbench.report.leaderboard import Entry, attack_columns
@@ -90,13 +91,22 @@ def corruption_heatmap(entry: Entry) -> Figure | None:
     return fig
 
 
+# Same figure, same bytes: no dates, no random ids, no version strings; SVG text stays text
+# (smaller than glyph outlines, and searchable on the page).
+_STABLE_RC = {"svg.hashsalt": "mgbench", "svg.fonttype": "none"}
+_SVG_METADATA = {"Date": None, "Creator": None}
+_PNG_METADATA = {"Software": None}
+
+
 def save(fig: Figure, stem: Path) -> tuple[Path, str]:
-    """Write ``stem.png`` and ``stem.svg``; returns the PNG path and the SVG text (for inlining)."""
+    """Write ``stem.png`` and ``stem.svg`` byte-reproducibly; returns the PNG path and the SVG text
+    (for inlining)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     png, vector = stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.svg"  # names may hold dots
-    fig.savefig(png, dpi=110)
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg")
+    with matplotlib.rc_context(_STABLE_RC):
+        fig.savefig(png, dpi=110, metadata=_PNG_METADATA)
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg", metadata=_SVG_METADATA)
     svg = buffer.getvalue()
     vector.write_text(svg)
     return png, svg
