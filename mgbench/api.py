@@ -37,7 +37,7 @@ def evaluate(
     limit: int | None = None,
     store: str | Path | None = None,
     options: "RunOptions | None" = None,
-    progress: "Reporter | None" = None,
+    reporter: "Reporter | None" = None,
     **overrides: dict[str, Any],
 ) -> "pd.DataFrame":
     """Run ``suite`` (a name from ``benchmarks/``, a ``.toml`` path or a :class:`Suite`) for
@@ -46,7 +46,8 @@ def evaluate(
 
     ``data`` is a dataset name (``digits``, ``imagenet100``) or a :class:`DataSpec`; ``limit`` a
     fixed seeded subset of that many images (default: the suite's). ``overrides`` are per-condition
-    type options, e.g. ``corruption={"corruptions": "fog", "severities": "1-2"}``."""
+    type options, e.g. ``corruption={"corruptions": "fog", "severities": "1-2"}``; ``reporter`` shows
+    progress (e.g. ``mgbench.progress.LogReporter()``; default: silent)."""
     from mgbench.data import DataSpec
     from mgbench.runner import evaluate as run_suite
     from mgbench.store import DEFAULT_STORE, Store
@@ -60,6 +61,6 @@ def evaluate(
     names = [models] if isinstance(models, str) else models
     path = Path(store) if store is not None else DEFAULT_STORE
     outcomes = run_suite(suite, models=names, data=spec, store=path, options=options, overrides=overrides or None,
-                         progress=progress)
+                         reporter=reporter)
     with Store(path) as results:
         return results.frame(cell_key=[o.cell_key for o in outcomes])

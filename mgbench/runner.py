@@ -18,13 +18,14 @@ from typing import Any, Callable, ContextManager, Sequence
 import torch
 import torch.nn as nn
 
-from mgbench import distributed, flops
+from mgbench import distributed, flops, progress
 from mgbench.conditions import Condition, SummaryContext, summariser
 from mgbench.data import DataSpec, OpenedData, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.metrics import AccuracyCounter
 from mgbench.models import LoadedModel, forward_steps, load_model, num_steps
 from mgbench.provenance import device_name, git_sha, library_versions, now_iso, stable_hash
+from mgbench.report.tables import condition_label
 from mgbench.store import DEFAULT_STORE, CellRecord, MetricRow, Store
 from mgbench.suites import Suite
 
@@ -204,10 +205,12 @@ def evaluate(
     store: str | Path = DEFAULT_STORE,
     options: RunOptions | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
-    progress: ProgressHook | None = None,
+    reporter: progress.Reporter | None = None,
 ) -> list[CellOutcome]:
     """Run ``suite`` for ``models`` (default: the suite's) on ``data`` (default: the suite's
     dataset and limit) and store every finished cell. Returns one outcome per cell, computed or skipped.
+    Progress (cells, batches, attack steps) goes to ``reporter`` when given, else to the one installed
+    by :func:`mgbench.progress.reporting` (none: silent).
 
     Under ``torchrun`` every rank evaluates its shard of each cell, counts are summed across
     ranks, and only rank 0 opens the store and writes."""
@@ -234,8 +237,8 @@ def evaluate(
     created = not store.exists()
     results = Store(store) if distributed.is_main() else None
     try:
-        run = _SuiteRun(results, suite, data, opened, options, device, overrides, progress)
-        return run.cells(loaded, cells)
+        with progress.reporting(reporter):
+            return _SuiteRun(results, suite, data, opened, options, device, overrides).cells(loaded, cells)
     except BaseException:
         if results is not None:
             results.close()
@@ -277,20 +280,28 @@ class _SuiteRun:
     options: RunOptions
     device: torch.device
     overrides: dict[str, dict[str, Any]] | None
-    progress: ProgressHook | None
+    cell_task: progress.Task | None = None
 
     def cells(self, loaded: list[LoadedModel], conditions: list[tuple[Condition, OpenedData]]) -> list[CellOutcome]:
         """Condition by condition (so a model-free condition conditions each batch once for all
         models): every model's compute cell, its condition cells, then its summaries."""
-        per_model = [[self._compute_cell(item)] for item in loaded]  # counted on the plain module
-        modules = [self.options.prepare(item.module, self.device) for item in loaded]
-        for condition, opened in conditions:
-            for index, outcome in self._condition_cells(loaded, modules, condition, opened):
-                per_model[index].append(outcome)
-        for item, outcomes in zip(loaded, per_model):
-            outcomes += self._summaries(item, outcomes)
-            item.module.cpu()
+        with progress.task(f"suite {self.suite.name}: cell", total=len(loaded) * len(conditions)) as self.cell_task:
+            self.cell_task.update(status="compute (GMACs)")
+            per_model = [[self._compute_cell(item)] for item in loaded]  # counted on the plain module
+            modules = [self.options.prepare(item.module, self.device) for item in loaded]
+            for condition, opened in conditions:
+                for index, outcome in self._condition_cells(loaded, modules, condition, opened):
+                    per_model[index].append(outcome)
+            for item, outcomes in zip(loaded, per_model):
+                self.cell_task.update(status=f"{item.name}: summaries")
+                outcomes += self._summaries(item, outcomes)
+                item.module.cpu()
         return [outcome for outcomes in per_model for outcome in outcomes]
+
+    def _skipped(self) -> None:
+        """A cell found in the store: one fewer to compute (the count and ETA cover work left)."""
+        if self.cell_task is not None and self.cell_task.total:
+            self.cell_task.update(total=self.cell_task.total - 1)
 
     def _done(self, key: str) -> bool:
         """Whether the cell is stored already (rank 0 decides for everyone)."""
@@ -353,14 +364,22 @@ class _SuiteRun:
                                "seed": self.options.seed, **self.options.key()})
             if self._done(key):
                 out.append((index, CellOutcome(key, item.name, condition.key, computed=False)))
+                self._skipped()
             else:
                 pending.append((index, key))
         groups = [pending] if getattr(condition, "model_free", False) else [[p] for p in pending]
         for group in (g for g in groups if g):
             torch.manual_seed(self.options.seed)
             started, clock = now_iso(), time.perf_counter()
-            results = evaluate_condition([modules[i] for i, _ in group], opened, condition, self.data.num_classes,
-                                         self.device, self.options, self.progress)
+            names = ", ".join(loaded[i].name for i, _ in group)
+            if self.cell_task is not None:
+                self.cell_task.update(status=f"{names}: {condition_label(condition.key)}")
+            with progress.task("batches") as batches:
+                results = evaluate_condition([modules[i] for i, _ in group], opened, condition,
+                                             self.data.num_classes, self.device, self.options,
+                                             lambda _, done, total: batches.update(completed=done, total=total))
+            if self.cell_task is not None:
+                self.cell_task.advance(len(group))
             runtime = (time.perf_counter() - clock) / len(group)
             for (index, key), rows in zip(group, results):
                 item = loaded[index]

@@ -32,6 +32,7 @@ import torch.nn as nn
 from pyautoattack import AutoAttack
 from pyautoattack import checks as aa_checks
 
+from mgbench import progress
 from mgbench.attacks.gradient import frozen
 from mgbench.errors import InputError
 
@@ -141,9 +142,10 @@ def run_autoattack(
     # so one flagged model would flag every later one in the process: start each run at zero.
     for name in aa_checks.funcs:
         aa_checks.funcs[name] = 0
-    with captured_warnings() as messages, frozen(model):
-        for attack in order:
+    with captured_warnings() as messages, frozen(model), progress.task("autoattack stage", len(order)) as bar:
+        for stage, attack in enumerate(order):
             idx = robust.nonzero().squeeze(1)
+            bar.update(completed=stage, status=f"{attack}: {idx.numel()} of {len(y)} still robust")
             if idx.numel():
                 aa.attacks_to_run = [attack]
                 adv, predicted = aa.run_standard_evaluation(x[idx], y[idx], batch_size=idx.numel())

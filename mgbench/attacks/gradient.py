@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mgbench import progress
 from mgbench.attacks.bounds import l2_norms
 from mgbench.models import forward_steps
 
@@ -144,14 +145,16 @@ def pgd(
     out = x.clone()
     found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device)
-    with torch.enable_grad(), frozen(model):
-        for _ in range(restarts):
+    with torch.enable_grad(), frozen(model), progress.task("gradient step", total=restarts * steps) as bar:
+        for restart in range(restarts):
             idx = (~found).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
             x0, y0 = x[idx], y[idx]
             adv = _random_start(x0, eps, norm, clip) if random_start else x0.clone()
-            for _ in range(steps):
+            for step in range(steps):
+                bar.update(completed=restart * steps + step, status=f"restart {restart + 1}/{restarts}, "
+                           f"{idx.numel()} of {x.shape[0]} not yet broken")
                 adv.requires_grad_(True)
                 losses, hit = loss(model, adv, y0)
                 (grad,) = torch.autograd.grad(losses.sum(), adv)

@@ -61,6 +61,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mgbench import progress
 from mgbench.attacks.autoattack import run_autoattack
 from mgbench.attacks.bounds import check_ball
 from mgbench.attacks.examples import ExampleSet
@@ -241,7 +242,7 @@ def _batches(ctx: SummaryContext) -> Iterator[tuple[torch.Tensor, torch.Tensor, 
     from mgbench.runner import to_unit
 
     loader = make_loader(ctx.opened.dataset, ctx.batch_size, device=ctx.device, workers=0)
-    for images, labels, ids, _ in loader:
+    for images, labels, ids, _ in progress.track(loader, "verdict checks: batch"):
         if images is None:
             continue
         yield to_unit(images, ctx.device), labels.to(ctx.device), ids.numpy()

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mgbench import __version__
 from mgbench.errors import InputError
@@ -92,25 +91,19 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
     return [name for value in values for name in value.split(",") if name]
 
 
-class _CellProgress:
-    """A rich progress bar over cells and the batches of the current cell (on stderr)."""
+def progress_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--quiet, and progress for the command's duration: bars when stderr is a terminal, a plain
+    log line at most every 15 s otherwise (mgbench/progress.py)."""
 
-    def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err_console, transient=True, disable=not err_console.is_terminal,
-        )
-        self.task = self.progress.add_task("batches", total=None)
+    @functools.wraps(func)
+    def with_progress(*args: Any, quiet: bool, **kwargs: Any) -> Any:
+        from mgbench import progress
 
-    def __call__(self, description: str, done: int, total: int) -> None:
-        self.progress.update(self.task, description=description, completed=done, total=total)
+        with progress.reporting(progress.for_console(err_console, quiet)):
+            return func(*args, **kwargs)
 
-    def __enter__(self) -> "_CellProgress":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
+    return click.option("--quiet", "-q", is_flag=True, help="No progress on stderr (bars or log lines).")(
+        with_progress)
 
 
 def _print_frame(frame: "pd.DataFrame", title: str = "accuracy") -> None:

@@ -9,13 +9,13 @@ import click
 
 from mgbench import distributed
 from mgbench.cli import (
-    _CellProgress,
     _data_spec,
     _print_cells,
     _split_names,
     cli,
     console,
     data_options,
+    progress_option,
     runtime_options,
 )
 
@@ -61,6 +61,7 @@ def _default_models() -> list[str]:
 @click.option("--square-queries", type=int, default=None, help="Queries of the checks' Square attack [default: 1000].")
 @data_options
 @runtime_options
+@progress_option
 def attack(model_names: tuple[str, ...], eps: str, attacks: str, norm: str, steps: int | None,
            step_size: str | None, restarts: int | None, random_start: bool | None, protocol: str,
            variants: tuple[str, ...], transfer_from: str | None, version: str | None, aa_attacks: str | None,
@@ -92,9 +93,8 @@ def attack(model_names: tuple[str, ...], eps: str, attacks: str, norm: str, step
     suite = Suite(name="attack", description="mgbench attack (command line)", dataset=data.name,
                   models=_default_models(), conditions=[table], source=Path("<command line>"))
     store_path = Path(store) if store else DEFAULT_STORE
-    with _CellProgress() as progress:
-        outcomes = evaluate(suite, models=_split_names(model_names) or None, data=data, store=store_path,
-                            options=options, progress=progress)
+    outcomes = evaluate(suite, models=_split_names(model_names) or None, data=data, store=store_path,
+                        options=options)
     if not distributed.is_main():
         return
     done = sum(o.computed for o in outcomes)

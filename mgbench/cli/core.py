@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mgbench import distributed
 from mgbench.cli import (
-    _CellProgress,
     _data_spec,
     _print_cells,
     _print_frame,
@@ -21,7 +19,7 @@ from mgbench.cli import (
     cli,
     console,
     data_options,
-    err_console,
+    progress_option,
     runtime_options,
 )
 from mgbench.errors import InputError
@@ -47,6 +45,7 @@ if TYPE_CHECKING:
 @click.option("--corruption-preprocessing", default=None,
               help="[corruption suites] hendrycks (CenterCrop 224) or mgnet (Resize 256 + CenterCrop 224).")
 @click.option("--mce-baseline", default=None, help="[corruption suites] model that normalises CE/mCE, or alexnet.")
+@progress_option
 def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, data_root: str | None,
         class_list: str, limit: int | None, on_bad_image: str, options: "RunOptions", store: str | None,
         corruption_names: str | None,
@@ -67,9 +66,8 @@ def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, da
     if any(v is not None for v in corruption.values()) and "corruption" not in suite.types():
         raise InputError(f"corruption options given, but suite {suite.name} has no corruption conditions")
     suite.expand({"corruption": corruption})  # bad options fail here, before the progress bar draws
-    with _CellProgress() as progress:
-        outcomes = evaluate(suite, models=_split_names(model_names) or None, data=data, store=store_path,
-                            options=options, overrides={"corruption": corruption}, progress=progress)
+    outcomes = evaluate(suite, models=_split_names(model_names) or None, data=data, store=store_path,
+                        options=options, overrides={"corruption": corruption})
     if not distributed.is_main():
         return
     done = sum(o.computed for o in outcomes)
@@ -91,6 +89,7 @@ def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, da
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on GPU.")
 @data_options
+@progress_option
 def train(arch: str, out: str, recipe: str, method: str, epochs: int | None, lr: float | None,
           batch_size: int | None, card: str | None, device: str, workers: int | None, seed: int,
           no_amp: bool, data_name: str | None, data_root: str | None, class_list: str,
@@ -100,18 +99,8 @@ def train(arch: str, out: str, recipe: str, method: str, epochs: int | None, lr:
     from mgbench.train import write_card
 
     data = _data_spec(data_name, data_root, class_list, limit, on_bad_image)
-    progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=err_console,
-                        disable=not err_console.is_terminal)
-    task = progress.add_task("train", total=None, epoch=0, loss=float("nan"))
-
-    def report(epoch: int, batch: int, loss: float) -> None:
-        progress.update(task, completed=batch, epoch=epoch, loss=loss)
-
-    with progress:
-        result = train_model(arch, data, out, recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr,
-                             seed=seed, device=device, method=method, workers=workers, amp=not no_amp,
-                             progress=report)
+    result = train_model(arch, data, out, recipe=recipe, epochs=epochs, batch_size=batch_size, lr=lr,
+                         seed=seed, device=device, method=method, workers=workers, amp=not no_amp)
     if not distributed.is_main():
         return
     for entry in result.log:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mgbench.cli import cli, console, err_console
+from mgbench.cli import cli, console, progress_option
 from mgbench.errors import InputError
 
 
@@ -40,6 +39,7 @@ def list_corruptions() -> None:
 @click.option("--severities", default="1-5", show_default=True)
 @click.option("--workers", type=int, default=None, help="Processes (default: one per core).")
 @click.option("--limit", type=int, default=None, help="Only a fixed seeded subset of N images.")
+@progress_option
 def generate(data_name: str, data_root: str, class_list: str, split: str, out: str, corruption_names: str,
              severities: str, workers: int | None, limit: int | None) -> None:
     """Build ImageNet100-C: Resize 256, CenterCrop 224, corrupt (reference backend, seeded),
@@ -55,12 +55,7 @@ def generate(data_name: str, data_root: str, class_list: str, split: str, out: s
     if workers is not None and workers < 0:
         raise InputError(f"--workers must be 0 or more, not {workers}")
     names, levels = parse_corruptions(corruption_names), parse_severities(severities)
-    progress = Progress(TextColumn("images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TimeRemainingColumn(), console=err_console, transient=True)
-    task = progress.add_task("images", total=None)
-    with progress:
-        report = generate_imagenet_c(data_root, out, names, levels, class_list=class_list, split=split,
-                                     workers=workers, limit=limit,
-                                     progress=lambda done, total: progress.update(task, completed=done, total=total))
+    report = generate_imagenet_c(data_root, out, names, levels, class_list=class_list, split=split,
+                                 workers=workers, limit=limit)
     console.print(f"{report.images} images x {len(names)} corruptions x {len(levels)} severities: "
                   f"{report.written} files written, {report.skipped} already there, in {report.out}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mgbench.cli import cli, console
+from mgbench.cli import cli, console, progress_option
 from mgbench.errors import InputError
 from mgbench.provenance import REPO_ROOT
 
@@ -51,6 +51,7 @@ def leaderboard(stores: tuple[str, ...], out: str | None, glimpse_dir: str | Non
 @click.option("--update", is_flag=True, help="Rewrite the baseline from the fresh run (deliberately).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=256, show_default=True)
+@progress_option
 def regress(baseline: str, suite_name: str, store: str | None, update: bool, device: str, batch_size: int) -> None:
     """Guard accuracy versus compute: fail (exit 1) when a fresh run of the regression suite loses
     accuracy beyond its statistical margin or gains more than 1% compute over the baseline."""

@@ -17,16 +17,16 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from mgbench import progress
 from mgbench.corruptions.names import seed_for
 from mgbench.corruptions.reference import corrupt_one
 from mgbench.errors import InputError
 
 JPEG_QUALITY = 85
-Progress = Callable[[int, int], None]  # (images done, images total)
 
 
 @dataclass
@@ -78,7 +78,6 @@ def generate_imagenet_c(
     split: str = "val",
     workers: int | None = None,
     limit: int | None = None,
-    progress: Progress | None = None,
 ) -> GenerateReport:
     """Write ``out/corruption/severity/WNID/name`` for every image of ``root/split`` in the
     class list (or a fixed seeded subset of ``limit`` images)."""
@@ -97,19 +96,18 @@ def generate_imagenet_c(
     items = [(str(folder.samples[i][0]), relatives[i]) for i in keep]
     jobs = [(c, s) for c in corruptions for s in severities]
     workers = (os.cpu_count() or 1) if workers is None else workers
-    written = skipped = done = 0
-    if workers <= 1:
-        for source, relative in items:
-            new, old = _one_image(source, relative, str(out), jobs)
-            written, skipped, done = written + new, skipped + old, done + 1
-            if progress:
-                progress(done, len(items))
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_one_image, source, relative, str(out), jobs) for source, relative in items]
-            for future in as_completed(futures):
-                new, old = future.result()
-                written, skipped, done = written + new, skipped + old, done + 1
-                if progress:
-                    progress(done, len(items))
+    written = skipped = 0
+    with progress.task(f"ImageNet-C images ({len(jobs)} corruption x severity each)", total=len(items)) as bar:
+        if workers <= 1:
+            for source, relative in items:
+                new, old = _one_image(source, relative, str(out), jobs)
+                written, skipped = written + new, skipped + old
+                bar.advance()
+        else:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(_one_image, source, relative, str(out), jobs) for source, relative in items]
+                for future in as_completed(futures):
+                    new, old = future.result()
+                    written, skipped = written + new, skipped + old
+                    bar.advance()
     return GenerateReport(len(items), written, skipped, out)

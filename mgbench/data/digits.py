@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mgbench import progress
 from mgbench.provenance import stable_hash
 
 SPLITS = ("train", "test")
@@ -133,8 +134,11 @@ def build_digits(spec: DigitsSpec = DigitsSpec()) -> dict[str, np.ndarray]:
         count = len(members[split]) * per_digit
         images = np.empty((count, spec.canvas, spec.canvas, 3), dtype=np.uint8)
         targets = np.empty(count, dtype=np.int64)
-        for item in range(count):
-            images[item], targets[item] = render_item(spec, split, item, digits, labels, members)
+        with progress.task(f"building the digits ({split} split, cached after)", total=count) as bar:
+            for item in range(count):
+                images[item], targets[item] = render_item(spec, split, item, digits, labels, members)
+                if (item + 1) % 250 == 0 or item + 1 == count:
+                    bar.update(completed=item + 1)
         out[f"{split}_images"] = images
         out[f"{split}_labels"] = targets
     return out

@@ -34,6 +34,7 @@ from mgbench import distributed
 from mgbench.data import DataSpec, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.models import load_model
+from mgbench.progress import task as progress_task
 from mgbench.provenance import REPO_ROOT, git_sha, library_versions, now_iso, sha256_file
 from mgbench.runner import to_unit
 from mgbench.train.recipes import Recipe, get_recipe, train_transform
@@ -205,18 +206,20 @@ def train(
         model.train()
         started = time.perf_counter()
         total_loss = total_correct = seen = 0.0
-        for batch_index, (images, labels, _, _) in enumerate(loader):
-            if images is None:
-                continue
-            x, y = to_unit(images, dev), labels.to(dev, non_blocking=True)
-            loss, logits = step_fn(StepContext(net, x, y, optimizer, iteration, autocast, len(loader)))
-            scheduler.step()
-            iteration += 1
-            total_loss += loss * y.numel()
-            total_correct += float(logits.argmax(1).eq(y).sum())
-            seen += y.numel()
-            if progress is not None:
-                progress(epoch + 1, batch_index + 1, loss)
+        with progress_task(f"train epoch {epoch + 1}/{rec.epochs}: batch", total=len(loader)) as bar:
+            for batch_index, (images, labels, _, _) in enumerate(loader):
+                if images is None:
+                    continue
+                x, y = to_unit(images, dev), labels.to(dev, non_blocking=True)
+                loss, logits = step_fn(StepContext(net, x, y, optimizer, iteration, autocast, len(loader)))
+                scheduler.step()
+                iteration += 1
+                total_loss += loss * y.numel()
+                total_correct += float(logits.argmax(1).eq(y).sum())
+                seen += y.numel()
+                bar.update(completed=batch_index + 1, status=f"loss {total_loss / seen:.3f}")
+                if progress is not None:
+                    progress(epoch + 1, batch_index + 1, loss)
         total_loss, total_correct, seen = distributed.all_sum([total_loss, total_correct, seen])
         test_data = DataSpec(name=data.name, root=data.root, class_list=data.class_list, limit=test_limit)
         entry = {
