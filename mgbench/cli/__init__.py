@@ -11,6 +11,7 @@ prints it as one line ``error: ...`` and exits with code 2.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
 
     from mgbench.data import DataSpec
 
-# Tables are wide: outside a terminal (pipes, CI logs) do not squeeze them into 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
+# Outside a terminal (pipes, CI logs) tables get 200 columns unless $COLUMNS says otherwise.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200)
 err_console = Console(stderr=True)
 
 
@@ -107,16 +108,10 @@ def progress_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _print_frame(frame: "pd.DataFrame", title: str = "accuracy") -> None:
-    from mgbench.report.tables import accuracy_table, compute_table, corruption_summary_table, verdict_table
+    from mgbench.report.tables import grouped_tables
 
-    if (frame["threat"] != "compute").any():
-        console.print(accuracy_table(frame, title=title))
-    if (frame["metric"] == "mean_top1").any():
-        console.print(corruption_summary_table(frame))
-    if (frame["threat"] == "compute").any():
-        console.print(compute_table(frame))
-    if (frame["metric"] == "unreliable").any():
-        console.print(verdict_table(frame))
+    for table in grouped_tables(frame, title):
+        console.print(table)
 
 
 def _print_cells(store_path: Path, cell_keys: list[str], title: str) -> None:

@@ -123,8 +123,13 @@ def _filters(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--model", "model", multiple=True, help="Only these models."),
         click.option("--dataset", multiple=True, help="Only these datasets."),
         click.option("--threat", multiple=True, help="clean, corruption, linf, l2, compute."),
+        click.option("--attack", multiple=True,
+                     help="Only these attacks (fgsm, pgd, autoattack-standard, verdict, ...)."),
+        click.option("--corruption", multiple=True, help="Only these corruptions (and their summaries: mean)."),
+        click.option("--eps", "eps_str", multiple=True, help="Only these budgets, as stored (e.g. 4/255)."),
         click.option("--suite", multiple=True, help="Only these suites."),
         click.option("--metric", multiple=True, help="Only these metrics."),
+        click.option("--subset", multiple=True, help="Only these image subsets (the hash, as `results show` prints)."),
     ]
     return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
 
@@ -135,8 +140,12 @@ def _frame(store: str | None, **filters: tuple[str, ...]) -> "pd.DataFrame":
     path = Path(store) if store else DEFAULT_STORE
     if not path.is_file():
         raise InputError(f"no results store at {path}: run a suite first or pass --store")
+    prefixes = filters.pop("subset", ())
     with Store(path) as db:
-        return db.frame(**{k: list(v) or None for k, v in filters.items()})
+        frame = db.frame(**{k: list(v) or None for k, v in filters.items()})
+    if prefixes:  # `results show` prints the subset hash shortened: match on its start
+        frame = frame[frame["subset"].fillna("").map(lambda s: s.startswith(tuple(prefixes)))]
+    return frame
 
 
 @results.command("show")

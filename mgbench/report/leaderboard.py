@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from mgbench.report.tables import condition_label
+from mgbench.report.tables import condition_label, verdict_word
 
 # Columns that identify a condition (together with the metric and step).
 CONDITION_KEY = ["threat", "corruption", "severity", "backend", "attack", "protocol", "variant", "norm", "eps_str",
@@ -216,9 +216,7 @@ def worst_case(entry: Entry, columns: list[AttackColumn]) -> list[tuple[AttackCo
 
 
 def verdict_text(entry: Entry) -> str:
-    if entry.unreliable is None:
-        return "not checked"
-    return "unreliable" if entry.unreliable else "ok"
+    return verdict_word(entry.unreliable)
 
 
 # ----------------------------------------------------------------------------- flat table
