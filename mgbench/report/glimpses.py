@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,9 @@ from mgbench.data import DataSpec, class_list, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.models import forward_steps, load_model
 from mgbench.runner import _check_dataset, resolve_device, to_unit
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 try:
     import tomllib
@@ -123,8 +126,31 @@ def observe(model: nn.Module, condition: Condition, x: torch.Tensor, y: torch.Te
     return GlimpseBatch(seen.cpu().clamp(0, 1), y.cpu(), outputs.logits.argmax(-1).cpu(), boxes, attention, len(maps))
 
 
+# Where step t's number sits on its box, cycling through the corners (x, y as fractions of the box,
+# and the text alignment), so the numbers of boxes that nearly coincide (late glimpses) never overlap.
+_CORNERS = ((0.0, 0.0, "left", "top"), (1.0, 0.0, "right", "top"), (1.0, 1.0, "right", "bottom"),
+            (0.0, 1.0, "left", "bottom"))
+
+
+def condition_title(condition: Condition) -> str:
+    """A condition as a figure title names it: ``pgd linf 4/255, 20 steps``, ``fog s3``, ``clean``."""
+    from mgbench.report.tables import condition_label
+
+    key = condition.key
+    extras = [f"{key[k]} {k}" for k in ("steps", "restarts") if isinstance(key.get(k), int) and key[k] > 1]
+    return ", ".join([condition_label(key), *extras])
+
+
 def draw(batch: GlimpseBatch, class_names: list[str], out: Path, title: str) -> Path:
     """Write the grid figure to ``out`` (PNG, PDF or SVG)."""
+    fig = figure(batch, class_names, title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130, bbox_inches="tight", metadata={"Software": None} if out.suffix == ".png" else None)
+    return out
+
+
+def figure(batch: GlimpseBatch, class_names: list[str], title: str) -> "Figure":
+    """The grid figure: every image with its glimpse boxes (or attention) and predictions."""
     # The object-oriented API: no pyplot state, no change of the caller's backend.
     from matplotlib import colormaps
     from matplotlib.figure import Figure
@@ -159,7 +185,9 @@ def draw(batch: GlimpseBatch, class_names: list[str], out: Path, title: str) -> 
                 left, top = x0 * (width - 1), y0 * (height - 1)
                 ax.add_patch(Rectangle((left, top), (x1 - x0) * (width - 1), (y1 - y0) * (height - 1),
                                        fill=False, edgecolor=colours[step], linewidth=1.6))
-                ax.text(left + 0.5, top + 0.5, str(step + 1), color="black", fontsize=7, va="top", ha="left",
+                fx, fy, ha, va = _CORNERS[step % len(_CORNERS)]
+                ax.text(left + fx * (x1 - x0) * (width - 1), top + fy * (y1 - y0) * (height - 1), str(step + 1),
+                        color="black", fontsize=7, va=va, ha=ha,
                         bbox={"facecolor": colours[step], "edgecolor": "none", "pad": 0.6})
         truth = int(batch.labels[index])
         ax.set_title(f"true {class_names[truth]}", fontsize=8)
@@ -174,9 +202,7 @@ def draw(batch: GlimpseBatch, class_names: list[str], out: Path, title: str) -> 
         label += f"; overlay: attention, mean of {batch.levels} level maps each scaled to max 1"
     fig.suptitle(f"{title}\n{label}", fontsize=9)
     fig.tight_layout(h_pad=1.2 * lines)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130, bbox_inches="tight")
-    return out
+    return fig
 
 
 def glimpse_picture(model_name: str, data: DataSpec, out: Path, *, n: int = 16, condition: str | None = None,
@@ -200,5 +226,4 @@ def glimpse_picture(model_name: str, data: DataSpec, out: Path, *, n: int = 16, 
     model = loaded.module.to(dev)
     batch = observe(model, chosen, to_unit(images, dev), labels.to(dev), ids)
     names = [str(i) for i in range(10)] if data.name == "digits" else class_list(data.class_list)
-    seen = ", ".join(f"{k}={v}" for k, v in chosen.key.items())
-    return draw(batch, names, out, f"{loaded.name} on {data.label} ({seen})")
+    return draw(batch, names, out, f"{loaded.name} on {data.label} ({condition_title(chosen)})")
