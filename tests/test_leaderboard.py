@@ -94,11 +94,14 @@ def test_largest_n_wins_then_newest(tmp_path: Path) -> None:
 def test_files_tables_json_and_csv(board: Path) -> None:
     for name in ("index.md", "index.html", "leaderboard.csv", "plots/accuracy_vs_gmacs_digits.png",
                  "plots/accuracy_vs_gmacs_digits.svg", "plots/robust_vs_eps_digits.png",
-                 "plots/corruptions_alpha.digits_digits.png", "glimpses/mgnet-demo.png"):
+                 "plots/corruptions_digits.png", "glimpses/mgnet-demo.png"):
         assert (board / name).is_file(), name
     md = (board / "index.md").read_text()
-    assert "| alpha.digits | alpha | 1.00 | 0.0640 | 95.0 [93.0, 97.0] | 1000 | 70.0 | 30.0 |" in md
-    assert "| beta.digits |" in md and "unreliable" in md and "accuracy after each glimpse" in md
+    # headline: clean, corruptions, mCE, robust, attack, n, verdict, GMACs, params (M)
+    assert "| alpha.digits | 95.0 | 70.0 | 30.0 | 15.0 | AutoAttack 4/255 | 1000 | reliable | 0.0640 | 1.00 |" in md
+    assert "| beta.digits | 80.0 | 60.0 | 40.0 | 35.0 | AutoAttack 4/255 | 1000 | unreliable |" in md
+    assert "| pgd | 4/255 | 1000 | 20.0 | 40.0 | 5.0 |" in md  # attack x eps rows, a column per model
+    assert "accuracy after each glimpse" in md and "| beta.digits | unreliable | square beat white-box |" in md
     assert "mCE normalised by alpha.digits on the same data" in md
     record = json.loads((board / "json" / "digits" / "gamma.digits.json").read_text())
     assert record["clean_acc"] == "90.00" and record["corruptions_acc"] == "50.00"
@@ -108,7 +111,8 @@ def test_files_tables_json_and_csv(board: Path) -> None:
     csv = pd.read_csv(board / "leaderboard.csv")
     assert csv.set_index("model").loc["beta.digits", "clean_top1"] == 0.80
     html = (board / "index.html").read_text()
-    assert "<svg" in html and "data:image/png;base64," in html and "http" not in html.split("<svg")[0]
+    assert "<svg" in html and 'src="glimpses/mgnet-demo.png"' in html and "http" not in html.split("<svg")[0]
+    assert "<figcaption>digits: robust top-1 against the budget eps" in html and ">ok<" not in html
 
 
 def test_built_from_a_real_corruption_run(tmp_path: Path) -> None:
@@ -171,7 +175,7 @@ def test_page_sorts_in_a_headless_browser(board: Path, tmp_path: Path) -> None:
     options.binary_location = browser
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000"):
+                 "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
@@ -181,10 +185,19 @@ def test_page_sorts_in_a_headless_browser(board: Path, tmp_path: Path) -> None:
         assert [row.find_elements(By.TAG_NAME, "td")[0].text for row in rows] == sorted(MODELS)
 
         def clean_column() -> list[float]:
-            return [float(row.find_elements(By.TAG_NAME, "td")[4].text.split()[0])
+            return [float(row.find_elements(By.TAG_NAME, "td")[1].text.split()[0])
                     for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
 
-        header = table.find_element(By.XPATH, ".//th[text()='clean top-1']")
+        # At 1280 px the headline table shows whole: nothing scrolls or is cut off horizontally.
+        width = driver.execute_script("return document.documentElement.clientWidth")
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= width
+        assert table.rect["x"] >= 0 and table.rect["x"] + table.rect["width"] <= width
+        wrapper = table.find_element(By.XPATH, "..")
+        assert driver.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth", wrapper)
+        for cell in table.find_elements(By.TAG_NAME, "td"):
+            assert driver.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth", cell)
+
+        header = table.find_element(By.XPATH, ".//th[text()='clean']")
         header.click()
         assert clean_column() == [80.0, 90.0, 95.0]
         header.click()

@@ -9,7 +9,6 @@ leaves the previous leaderboard untouched.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import re
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from mgbench.errors import InputError
 from mgbench.report import plots
@@ -51,15 +51,19 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 """
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 2em; font-size: 0.9em; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 75em; color: #222; }
+div.wide { overflow-x: auto; }
+table { border-collapse: collapse; margin: 0.5em 0 2em; font-size: 0.85em; }
+table.headline td:first-child { white-space: nowrap; }
+td[title] { text-decoration: underline dotted #999; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
 td:first-child, th:first-child { text-align: left; }
 th { background: #f0f0f0; cursor: pointer; user-select: none; }
 th[aria-sort=ascending]::after { content: " \\25B2"; }
 th[aria-sort=descending]::after { content: " \\25BC"; }
 .note { color: #555; max-width: 60em; font-size: 0.85em; }
-figure { margin: 1em 0; } svg { max-width: 100%; height: auto; }
+figure { margin: 1em 0 2em; } svg, figure img { max-width: 100%; height: auto; }
+figcaption { color: #555; font-size: 0.85em; max-width: 60em; }
 """
 
 
@@ -111,16 +115,15 @@ def _write_all(entries: list[Entry], out: Path, glimpse_dir: Path | None, origin
         mine = [e for e in entries if e.dataset == dataset]
         md.append(f"## {dataset}\n")
         page.append(f"<h2>{html.escape(dataset)}</h2>")
+        figures = _figures(dataset, mine)
         for table in dataset_tables(dataset, mine):
             md.append(markdown(table))
             page.append(html_table(table, f"table{table_index}"))
             table_index += 1
-        for name, figure in _figures(dataset, mine):
-            if figure is None:
-                continue
-            png, svg = plots.save(figure, out / "plots" / name)
-            md.append(f"![{name}](plots/{png.name})\n")
-            page.append(f"<figure>{_strip_xml_header(svg)}<figcaption>{html.escape(name)}</figcaption></figure>")
+            for name, caption, figure in figures.pop(table.anchor, []):
+                png, svg = plots.save(figure, out / "plots" / name)
+                md.append(f"![{caption.split('. ')[0]}](plots/{png.name})\n\n*{caption}*\n")
+                page.append(f"<figure>{_strip_xml_header(svg)}<figcaption>{html.escape(caption)}</figcaption></figure>")
         columns = attack_columns(mine)
         for entry in mine:
             target = out / "json" / _slug(dataset) / f"{_slug(entry.model)}.json"
@@ -134,10 +137,11 @@ def _write_all(entries: list[Entry], out: Path, glimpse_dir: Path | None, origin
             target = out / "glimpses" / picture.name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(picture, target)
-            md.append(f"![{picture.stem}](glimpses/{picture.name})\n")
-            data = base64.b64encode(picture.read_bytes()).decode()
-            page.append(f'<figure><img alt="{html.escape(picture.stem)}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(picture.stem)}</figcaption></figure>")
+            caption = f"Where {picture.stem} looks (`mgbench glimpses`; the caption in the picture says how)"
+            md.append(f"![where {picture.stem} looks](glimpses/{picture.name})\n\n*{caption}*\n")
+            # Linked, not inlined: photographs dwarf the rest of the page (the folder travels whole).
+            page.append(f'<figure><img alt="{html.escape(caption)}" src="glimpses/{html.escape(picture.name)}" '
+                        f'loading="lazy"><figcaption>{html.escape(caption)}</figcaption></figure>')
     (out / "index.md").write_text("\n".join(md))
     summary_frame(entries).to_csv(out / "leaderboard.csv", index=False)
     (out / "index.html").write_text(
@@ -149,12 +153,25 @@ def _write_all(entries: list[Entry], out: Path, glimpse_dir: Path | None, origin
     )
 
 
-def _figures(dataset: str, entries: list[Entry]):
+def _figures(dataset: str, entries: list[Entry]) -> dict[str, list[tuple[str, str, Figure]]]:
+    """The plots of one dataset as (file stem, caption, figure), keyed by the table they follow."""
     slug = _slug(dataset)
-    yield f"accuracy_vs_gmacs_{slug}", plots.accuracy_vs_compute(entries, dataset)
-    yield f"robust_vs_eps_{slug}", plots.robust_vs_eps(entries, dataset)
-    for entry in entries:
-        yield f"corruptions_{_slug(entry.model)}_{slug}", plots.corruption_heatmap(entry)
+    unreliable = "(unreliable): the model failed a gradient-masking check, its robust numbers are upper bounds."
+    candidates = [
+        ("headline", f"accuracy_vs_gmacs_{slug}", plots.accuracy_vs_compute(entries, dataset),
+         f"{dataset}: top-1 accuracy against compute (GMACs per image). Anytime models are curves through their "
+         f"glimpses (numbered); circles: clean, squares: mean over the corruptions. {unreliable}"),
+        ("attacks", f"robust_vs_eps_{slug}", plots.robust_vs_eps(entries, dataset),
+         f"{dataset}: robust top-1 against the budget eps, one panel per attack (honest protocol, every panel on "
+         f"the same logarithmic eps axis). Dotted {unreliable}"),
+        ("corruptions", f"corruptions_{slug}", plots.corruption_heatmaps(entries),
+         f"{dataset}: top-1 % per corruption (rows) and severity (columns), one panel per model."),
+    ]
+    figures: dict[str, list[tuple[str, str, Figure]]] = {}
+    for anchor, name, figure, caption in candidates:
+        if figure is not None:
+            figures.setdefault(anchor, []).append((name, caption, figure))
+    return figures
 
 
 def _strip_xml_header(svg: str) -> str:

@@ -40,7 +40,8 @@ _THREAT_ORDER = {"clean": 0, "corruption": 1, "linf": 2, "l2": 3}
 _ATTACK_ORDER = {"fgsm": 0, "pgd": 1, "autoattack": 2, "worst-case": 8}
 
 
-def _attack_rank(attack: Any) -> int:
+def attack_rank(attack: Any) -> int:
+    """Where an attack goes in tables and plots: FGSM, PGD, AutoAttack, others, the worst case last."""
     name = str(attack) if _present(attack) else ""
     return _ATTACK_ORDER.get(name, _ATTACK_ORDER["autoattack"] if name.startswith("autoattack") else 5)
 
@@ -89,7 +90,7 @@ def accuracy_table(frame: pd.DataFrame, title: str = "accuracy") -> Table:
     ordered, rows = [], []
     for _, cell in cells.groupby("cell_key", sort=False):
         first = cell.iloc[0]
-        order = (str(first["model"]), _THREAT_ORDER.get(first["threat"], 9), _attack_rank(first.get("attack")),
+        order = (str(first["model"]), _THREAT_ORDER.get(first["threat"], 9), attack_rank(first.get("attack")),
                  str(first.get("attack") or ""), str(first.get("protocol") or "honest") != "honest",
                  str(first.get("protocol") or ""), str(first.get("variant") or "default") != "default",
                  str(first.get("variant") or ""),
