@@ -106,10 +106,13 @@ def test_files_tables_json_and_csv(board: Path) -> None:
     record = json.loads((board / "json" / "digits" / "gamma.digits.json").read_text())
     assert record["clean_acc"] == "90.00" and record["corruptions_acc"] == "50.00"
     assert record["autoattack_acc"] == "1.00" and record["eps"] == "4/255" and record["unreliable"] is False
+    assert record["mgbench"]["verdict"] == "reliable"
     assert {"name", "architecture", "dataset", "eps", "clean_acc", "autoattack_acc", "corruptions_acc",
             "corruptions_mce", "unreliable", "footnote"} <= set(record)
     csv = pd.read_csv(board / "leaderboard.csv")
     assert csv.set_index("model").loc["beta.digits", "clean_top1"] == 0.80
+    assert csv.set_index("model")["verdict"].to_dict() == {"alpha.digits": "reliable", "beta.digits": "unreliable",
+                                                          "gamma.digits": "reliable"}
     html = (board / "index.html").read_text()
     assert "<svg" in html and 'src="glimpses/mgnet-demo.png"' in html and "http" not in html.split("<svg")[0]
     assert "<figcaption>digits: robust top-1 against the budget eps" in html and ">ok<" not in html

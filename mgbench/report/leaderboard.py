@@ -239,7 +239,7 @@ def summary_frame(entries: list[Entry]) -> pd.DataFrame:
             "corruption_mean_top1": e.corruption_mean.value if e.corruption_mean else None,
             "corruption_mean_top1_per_step": " / ".join(f"{v:.4f}" for v in e.corruption_steps),
             "mce": e.mce, "relative_mce": e.relative_mce, "mce_normaliser": e.mce_normaliser,
-            "unreliable": e.unreliable, "reasons": "; ".join(e.reasons),
+            "verdict": verdict_text(e), "unreliable": e.unreliable, "reasons": "; ".join(e.reasons),
         }
         for column in columns:
             acc = e.robust.get(column)
@@ -288,6 +288,7 @@ def robustbench_json(entry: Entry, columns: list[AttackColumn]) -> dict[str, Any
             "clean_acc_per_step": entry.clean_steps,
             "corruptions_acc_per_step": entry.corruption_steps,
             "relative_mce": entry.relative_mce,
+            "verdict": verdict_text(entry),
             "robust_acc": {c.label(): entry.robust[c].value for c in columns if c in entry.robust},
             "verdict_reasons": entry.reasons,
         },
