@@ -1,7 +1,8 @@
 """``mgbench leaderboard``: every leaderboard file derived from the store, written atomically.
 
-Outputs in the ``out`` folder: ``index.md`` (GitHub tables), ``index.html`` (one self-contained
-page: sortable tables, plots inlined, no network), ``leaderboard.csv``, ``json/<dataset>/<model>.json``
+Outputs in the ``out`` folder: ``index.md`` (GitHub tables), ``index.html`` (one page: the
+headline table, then details per threat, sortable; plots inlined as SVG, glimpse pictures linked
+from ``glimpses/``; no network), ``leaderboard.csv``, ``json/<dataset>/<model>.json``
 (RobustBench format), ``plots/*.png|svg`` and the glimpse pictures found under
 ``results/glimpses``. The folder is built beside ``out`` and swapped in at the end, so a failure
 leaves the previous leaderboard untouched.
