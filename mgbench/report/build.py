@@ -57,6 +57,7 @@ div.wide { overflow-x: auto; }
 table { border-collapse: collapse; margin: 0.5em 0 2em; font-size: 0.85em; }
 table.headline td:first-child { white-space: nowrap; }
 td[title] { text-decoration: underline dotted #999; }
+td.bad { color: #b00020; font-weight: 600; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
 td:first-child, th:first-child { text-align: left; }
 th { background: #f0f0f0; cursor: pointer; user-select: none; }

@@ -15,6 +15,7 @@ class Cell:
     text: str
     sort: float | str | None = None  # the value sorted on in the HTML page (default: the text)
     hint: str = ""  # shown on hover in the HTML page (e.g. the 95% interval)
+    tone: str = ""  # a CSS class in the HTML page: "bad" for an unreliable verdict
 
 
 @dataclass
@@ -38,6 +39,10 @@ def _num(value: float | None, fmt: str) -> Cell:
     return Cell("-", None) if value is None else Cell(format(value, fmt), value)
 
 
+def _verdict_cell(entry: Entry) -> Cell:
+    return Cell(verdict_text(entry), tone="bad" if entry.unreliable else "")
+
+
 def _attack_name(column: AttackColumn) -> str:
     return "AutoAttack" if column.attack == "autoattack-standard" else column.attack
 
@@ -55,7 +60,7 @@ def headline_table(dataset: str, entries: list[Entry], columns: list[AttackColum
             _acc_cell(e.corruption_mean),
             _num(None if e.mce is None else 100 * e.mce, ".1f"),
             *robust,
-            Cell(verdict_text(e)),
+            _verdict_cell(e),
             _num(e.gmacs, ".4f"),
             _num(None if e.params is None else e.params / 1e6, ".2f"),
         ])
@@ -121,7 +126,7 @@ def verdict_table(dataset: str, entries: list[Entry]) -> Table | None:
         "The automatic checks of docs/attacks.md; one failed check makes the robust accuracies unreliable "
         "(an upper bound at best).",
         ["model", "verdict", "reasons"],
-        [[Cell(e.model), Cell(verdict_text(e)), Cell("; ".join(e.reasons) or "all checks passed")] for e in checked],
+        [[Cell(e.model), _verdict_cell(e), Cell("; ".join(e.reasons) or "all checks passed")] for e in checked],
     )
 
 
@@ -186,7 +191,8 @@ def html_table(table: Table, table_id: str) -> str:
             sort = cell.text if cell.sort is None else cell.sort
             kind = "num" if isinstance(sort, (int, float)) else "text"
             hint = f' title="{html.escape(cell.hint)}"' if cell.hint else ""
-            cells.append(f'<td data-sort="{html.escape(str(sort))}" data-kind="{kind}"{hint}>'
+            tone = f' class="{cell.tone}"' if cell.tone else ""
+            cells.append(f'<td data-sort="{html.escape(str(sort))}" data-kind="{kind}"{hint}{tone}>'
                          f"{html.escape(cell.text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<h3>{html.escape(table.title)}</h3><p class="note">{html.escape(table.note)}</p>'

@@ -55,17 +55,21 @@ def subset_label(value: Any) -> str:
 _MIN_WIDTH = {"condition": 18, "reasons": 24}
 
 
-def _table(title: str, columns: list[tuple[str, str]], rows: list[list[str]] | None = None) -> Table:
+def _table(title: str, columns: list[tuple[str, str]], rows: list[list[str] | None] | None = None) -> Table:
     """A table that stays readable at 80 columns: cells fold rather than end in an ellipsis, model
-    names stay whole, and (when ``rows`` are given) columns empty in every row are left out."""
-    keep = [i for i in range(len(columns)) if rows is None or any(row[i] for row in rows)]
+    names stay whole, and (when ``rows`` are given) columns empty in every row are left out. A
+    ``None`` row starts a new section (a rule between threats)."""
+    keep = [i for i in range(len(columns)) if rows is None or any(row[i] for row in rows if row is not None)]
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
     for i in keep:
         column, justify = columns[i]
         table.add_column(column, justify=justify, overflow="fold", no_wrap=column == "model",  # type: ignore[arg-type]
                          min_width=_MIN_WIDTH.get(column))
     for row in rows or []:
-        table.add_row(*[row[i] for i in keep])
+        if row is None:
+            table.add_section()
+        else:
+            table.add_row(*[row[i] for i in keep])
     return table
 
 
@@ -87,7 +91,8 @@ def accuracy_table(frame: pd.DataFrame, title: str = "accuracy") -> Table:
     columns += [("dataset", "left")] if dataset is None else []
     columns += [("condition", "left"), ("top-1 %", "right"), ("95% CI", "right"), ("top-5", "right"),
                 ("per step", "right"), ("n", "right"), ("subset", "left")]
-    ordered, rows = [], []
+    ordered: list[tuple[tuple[Any, ...], pd.DataFrame]] = []
+    rows: list[list[str] | None] = []
     for _, cell in cells.groupby("cell_key", sort=False):
         first = cell.iloc[0]
         order = (str(first["model"]), _THREAT_ORDER.get(first["threat"], 9), attack_rank(first.get("attack")),
@@ -96,12 +101,16 @@ def accuracy_table(frame: pd.DataFrame, title: str = "accuracy") -> Table:
                  str(first.get("variant") or ""),
                  float(first["eps"]) if _present(first.get("eps")) else 0.0)
         ordered.append((order, cell))
-    for _, cell in sorted(ordered, key=lambda item: item[0]):
+    group = None
+    for order, cell in sorted(ordered, key=lambda item: item[0]):
         first = cell.iloc[0]
         final = _final_rows(cell)
         top1 = final.get("top1")
         if top1 is None:
             continue
+        if group is not None and order[:2] != group:
+            rows.append(None)  # a rule between models and between threats
+        group = order[:2]
         top5 = final.get("top5")
         steps = cell[(cell["metric"] == "top1") & cell["step"].notna()].sort_values("step")["value"]
         row = [first["model"]] if model is None else []
