@@ -82,3 +82,15 @@ def test_cli_log_lines_and_quiet(run_cli, store_path: Path, monkeypatch: pytest.
     assert "suite clean: cell 0/1" in err and "resnet-tiny: clean | batches 2/2" in err and "done in" in err
     code, _, err = run_cli(*args, "--force", "--quiet")
     assert code == 0 and err == ""
+
+
+def test_building_the_digits_reports_each_split() -> None:
+    from mgbench.data.digits import DigitsSpec, build_digits
+
+    spec = DigitsSpec(test_digits_per_class=1, train_canvases_per_digit=0, test_canvases_per_digit=1)
+    stream = io.StringIO()
+    with progress.reporting(progress.LogReporter(stream, interval=0)):
+        arrays = build_digits(spec)
+    assert len(arrays["test_labels"]) == 10
+    assert "building the digits (test split, cached after) 10/10" in stream.getvalue()
+    assert "building the digits (train split" in stream.getvalue()
