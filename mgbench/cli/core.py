@@ -152,7 +152,9 @@ def _frame(store: str | None, **filters: tuple[str, ...]) -> "pd.DataFrame":
 @_filters
 @click.option("--raw", is_flag=True, help="One line per stored row instead of the summary.")
 def results_show(store: str | None, raw: bool, **filters: tuple[str, ...]) -> None:
-    """Print the stored results as a table."""
+    """Print the stored results: per model a table of its clean and attack cells and a grid of its
+    corruption cells, then the corruption summary, compute and verdict tables. Every line shows
+    its n and image subset (the start of the subset hash); the options narrow what is shown."""
     from mgbench.report.tables import rows_table
 
     frame = _frame(store, **filters)
