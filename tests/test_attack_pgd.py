@@ -9,7 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
-from attack_support import Quantised, ToyAnytime, digits, one_thread, trained_cnn, write_factory  # noqa: F401
+from attack_support import (  # noqa: F401
+    AGREE_PIXEL_SHARE,
+    Quantised,
+    ToyAnytime,
+    assert_attacks_agree,
+    attack_disagreement,
+    digits,
+    one_thread,
+    trained_cnn,
+    write_factory,
+)
 from pyautoattack.autopgd_base import APGDAttack
 
 from mgbench.attacks import AttackBoundsError, all_steps_ce, check_ball, fgsm, make_spec, parse_eps, pgd
@@ -18,7 +28,8 @@ from mgbench.conditions import expand
 from mgbench.errors import InputError
 from mgbench.models import forward_steps, load_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# kernels: compares floats across implementations; .ci/run repeats it on a second CPU kernel path.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kernels]
 N = 200
 
 
@@ -77,7 +88,7 @@ def test_fgsm_matches_torchattacks(data: tuple[torch.Tensor, torch.Tensor]) -> N
     eps = 4 / 255
     theirs = torchattacks.FGSM(model, eps=eps)(x, y)
     ours_last = fgsm(model, x, y, norm="linf", eps=eps, keep="last")
-    assert (ours_last - theirs).abs().max().item() <= 1e-6
+    assert_attacks_agree(model, ours_last, theirs, y)
     assert accuracy(model, fgsm(model, x, y, norm="linf", eps=eps), y) <= accuracy(model, theirs, y)
     assert accuracy(model, theirs, y) < accuracy(model, x, y) - 0.1  # the model is really attacked
 
@@ -88,7 +99,30 @@ def test_pgd_without_random_start_matches_torchattacks_step_by_step(data: tuple[
     eps, alpha = 4 / 255, 1 / 255
     theirs = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=10, random_start=False)(x, y)
     ours = pgd(model, x, y, norm="linf", eps=eps, steps=10, step_size=alpha, random_start=False, keep="last")
-    assert (ours - theirs).abs().max().item() <= 1e-6
+    assert_attacks_agree(model, ours, theirs, y)
+    assert abs(accuracy(model, ours, y) - accuracy(model, theirs, y)) <= 1 / N
+
+
+@pytest.mark.parametrize("broken", ["no-clip", "half-step", "random-start", "one-step-less"])
+def test_the_comparison_with_torchattacks_catches_a_different_pgd(broken: str, monkeypatch: pytest.MonkeyPatch,
+                                                                  data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The tolerance for sign ties cannot hide a real difference: each of these bugs fails it."""
+    x, y = data
+    model = trained_cnn()
+    eps, alpha, steps = 4 / 255, 1 / 255, 10
+    theirs = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)(x, y)
+    if broken == "no-clip":
+        project = gradient_module._project
+        monkeypatch.setattr(gradient_module, "_project",
+                            lambda adv, x0, eps, norm, clip: project(adv, x0, eps, norm, False))
+    torch.manual_seed(0)
+    ours = pgd(model, x, y, norm="linf", eps=eps, random_start=broken == "random-start", keep="last",
+               steps=steps - 1 if broken == "one-step-less" else steps,
+               step_size=alpha / 2 if broken == "half-step" else alpha)
+    with pytest.raises(AssertionError, match="not the same attack"):
+        assert_attacks_agree(model, ours, theirs, y)
+    pixels, _ = attack_disagreement(model, ours, theirs, y)
+    assert pixels > 10 * AGREE_PIXEL_SHARE  # far beyond the sign-tie allowance
 
 
 @pytest.mark.parametrize("norm, eps, attack", [

@@ -34,7 +34,9 @@ def test_run_resume_force_show_export(run_cli, store_path: Path, tmp_path: Path)
         frame = store.frame()
     top1 = frame[(frame.threat == "clean") & (frame.metric == "top1")]
     assert len(top1) == 1 and int(top1.n.iloc[0]) == 120
-    assert top1.value.iloc[0] == pytest.approx(_independent_top1("resnet-tiny", 120), abs=1e-12)
+    # Another batch size can change a logit's last bit (another kernel blocking) and so flip a
+    # near-tied prediction: agree within one example.
+    assert top1.value.iloc[0] == pytest.approx(_independent_top1("resnet-tiny", 120), abs=1 / 120 + 1e-12)
     assert top1.ci_low.iloc[0] < top1.value.iloc[0] < top1.ci_high.iloc[0]
     assert set(frame.metric) >= {"top1", "top5", "images_per_s", "params", "gmacs"}
     assert (frame.git_sha.str.len() > 0).all() and frame.device.str.startswith("cpu").all()
