@@ -10,16 +10,19 @@ data, models) before the store is opened, so bad input writes nothing.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
 
+import pandas as pd
 import torch
 import torch.nn as nn
 
 from mgbench import distributed, flops
-from mgbench.conditions import Condition, SummaryContext, summariser
+from mgbench.cellkey import CellKey, canonical_json, compute_key, condition_key, run_options, summary_key
+from mgbench.conditions import Condition, SummaryContext, summariser, summary_version
 from mgbench.data import DataSpec, OpenedData, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.metrics import AccuracyCounter
@@ -70,8 +73,8 @@ class RunOptions:
         return model
 
     def key(self) -> dict[str, Any]:
-        """What of these options changes the numbers (part of a cell's key when not default)."""
-        return {"precision": self.precision} if self.precision != "fp32" else {}
+        """What of these options changes the numbers (part of every cell's key)."""
+        return run_options(self.precision, self.seed)
 
 
 @dataclass
@@ -292,23 +295,21 @@ class _SuiteRun:
             item.module.cpu()
         return [outcome for outcomes in per_model for outcome in outcomes]
 
-    def _done(self, key: str) -> bool:
+    def _done(self, key: CellKey) -> bool:
         """Whether the cell is stored already (rank 0 decides for everyone)."""
-        stored = self.results.has_cell(key) if self.results is not None else None
+        stored = self.results.has_cell(key.hash) if self.results is not None else None
         return bool(distributed.broadcast(stored)) and not self.options.force
 
-    def _write(
-        self, item: LoadedModel, key: str, data_key: dict[str, Any], condition_key: dict[str, Any],
-        rows: list[MetricRow], started: str, runtime: float, replace: bool,
-    ) -> None:
+    def _write(self, item: LoadedModel, key: CellKey, rows: list[MetricRow], started: str, runtime: float,
+               replace: bool) -> None:
         if self.results is None:
             return
         config = {
             "suite": self.suite.name,
             "suite_file": str(self.suite.source),
-            "model": item.identity(),
-            "data": data_key,
-            "condition": condition_key,
+            "model": key.model,
+            "data": key.data,
+            "condition": key.condition,
             "seed": self.options.seed,
             "batch_size": self.options.batch_size,
             "precision": self.options.precision,
@@ -316,31 +317,21 @@ class _SuiteRun:
             "compile": self.options.compile,
             "world_size": distributed.world_size(),
         }
-        record = CellRecord(
-            cell_key=key,
-            suite=self.suite.name,
-            identity={**item.identity(), "params": item.params},
-            data={k: data_key.get(k) for k in ("dataset", "split", "preprocessing", "subset")},
-            condition=condition_key,
-            config=config,
-            provenance=_provenance(config, self.options.seed, self.device, started, runtime),
-            rows=rows,
-        )
+        record = CellRecord(key, self.suite.name, item.params, config,
+                            _provenance(config, self.options.seed, self.device, started, runtime), rows)
+        # Another writer that finished the same cell meanwhile wins: its rows are as good as ours.
         self.results.write_cell(record, replace=replace)
 
     def _compute_cell(self, item: LoadedModel) -> CellOutcome:
-        condition_key = {"threat": "compute"}
-        data_key = {"dataset": self.data.label, "input_size": self.data.input_size}
-        key = stable_hash({"model": item.identity(), "data": data_key, "condition": condition_key})
+        key = compute_key(item.identity(), {"dataset": self.data.label, "input_size": self.data.input_size})
         if self._done(key):
-            return CellOutcome(key, item.name, condition_key, computed=False)
+            return CellOutcome(key.hash, item.name, key.condition, computed=False)
         rows: list[MetricRow] = []
         started, clock = now_iso(), time.perf_counter()
         if distributed.is_main():
             rows = flops.profile(item.module, self.data.input_size).rows()
-        self._write(item, key, data_key, condition_key, rows, started, time.perf_counter() - clock,
-                    replace=self.options.force)
-        return CellOutcome(key, item.name, condition_key, True, rows)
+        self._write(item, key, rows, started, time.perf_counter() - clock, replace=self.options.force)
+        return CellOutcome(key.hash, item.name, key.condition, True, rows)
 
     def _condition_cells(
         self, loaded: list[LoadedModel], modules: list[nn.Module], condition: Condition, opened: OpenedData
@@ -349,10 +340,9 @@ class _SuiteRun:
         data_key = opened.key(self.data)
         out, pending = [], []
         for index, item in enumerate(loaded):
-            key = stable_hash({"model": item.identity(), "data": data_key, "condition": condition.key,
-                               "seed": self.options.seed, **self.options.key()})
+            key = condition_key(condition, item.identity(), data_key, self.options.key())
             if self._done(key):
-                out.append((index, CellOutcome(key, item.name, condition.key, computed=False)))
+                out.append((index, CellOutcome(key.hash, item.name, key.condition, computed=False)))
             else:
                 pending.append((index, key))
         groups = [pending] if getattr(condition, "model_free", False) else [[p] for p in pending]
@@ -364,28 +354,34 @@ class _SuiteRun:
             runtime = (time.perf_counter() - clock) / len(group)
             for (index, key), rows in zip(group, results):
                 item = loaded[index]
-                self._write(item, key, data_key, condition.key, rows, started, runtime, replace=self.options.force)
-                out.append((index, CellOutcome(key, item.name, condition.key, True, rows)))
+                self._write(item, key, rows, started, runtime, replace=self.options.force)
+                out.append((index, CellOutcome(key.hash, item.name, key.condition, True, rows)))
         return out
 
     def _summaries(self, item: LoadedModel, cells: list[CellOutcome]) -> list[CellOutcome]:
-        """Derived cells, recomputed every run from the stored rows of ``cells`` (on rank 0; the
-        other ranks wait)."""
+        """Derived cells, recomputed every run (on rank 0; the other ranks wait) from every stored
+        cell of this model on this data under these run options, whichever suite or command
+        wrote it, plus this run's own cells (a folder-backed corruption reads other data)."""
         out: list[CellOutcome] = []
         if self.results is not None:
-            frame = self.results.frame(cell_key=[c.cell_key for c in cells])
             data_key = self.opened.key(self.data)
+            stored = self.results.frame(model_json=canonical_json(item.identity()), data_json=canonical_json(data_key),
+                                        options_json=canonical_json(self.options.key()))
+            mine = self.results.frame(cell_key=[c.cell_key for c in cells])
+            frame = pd.concat([stored, mine[~mine["cell_key"].isin(stored["cell_key"])]], ignore_index=True)
+            frame = frame[frame["condition_json"].map(lambda c: json.loads(c)["type"] != "summary")]
             for kind in sorted(self.suite.types()):
                 summarise = summariser(kind)
                 if summarise is None:
                     continue
                 context = SummaryContext(frame, self.suite.tables(kind, self.overrides), item, self.data,
-                                         self.opened, self.results, self.device, self.options.batch_size)
+                                         self.opened, self.results, self.device, self.options.batch_size,
+                                         self.options.key())
                 for summary in summarise(context):
-                    key = stable_hash({"model": item.identity(), "data": data_key, "summary": summary.key,
-                                       "seed": self.options.seed})
-                    self._write(item, key, data_key, summary.key, summary.rows, now_iso(), 0.0, replace=True)
-                    out.append(CellOutcome(key, item.name, summary.key, True, summary.rows))
+                    key = summary_key(kind, summary_version(kind), summary.key, item.identity(), data_key,
+                                      self.options.key())
+                    self._write(item, key, summary.rows, now_iso(), 0.0, replace=True)
+                    out.append(CellOutcome(key.hash, item.name, key.condition, True, summary.rows))
         distributed.barrier()
         return out
 
