@@ -360,16 +360,13 @@ class _SuiteRun:
 
     def _summaries(self, item: LoadedModel, cells: list[CellOutcome]) -> list[CellOutcome]:
         """Derived cells, recomputed every run (on rank 0; the other ranks wait) from every stored
-        cell of this model on this data under these run options, whichever suite or command
-        wrote it, plus this run's own cells (a folder-backed corruption reads other data)."""
+        cell of this model under these run options on this run's images, whichever suite or
+        command wrote it (see :func:`summary_frame`), plus this run's own cells."""
         out: list[CellOutcome] = []
         if self.results is not None:
             data_key = self.opened.key(self.data)
-            stored = self.results.frame(model_json=canonical_json(item.identity()), data_json=canonical_json(data_key),
-                                        options_json=canonical_json(self.options.key()))
-            mine = self.results.frame(cell_key=[c.cell_key for c in cells])
-            frame = pd.concat([stored, mine[~mine["cell_key"].isin(stored["cell_key"])]], ignore_index=True)
-            frame = frame[frame["condition_json"].map(lambda c: json.loads(c)["type"] != "summary")]
+            frame = summary_frame(self.results, item.identity(), data_key, self.options.key(),
+                                  [c.cell_key for c in cells])
             for kind in sorted(self.suite.types()):
                 summarise = summariser(kind)
                 if summarise is None:
@@ -384,6 +381,25 @@ class _SuiteRun:
                     out.append(CellOutcome(key.hash, item.name, key.condition, True, summary.rows))
         distributed.barrier()
         return out
+
+
+def _nested(data: dict[str, Any], within: dict[str, Any]) -> bool:
+    """Whether ``data``'s images are among ``within``'s: same dataset, split and preprocessing and
+    no more images (the seeded ``--limit`` subsets are nested: the first N of one fixed permutation)."""
+    same = all(data.get(k) == within.get(k) for k in ("dataset", "split", "preprocessing"))
+    return same and (data == within or (data.get("n_images") or 0) <= (within.get("n_images") or 0))
+
+
+def summary_frame(store: Store, model: dict[str, Any], data: dict[str, Any], options: dict[str, Any],
+                  also: list[str]) -> pd.DataFrame:
+    """What a summary sees: the rows of every stored non-summary cell of ``model`` under
+    ``options`` on ``data`` or on a subset of its images (an attack table's own ``limit``),
+    whichever suite or command wrote it, plus the cells ``also`` (a folder-backed corruption
+    reads other data). Summarisers select among them by the canonical condition and data."""
+    stored = store.frame(model_json=canonical_json(model), options_json=canonical_json(options))
+    keep = {text for text in stored["data_json"].unique() if _nested(json.loads(text), data)}
+    frame = stored[stored["data_json"].isin(keep) | stored["cell_key"].isin(also)]
+    return frame[frame["condition_json"].map(lambda c: json.loads(c)["type"] != "summary")].reset_index(drop=True)
 
 
 def _open_cell_data(condition: Condition, data: DataSpec, opened: OpenedData) -> OpenedData:

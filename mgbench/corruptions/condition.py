@@ -274,6 +274,8 @@ def summarise(ctx: SummaryContext, settings: Settings) -> list[Summary]:
     preprocessing. A set that is not a named group (common, extra, all), or that lacks stored
     cells, is labelled partial; mCE needs the normaliser's every cell of the set."""
     rows = ctx.frame[(ctx.frame["threat"] == "corruption") & (ctx.frame["metric"] == "top1")]
+    if settings.backend != "folder":  # a folder's cells read the folder's images, not the run's
+        rows = rows[rows["data_json"] == canonical_json(ctx.opened.key(ctx.data))]
     wanted = {_canonical(settings, c, s) for c in settings.corruptions for s in settings.severities}
     mine = _latest(rows[rows["condition_json"].isin(wanted)], ["corruption", "severity"])
     if mine.empty:
