@@ -200,3 +200,29 @@ def test_a_migrated_cell_is_not_recomputed(tmp_path: Path, store_path: Path) -> 
     conn.close()
     again = _run(suite, store_path)
     assert not any(o.computed for o in again)
+
+
+ATTACK = """
+    [[conditions]]
+    type = "attack"
+    attack = "{attack}"
+    norm = "linf"
+    eps = "4/255"
+    steps = 5
+    checks = false
+"""
+
+
+def test_two_suites_worst_case_includes_both(tmp_path: Path, store_path: Path) -> None:
+    """The worst case at an eps covers every stored honest attack on the model, data and subset,
+    whichever suite wrote it; it can never exceed an attack it covers."""
+    _run(_suite(tmp_path, "fgsm-suite", ATTACK.format(attack="fgsm")), store_path)
+    _run(_suite(tmp_path, "pgd-suite", ATTACK.format(attack="pgd")), store_path)
+    with Store(store_path) as store:
+        frame = store.frame(metric="top1")
+    worst = frame[frame["attack"] == "worst-case"]
+    assert len(worst) == 1  # one summary key for both suites
+    attacks = frame[frame["attack"].isin(["fgsm", "pgd"])].set_index("attack")["value"]
+    detail = json.loads(worst["detail"].item())
+    assert len(detail["attacks"]) == 2 and {a.split()[0] for a in detail["attacks"]} == {"fgsm", "pgd"}
+    assert worst["value"].item() <= attacks.min()

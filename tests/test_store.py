@@ -139,3 +139,49 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(store_path: Path, 
         assert store.counts() == (1000, 1000 * 100)
     assert frame.groupby("cell_key").size().eq(100).all()
     assert not frame.duplicated(["cell_key", "metric"]).any()
+
+
+def _digest(path: Path) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).digest()
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--suite", "clean", "--model", "resnet-tiny.digits", "--limit", "8", "--device", "cpu"],
+    ["results", "show"],
+    ["leaderboard"],
+])
+def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path: Path, run_cli, command: list[str]) -> None:
+    foreign = tmp_path / "notes.sqlite"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    conn.execute("INSERT INTO notes (text) VALUES ('keep me')")
+    conn.commit()
+    conn.close()
+    before = _digest(foreign)
+    out_dir = ["--out", str(tmp_path / "board")] if command[0] == "leaderboard" else []
+    code, _, err = run_cli(*command, "--store", str(foreign), *out_dir)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "another program" in lines[0], err
+    assert _digest(foreign) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.sqlite"]  # no -wal, no -shm, no board
+
+
+def test_a_store_under_a_file_or_in_a_read_only_folder_is_one_line(tmp_path: Path, run_cli) -> None:
+    regular = tmp_path / "file.txt"
+    regular.write_text("x")
+    run = ["run", "--suite", "clean", "--model", "resnet-tiny.digits", "--limit", "8", "--device", "cpu"]
+    code, _, err = run_cli(*run, "--store", str(regular / "sub" / "r.sqlite"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "is a file" in err, err
+    if os.geteuid() == 0:
+        return  # root writes into read-only folders
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        code, _, err = run_cli(*run, "--store", str(locked / "r.sqlite"))
+    finally:
+        locked.chmod(0o755)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "not writable" in err, err

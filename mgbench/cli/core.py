@@ -190,9 +190,10 @@ def results_merge(sources: tuple[str, ...], into: str) -> None:
 
     report = merge([Path(s) for s in sources], Path(into))
     for line in report.conflicts:
-        err_console.print(f"conflict: {line}")
+        err_console.print(f"conflict: {line}", soft_wrap=True, markup=False)
     for line in report.summaries_dropped:
-        err_console.print(f"summary dropped (sources disagree; rerun its suite on {into} to recompute): {line}")
+        err_console.print(f"summary dropped (sources disagree; rerun its suite on {into} to recompute): {line}",
+                          soft_wrap=True, markup=False)
     console.print(f"{report.copied} cell(s) copied, {report.identical} identical duplicate(s) skipped, "
                   f"{len(report.conflicts)} conflict(s), {len(report.summaries_dropped)} summary(ies) dropped "
                   f"-> {into}")
