@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mgbench.cellkey import CellKey
 from mgbench.report.build import build
 from mgbench.report.leaderboard import collect, latest_cells
-from mgbench.cellkey import CellKey
 from mgbench.store import CellRecord, MetricRow, Store
 
 PROVENANCE = {"config_hash": "h", "seed": 0, "versions": {"mgbench": "0", "torch": "t"}, "git_sha": "s",
