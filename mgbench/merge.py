@@ -11,13 +11,12 @@ suite on the merged store recomputes it from every merged cell (the cells themse
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mgbench.errors import InputError
-from mgbench.store import Store
+from mgbench.store import Store, signature
 
 
 @dataclass
@@ -29,11 +28,7 @@ class MergeReport:
 
 
 def _numbers(rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
-    """What must agree for two copies of a cell to be the same result (not timings)."""
-    def rounded(value: Any) -> Any:
-        return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(value, 9)
-
-    return {(r["metric"], r["step"], rounded(r["value"]), r["n"]) for r in rows if r["metric"] != "images_per_s"}
+    return signature([(r["metric"], r["step"], r["value"], r["n"]) for r in rows])
 
 
 def _describe(cell: dict[str, Any]) -> str:

@@ -377,8 +377,12 @@ class _SuiteRun:
                 for summary in summarise(context):
                     key = summary_key(kind, summary_version(kind), summary.key, item.identity(), data_key,
                                       self.options.key())
-                    self._write(item, key, summary.rows, now_iso(), 0.0, replace=True)
-                    out.append(CellOutcome(key.hash, item.name, key.condition, True, summary.rows))
+                    # Unchanged numbers are not rewritten: a rerun of a finished sweep changes nothing.
+                    changed = not self.results.same_rows(key.hash, summary.rows)
+                    if changed:
+                        self._write(item, key, summary.rows, now_iso(), 0.0, replace=True)
+                        self.results.drop_superseded(key)  # the same summary by an older version of its code
+                    out.append(CellOutcome(key.hash, item.name, key.condition, changed, summary.rows))
         distributed.barrier()
         return out
 

@@ -18,6 +18,7 @@ refused untouched.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -293,6 +294,29 @@ class Store:
             self._insert(cell, [tuple(r.get(c) for c in RESULT_COLUMNS) for r in rows])
         return True
 
+    def same_rows(self, cell_key: str, rows: list[MetricRow]) -> bool:
+        """Whether the stored cell holds exactly these numbers (and details)."""
+        stored = self._conn.execute("SELECT metric, step, value, n, detail FROM results WHERE cell_key = ?",
+                                    (cell_key,)).fetchall()
+        mine = [(r.metric, r.step, r.value, r.n, json.dumps(r.detail, sort_keys=True, default=str) if r.detail
+                 else None) for r in rows]
+        return bool(stored) and signature(stored) == signature(mine)
+
+    def drop_superseded(self, key: CellKey) -> int:
+        """Delete the cells that ``key`` supersedes: the same condition, model, data and run
+        options under another version of the code (for derived cells, which are recomputed)."""
+        canonical = key.canonical()
+        with self._transaction() as conn:
+            old = [row[0] for row in conn.execute(
+                "SELECT cell_key FROM cells WHERE cell_group = ? AND model_json = ? AND data_json = ? "
+                "AND options_json = ? AND cell_key != ?",
+                (canonical["cell_group"], canonical["model_json"], canonical["data_json"], canonical["options_json"],
+                 key.hash))]
+            for cell_key in old:
+                conn.execute("DELETE FROM results WHERE cell_key = ?", (cell_key,))
+                conn.execute("DELETE FROM cells WHERE cell_key = ?", (cell_key,))
+        return len(old)
+
     def delete_cell(self, cell_key: str) -> None:
         with self._transaction() as conn:
             conn.execute("DELETE FROM results WHERE cell_key = ?", (cell_key,))
@@ -327,6 +351,15 @@ class Store:
         cells = self._conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
         rows = self._conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
         return cells, rows
+
+
+def signature(rows: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+    """What must agree for two copies of a cell to be the same result: (metric, step, value, n,
+    ...) per row, values rounded to 9 digits, throughput (a timing) left out."""
+    def rounded(value: Any) -> Any:
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(value, 9)
+
+    return {(row[0], row[1], rounded(row[2]), *row[3:]) for row in rows if row[0] != "images_per_s"}
 
 
 def _provenance_columns(prov: dict[str, Any]) -> dict[str, Any]:

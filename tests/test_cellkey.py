@@ -100,7 +100,7 @@ def test_rerun_with_everything_cached_computes_nothing(tmp_path: Path, store_pat
     monkeypatch.setattr(runner, "evaluate_condition", refuse)
     monkeypatch.setattr(runner.flops, "profile", refuse)
     again = _run(suite, store_path)
-    assert not any(o.computed for o in again if o.condition["type"] != "summary")
+    assert not any(o.computed for o in again)  # nor a summary: their numbers did not change
 
 
 def test_corruption_means_cover_one_named_set(tmp_path: Path, store_path: Path) -> None:
@@ -183,14 +183,21 @@ def test_migrated_store_keeps_its_leaderboard(tmp_path: Path) -> None:
 
 
 def test_a_migrated_cell_is_not_recomputed(tmp_path: Path, store_path: Path) -> None:
-    """A cell written before schema 2 gets the key the new code computes for the same cell."""
+    """A cell written before schema 2 gets the key the new code computes for the same cell; a
+    migrated summary is replaced by its recomputation, not duplicated."""
     import sqlite3
 
-    suite = _suite(tmp_path, "m", '\n[[conditions]]\ntype = "clean"\n')
+    suite = _suite(tmp_path, "m", CORRUPTIONS.format(names="fog", severities="1"))
     _run(suite, store_path)
-    # turn the store back into a schema-0 one: its old key, no canonical columns
+    with Store(store_path) as store:
+        before = store.frame()
+    # turn the store back into a schema-0 one: old keys, no canonical columns, old-style configs
     conn = sqlite3.connect(store_path)
     conn.execute("PRAGMA foreign_keys = OFF")
+    for cell_key, config in conn.execute("SELECT cell_key, config FROM cells").fetchall():
+        config = json.loads(config)
+        config["condition"] = {k: v for k, v in config["condition"].items() if k not in ("type", "version", "of")}
+        conn.execute("UPDATE cells SET config = ? WHERE cell_key = ?", (json.dumps(config), cell_key))
     for column in ("condition_json", "data_json", "model_json", "options_json", "cell_group", "precision"):
         conn.execute(f"ALTER TABLE cells DROP COLUMN {column}")
     conn.execute("UPDATE results SET cell_key = 'old-' || cell_key")
@@ -199,7 +206,11 @@ def test_a_migrated_cell_is_not_recomputed(tmp_path: Path, store_path: Path) -> 
     conn.commit()
     conn.close()
     again = _run(suite, store_path)
-    assert not any(o.computed for o in again)
+    assert not any(o.computed for o in again if o.condition["type"] != "summary")
+    with Store(store_path) as store:
+        after = store.frame()
+    assert set(after["cell_key"]) == set(before["cell_key"])  # the same keys: summaries of version 1 superseded
+    assert len(after) == len(before)
 
 
 ATTACK = """
