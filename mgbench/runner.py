@@ -10,16 +10,19 @@ data, models) before the store is opened, so bad input writes nothing.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
 
+import pandas as pd
 import torch
 import torch.nn as nn
 
 from mgbench import distributed, flops
-from mgbench.conditions import Condition, SummaryContext, summariser
+from mgbench.cellkey import CellKey, canonical_json, compute_key, condition_key, run_options, summary_key
+from mgbench.conditions import Condition, SummaryContext, summariser, summary_version
 from mgbench.data import DataSpec, OpenedData, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.metrics import AccuracyCounter
@@ -70,8 +73,8 @@ class RunOptions:
         return model
 
     def key(self) -> dict[str, Any]:
-        """What of these options changes the numbers (part of a cell's key when not default)."""
-        return {"precision": self.precision} if self.precision != "fp32" else {}
+        """What of these options changes the numbers (part of every cell's key)."""
+        return run_options(self.precision, self.seed)
 
 
 @dataclass
@@ -292,23 +295,21 @@ class _SuiteRun:
             item.module.cpu()
         return [outcome for outcomes in per_model for outcome in outcomes]
 
-    def _done(self, key: str) -> bool:
+    def _done(self, key: CellKey) -> bool:
         """Whether the cell is stored already (rank 0 decides for everyone)."""
-        stored = self.results.has_cell(key) if self.results is not None else None
+        stored = self.results.has_cell(key.hash) if self.results is not None else None
         return bool(distributed.broadcast(stored)) and not self.options.force
 
-    def _write(
-        self, item: LoadedModel, key: str, data_key: dict[str, Any], condition_key: dict[str, Any],
-        rows: list[MetricRow], started: str, runtime: float, replace: bool,
-    ) -> None:
+    def _write(self, item: LoadedModel, key: CellKey, rows: list[MetricRow], started: str, runtime: float,
+               replace: bool) -> None:
         if self.results is None:
             return
         config = {
             "suite": self.suite.name,
             "suite_file": str(self.suite.source),
-            "model": item.identity(),
-            "data": data_key,
-            "condition": condition_key,
+            "model": key.model,
+            "data": key.data,
+            "condition": key.condition,
             "seed": self.options.seed,
             "batch_size": self.options.batch_size,
             "precision": self.options.precision,
@@ -316,31 +317,21 @@ class _SuiteRun:
             "compile": self.options.compile,
             "world_size": distributed.world_size(),
         }
-        record = CellRecord(
-            cell_key=key,
-            suite=self.suite.name,
-            identity={**item.identity(), "params": item.params},
-            data={k: data_key.get(k) for k in ("dataset", "split", "preprocessing", "subset")},
-            condition=condition_key,
-            config=config,
-            provenance=_provenance(config, self.options.seed, self.device, started, runtime),
-            rows=rows,
-        )
+        record = CellRecord(key, self.suite.name, item.params, config,
+                            _provenance(config, self.options.seed, self.device, started, runtime), rows)
+        # Another writer that finished the same cell meanwhile wins: its rows are as good as ours.
         self.results.write_cell(record, replace=replace)
 
     def _compute_cell(self, item: LoadedModel) -> CellOutcome:
-        condition_key = {"threat": "compute"}
-        data_key = {"dataset": self.data.label, "input_size": self.data.input_size}
-        key = stable_hash({"model": item.identity(), "data": data_key, "condition": condition_key})
+        key = compute_key(item.identity(), {"dataset": self.data.label, "input_size": self.data.input_size})
         if self._done(key):
-            return CellOutcome(key, item.name, condition_key, computed=False)
+            return CellOutcome(key.hash, item.name, key.condition, computed=False)
         rows: list[MetricRow] = []
         started, clock = now_iso(), time.perf_counter()
         if distributed.is_main():
             rows = flops.profile(item.module, self.data.input_size).rows()
-        self._write(item, key, data_key, condition_key, rows, started, time.perf_counter() - clock,
-                    replace=self.options.force)
-        return CellOutcome(key, item.name, condition_key, True, rows)
+        self._write(item, key, rows, started, time.perf_counter() - clock, replace=self.options.force)
+        return CellOutcome(key.hash, item.name, key.condition, True, rows)
 
     def _condition_cells(
         self, loaded: list[LoadedModel], modules: list[nn.Module], condition: Condition, opened: OpenedData
@@ -349,10 +340,9 @@ class _SuiteRun:
         data_key = opened.key(self.data)
         out, pending = [], []
         for index, item in enumerate(loaded):
-            key = stable_hash({"model": item.identity(), "data": data_key, "condition": condition.key,
-                               "seed": self.options.seed, **self.options.key()})
+            key = condition_key(condition, item.identity(), data_key, self.options.key())
             if self._done(key):
-                out.append((index, CellOutcome(key, item.name, condition.key, computed=False)))
+                out.append((index, CellOutcome(key.hash, item.name, key.condition, computed=False)))
             else:
                 pending.append((index, key))
         groups = [pending] if getattr(condition, "model_free", False) else [[p] for p in pending]
@@ -364,30 +354,56 @@ class _SuiteRun:
             runtime = (time.perf_counter() - clock) / len(group)
             for (index, key), rows in zip(group, results):
                 item = loaded[index]
-                self._write(item, key, data_key, condition.key, rows, started, runtime, replace=self.options.force)
-                out.append((index, CellOutcome(key, item.name, condition.key, True, rows)))
+                self._write(item, key, rows, started, runtime, replace=self.options.force)
+                out.append((index, CellOutcome(key.hash, item.name, key.condition, True, rows)))
         return out
 
     def _summaries(self, item: LoadedModel, cells: list[CellOutcome]) -> list[CellOutcome]:
-        """Derived cells, recomputed every run from the stored rows of ``cells`` (on rank 0; the
-        other ranks wait)."""
+        """Derived cells, recomputed every run (on rank 0; the other ranks wait) from every stored
+        cell of this model under these run options on this run's images, whichever suite or
+        command wrote it (see :func:`summary_frame`), plus this run's own cells."""
         out: list[CellOutcome] = []
         if self.results is not None:
-            frame = self.results.frame(cell_key=[c.cell_key for c in cells])
             data_key = self.opened.key(self.data)
+            frame = summary_frame(self.results, item.identity(), data_key, self.options.key(),
+                                  [c.cell_key for c in cells])
             for kind in sorted(self.suite.types()):
                 summarise = summariser(kind)
                 if summarise is None:
                     continue
                 context = SummaryContext(frame, self.suite.tables(kind, self.overrides), item, self.data,
-                                         self.opened, self.results, self.device, self.options.batch_size)
+                                         self.opened, self.results, self.device, self.options.batch_size,
+                                         self.options.key())
                 for summary in summarise(context):
-                    key = stable_hash({"model": item.identity(), "data": data_key, "summary": summary.key,
-                                       "seed": self.options.seed})
-                    self._write(item, key, data_key, summary.key, summary.rows, now_iso(), 0.0, replace=True)
-                    out.append(CellOutcome(key, item.name, summary.key, True, summary.rows))
+                    key = summary_key(kind, summary_version(kind), summary.key, item.identity(), data_key,
+                                      self.options.key())
+                    # Unchanged numbers are not rewritten: a rerun of a finished sweep changes nothing.
+                    changed = not self.results.same_rows(key.hash, summary.rows)
+                    if changed:
+                        self._write(item, key, summary.rows, now_iso(), 0.0, replace=True)
+                        self.results.drop_superseded(key)  # the same summary by an older version of its code
+                    out.append(CellOutcome(key.hash, item.name, key.condition, changed, summary.rows))
         distributed.barrier()
         return out
+
+
+def _nested(data: dict[str, Any], within: dict[str, Any]) -> bool:
+    """Whether ``data``'s images are among ``within``'s: same dataset, split and preprocessing and
+    no more images (the seeded ``--limit`` subsets are nested: the first N of one fixed permutation)."""
+    same = all(data.get(k) == within.get(k) for k in ("dataset", "split", "preprocessing"))
+    return same and (data == within or (data.get("n_images") or 0) <= (within.get("n_images") or 0))
+
+
+def summary_frame(store: Store, model: dict[str, Any], data: dict[str, Any], options: dict[str, Any],
+                  also: list[str]) -> pd.DataFrame:
+    """What a summary sees: the rows of every stored non-summary cell of ``model`` under
+    ``options`` on ``data`` or on a subset of its images (an attack table's own ``limit``),
+    whichever suite or command wrote it, plus the cells ``also`` (a folder-backed corruption
+    reads other data). Summarisers select among them by the canonical condition and data."""
+    stored = store.frame(model_json=canonical_json(model), options_json=canonical_json(options))
+    keep = {text for text in stored["data_json"].unique() if _nested(json.loads(text), data)}
+    frame = stored[stored["data_json"].isin(keep) | stored["cell_key"].isin(also)]
+    return frame[frame["condition_json"].map(lambda c: json.loads(c)["type"] != "summary")].reset_index(drop=True)
 
 
 def _open_cell_data(condition: Condition, data: DataSpec, opened: OpenedData) -> OpenedData:

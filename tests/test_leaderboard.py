@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mgbench.cellkey import CellKey
 from mgbench.report.build import build
 from mgbench.report.leaderboard import collect, latest_cells
 from mgbench.store import CellRecord, MetricRow, Store
@@ -26,44 +27,46 @@ MODELS = {
 }
 
 
-def _cell(store: Store, key: str, model: str, condition: dict, rows: list[MetricRow], n_finished: str = "1") -> None:
-    store.write_cell(CellRecord(
-        key, "synthetic", {"model": model, "arch": model.split(".")[0], "weights": "w", "params": 1_000_000},
-        {"dataset": "digits", "split": "test", "preprocessing": "none", "subset": "s"}, condition, {},
-        {**PROVENANCE, "finished_at": f"2026-01-0{n_finished}"}, rows,
-    ))
+def _cell(store: Store, kind: str, model: str, condition: dict, rows: list[MetricRow], n_finished: str = "1",
+          subset: str = "s") -> None:
+    key = CellKey({"type": kind, "version": 1, **condition},
+                  {"dataset": "digits", "split": "test", "preprocessing": "none", "subset": subset},
+                  {"model": model, "arch": model.split(".")[0], "weights": "w"}, {"precision": "fp32", "seed": 0})
+    store.write_cell(CellRecord(key, "synthetic", 1_000_000, {},
+                                {**PROVENANCE, "finished_at": f"2026-01-0{n_finished}"}, rows))
 
 
 def synthetic_store(path: Path) -> Path:
     with Store(path) as store:
         for model, (clean, corrupted, pgd, aa, unreliable, gmacs) in MODELS.items():
             steps = [MetricRow("gmacs", g, step=t + 1) for t, g in enumerate(gmacs)] if len(gmacs) > 1 else []
-            _cell(store, f"{model}/compute", model, {"threat": "compute"},
+            _cell(store, "compute", model, {"threat": "compute"},
                   [MetricRow("params", 1e6), MetricRow("gmacs", gmacs[-1]), *steps])
             clean_steps = ([MetricRow("top1", clean - 0.1 * (len(gmacs) - 1 - t), step=t + 1, n=1000)
                             for t in range(len(gmacs))] if len(gmacs) > 1 else [])
-            _cell(store, f"{model}/clean", model, {"threat": "clean"},
+            _cell(store, "clean", model, {"threat": "clean"},
                   [MetricRow("top1", clean, clean - 0.02, clean + 0.02, 1000), *clean_steps])
             for severity in (1, 2):
-                _cell(store, f"{model}/fog{severity}", model,
+                _cell(store, "corruption", model,
                       {"threat": "corruption", "corruption": "fog", "severity": severity, "backend": "torch"},
                       [MetricRow("top1", corrupted + (0.05 if severity == 1 else -0.05), n=1000)])
             normaliser = {"kind": "model", "model": "alpha.digits", "same_data": {"name": "digits"}}
-            _cell(store, f"{model}/cmean", model, {"threat": "corruption", "corruption": "mean", "backend": "torch"},
+            _cell(store, "summary", model, {"threat": "corruption", "corruption": "mean", "backend": "torch",
+                                            "corruptions": "common"},
                   [MetricRow("mean_top1", corrupted, n=2000),
                    MetricRow("mce", 1 - corrupted, detail={"normaliser": normaliser})])
             for attack, value in (("pgd", pgd), ("autoattack-standard", aa)):
-                _cell(store, f"{model}/{attack}", model,
+                _cell(store, "attack", model,
                       {"threat": "linf", "attack": attack, "protocol": "honest", "variant": "default",
                        "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
                       [MetricRow("top1", value, value - 0.01, value + 0.01, 1000)])
-            _cell(store, f"{model}/verdict", model,
+            _cell(store, "summary", model,
                   {"threat": "linf", "attack": "verdict", "protocol": "honest", "variant": "default", "norm": "linf"},
                   [MetricRow("unreliable", float(unreliable), detail={"reasons": ["square beat white-box"]
                                                                       if unreliable else []})])
         # A smaller, older run of one condition must lose against the full one.
-        _cell(store, "alpha.digits/clean-limited", "alpha.digits", {"threat": "clean", "variant": None},
-              [MetricRow("top1", 0.5, 0.4, 0.6, 100)], n_finished="2")
+        _cell(store, "clean", "alpha.digits", {"threat": "clean"}, [MetricRow("top1", 0.5, 0.4, 0.6, 100)],
+              n_finished="2", subset="first 100")
     return path
 
 

@@ -70,7 +70,7 @@ def runtime_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--workers", type=int, default=None, help="DataLoader workers (default: sized to the machine)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--store", type=click.Path(), default=None,
-                     help="Results SQLite file [default: results/mgbench.sqlite]."),
+                     help="Results SQLite file [default: results/local.sqlite, git-ignored]."),
         click.option("--force", is_flag=True, help="Recompute cells already in the store."),
         click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
                      help="bf16: models run under bf16 autocast (images and perturbations stay fp32)."),
@@ -147,7 +147,8 @@ def cli() -> None:
       mgbench run --suite corruptions      15 corruptions x 5 severities
       mgbench attack --eps 4/255           FGSM / PGD / AutoAttack sweep
       mgbench results show                 what the store holds
-    Results go to results/mgbench.sqlite (one tidy row per model x condition x metric).
+    Results go to results/local.sqlite (git-ignored; one tidy row per model x condition x metric);
+    the committed reference results are results/reference.sqlite.
     """
 
 

@@ -146,7 +146,7 @@ def _frame(store: str | None, **filters: tuple[str, ...]) -> "pd.DataFrame":
     path = Path(store) if store else DEFAULT_STORE
     if not path.is_file():
         raise InputError(f"no results store at {path}: run a suite first or pass --store")
-    with Store(path) as db:
+    with Store(path, readonly=True) as db:
         return db.frame(**{k: list(v) or None for k, v in filters.items()})
 
 
@@ -178,6 +178,25 @@ def results_export(store: str | None, fmt: str, out: str, **filters: tuple[str, 
     frame = _frame(store, **filters)
     path = export(frame, Path(out), fmt)
     console.print(f"{len(frame)} rows -> {path}")
+
+
+@results.command("merge")
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@click.option("--into", required=True, type=click.Path(), help="The merged store (created when missing).")
+def results_merge(sources: tuple[str, ...], into: str) -> None:
+    """Merge stores of separate jobs into one: identical cells once, conflicting copies reported
+    (the first kept), summaries the sources disagree on dropped for a rerun to recompute."""
+    from mgbench.merge import merge
+
+    report = merge([Path(s) for s in sources], Path(into))
+    for line in report.conflicts:
+        err_console.print(f"conflict: {line}", soft_wrap=True, markup=False)
+    for line in report.summaries_dropped:
+        err_console.print(f"summary dropped (sources disagree; rerun its suite on {into} to recompute): {line}",
+                          soft_wrap=True, markup=False)
+    console.print(f"{report.copied} cell(s) copied, {report.identical} identical duplicate(s) skipped, "
+                  f"{len(report.conflicts)} conflict(s), {len(report.summaries_dropped)} summary(ies) dropped "
+                  f"-> {into}")
 
 
 @cli.command()

@@ -13,7 +13,8 @@ from mgbench.provenance import REPO_ROOT
 
 @cli.command()
 @click.option("--store", "stores", type=click.Path(), multiple=True,
-              help="Results SQLite file(s), repeatable [default: results/mgbench.sqlite].")
+              help="Results SQLite file(s), repeatable [default: results/reference.sqlite and "
+                   "results/local.sqlite where present].")
 @click.option("--out", type=click.Path(), default=None, help="Output folder [default: results/leaderboard].")
 @click.option("--glimpses", "glimpse_dir", type=click.Path(), default=None,
               help="Folder of glimpse pictures to include [default: results/glimpses].")
@@ -25,15 +26,18 @@ def leaderboard(stores: tuple[str, ...], out: str | None, glimpse_dir: str | Non
     import pandas as pd
 
     from mgbench.report.build import build
-    from mgbench.store import DEFAULT_STORE, Store
+    from mgbench.store import DEFAULT_STORE, REFERENCE_STORE, Store
 
-    paths = [Path(s) for s in stores] or [DEFAULT_STORE]
+    paths = [Path(s) for s in stores] or [p for p in (REFERENCE_STORE, DEFAULT_STORE) if p.is_file()]
+    if not paths:
+        raise InputError(f"no results store at {REFERENCE_STORE} or {DEFAULT_STORE}: run a suite first "
+                         "(e.g. `make demo`) or pass --store")
     for path in paths:
         if not path.is_file():
             raise InputError(f"no results store at {path}: run a suite first (e.g. `make demo`) or pass --store")
     frames = []
     for path in paths:
-        with Store(path) as db:
+        with Store(path, readonly=True) as db:
             frames.append(db.frame())
     result = build(pd.concat(frames, ignore_index=True), Path(out) if out else REPO_ROOT / "results" / "leaderboard",
                    Path(glimpse_dir) if glimpse_dir else REPO_ROOT / "results" / "glimpses",

@@ -3,7 +3,9 @@
 :func:`collect` turns the results frame into one :class:`Entry` per model x dataset; the writers
 render the entries as GitHub markdown, a CSV, and one RobustBench-format JSON per model. When a
 store holds the same condition more than once (say a ``--limit`` run and a full run), the cell with
-the largest n wins, then the newest.
+the largest n wins, then the newest: "the same condition" is the cells' ``cell_group``
+(:attr:`mgbench.cellkey.CellKey.group`). Runs under another precision than fp32 are entries of
+their own (``model [bf16]``), never mixed into the fp32 numbers.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ import pandas as pd
 
 from mgbench.report.tables import condition_label
 
-# Columns that identify a condition (together with the metric and step).
-CONDITION_KEY = ["threat", "corruption", "severity", "backend", "attack", "protocol", "variant", "norm", "eps_str",
-                 "steps", "restarts"]
+# The corruption sets a leaderboard's mean is taken over, in order of preference.
+NAMED_SETS = ("common", "all", "extra")
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Entry:
     mce: float | None = None
     relative_mce: float | None = None
     mce_normaliser: str | None = None
+    corruption_set: str | None = None  # the set the mean and mCE cover; "(partial)" when not a named set
     robust: dict[AttackColumn, Acc] = field(default_factory=dict)
     unreliable: bool | None = None
     reasons: list[str] = field(default_factory=list)
@@ -93,8 +95,8 @@ def latest_cells(frame: pd.DataFrame) -> pd.DataFrame:
     then the newest."""
     if frame.empty:
         return frame
-    ranked = frame.assign(_n=frame["n"].fillna(-1)).sort_values(["_n", "finished_at"])
-    keys = ["model", "dataset", *CONDITION_KEY, "metric", "step"]
+    ranked = frame.assign(_n=frame["n"].fillna(-1)).sort_values(["_n", "finished_at"], kind="stable")
+    keys = ["cell_group", "metric", "step"]
     return ranked.drop_duplicates(keys, keep="last").drop(columns="_n")
 
 
@@ -116,16 +118,25 @@ def _final(rows: pd.DataFrame) -> pd.DataFrame:
 def collect(frame: pd.DataFrame) -> list[Entry]:
     """Leaderboard entries, sorted by dataset then model."""
     frame = latest_cells(frame)
+    # The compute cell has no precision of its own: it belongs to every precision's entry.
+    precisions = frame["precision"].fillna("fp32")
     entries = []
     for (model, dataset), rows in frame.groupby(["model", "dataset"], sort=True):
-        first = rows.iloc[0]
-        entry = Entry(model, dataset, str(first["arch"]), str(first["weights"]))
-        _fill_compute(entry, rows[rows["threat"] == "compute"])
-        _fill_clean(entry, rows[(rows["threat"] == "clean") & (rows["metric"] == "top1")])
-        _fill_corruptions(entry, rows[rows["threat"] == "corruption"])
-        _fill_attacks(entry, rows[rows["threat"].isin(["linf", "l2"])])
-        entries.append(entry)
+        run = precisions[rows.index]
+        for precision in sorted(set(run[rows["threat"] != "compute"]) or {"fp32"}, key=lambda p: p != "fp32"):
+            chosen = rows[(run == precision) | (rows["threat"] == "compute")]
+            entries.append(_entry(model if precision == "fp32" else f"{model} [{precision}]", dataset, chosen))
     return entries
+
+
+def _entry(model: str, dataset: str, rows: pd.DataFrame) -> Entry:
+    first = rows.iloc[0]
+    entry = Entry(model, dataset, str(first["arch"]), str(first["weights"]))
+    _fill_compute(entry, rows[rows["threat"] == "compute"])
+    _fill_clean(entry, rows[(rows["threat"] == "clean") & (rows["metric"] == "top1")])
+    _fill_corruptions(entry, rows[rows["threat"] == "corruption"])
+    _fill_attacks(entry, rows[rows["threat"].isin(["linf", "l2"])])
+    return entry
 
 
 def _fill_compute(entry: Entry, rows: pd.DataFrame) -> None:
@@ -145,11 +156,35 @@ def _fill_clean(entry: Entry, rows: pd.DataFrame) -> None:
     entry.clean_steps = _steps(rows)
 
 
+def _set_of(cell: pd.DataFrame) -> tuple[str, bool]:
+    """A corruption summary cell's set and whether it is partial (not a named set, or with
+    cells missing)."""
+    condition = json.loads(cell["condition_json"].iloc[0])
+    name = str(condition.get("corruptions", "?"))
+    mean = _final(cell[cell["metric"] == "mean_top1"])
+    detail = mean["detail"].iloc[0] if not mean.empty else None
+    record = json.loads(detail) if isinstance(detail, str) else {}
+    return name, bool(record.get("partial", name not in NAMED_SETS))
+
+
 def _fill_corruptions(entry: Entry, rows: pd.DataFrame) -> None:
+    """The corruption grid, and the mean and mCE of one summary: the first complete named set
+    (common, all, extra) stored, else the partial set with the most cells, labelled partial."""
     cells = rows[(rows["metric"] == "top1") & rows["severity"].notna() & (rows["corruption"] != "mean")]
     for row in _final(cells).itertuples():
         entry.corruption_grid[(str(row.corruption), int(row.severity))] = float(row.value)
     overall = rows[(rows["corruption"] == "mean") & rows["severity"].isna()]
+    if overall.empty:
+        return
+    summaries = [(cell, *_set_of(cell)) for _, cell in overall.groupby("cell_key", sort=False)]
+
+    def preference(item: tuple[pd.DataFrame, str, bool]) -> tuple[int, float]:
+        cell, name, partial = item
+        rank = NAMED_SETS.index(name) if name in NAMED_SETS and not partial else len(NAMED_SETS)
+        return rank, -float(cell["n"].max() if cell["n"].notna().any() else 0)
+
+    overall, name, partial = min(reversed(summaries), key=preference)  # the newest among equals
+    entry.corruption_set = name + (" (partial)" if partial else "")
     mean = overall[overall["metric"] == "mean_top1"]
     if not _final(mean).empty:
         entry.corruption_mean = _acc(_final(mean).iloc[-1])
@@ -236,6 +271,7 @@ def summary_frame(entries: list[Entry]) -> pd.DataFrame:
             "clean_ci_high": e.clean.high if e.clean else None,
             "clean_n": e.clean.n if e.clean else None,
             "clean_top1_per_step": " / ".join(f"{v:.4f}" for v in e.clean_steps),
+            "corruption_set": e.corruption_set,
             "corruption_mean_top1": e.corruption_mean.value if e.corruption_mean else None,
             "corruption_mean_top1_per_step": " / ".join(f"{v:.4f}" for v in e.corruption_steps),
             "mce": e.mce, "relative_mce": e.relative_mce, "mce_normaliser": e.mce_normaliser,

@@ -56,8 +56,10 @@ def dataset_tables(dataset: str, entries: list[Entry]) -> list[Table]:
     normalisers = sorted({e.mce_normaliser for e in entries if e.mce_normaliser})
     tables.append(Table(
         f"{dataset}: overview",
-        "Top-1 accuracy in %, 95% Wilson interval in brackets; corruptions: mean top-1 over every stored corruption "
-        "x severity cell; mCE normalised by " + (", ".join(normalisers) or "-") + " on the same data; GMACs from "
+        "Top-1 accuracy in %, 95% Wilson interval in brackets; corruptions: mean top-1 over the cells of one "
+        "corruption set x severities (" + (", ".join(sorted({e.corruption_set for e in entries if e.corruption_set}))
+                                           or "-") + "; common preferred, \"partial\" when not a named set); "
+        "mCE normalised by " + (", ".join(normalisers) or "-") + " on the same data; GMACs from "
         "fvcore (1 multiply-add = 1 FLOP, after the last step); AutoAttack: standard version unless stated, at "
         "the largest eps it ran at; "
         "verdict: the suite's gradient-masking checks.",

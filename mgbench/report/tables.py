@@ -110,6 +110,17 @@ def rows_table(frame: pd.DataFrame, columns: list[str], title: str = "results") 
     return table
 
 
+def _corruption_set(first: pd.Series, mean: Any) -> str:
+    """What a corruption mean covers: its set and severities, and "partial" when it is not a
+    named set (common, extra, all) or lacks cells."""
+    condition = json.loads(first["condition_json"]) if isinstance(first.get("condition_json"), str) else {}
+    detail = json.loads(mean.detail) if isinstance(mean.detail, str) else {}
+    name = condition.get("corruptions", "corruptions")
+    severities = condition.get("severities") or []
+    text = f"{name} s{min(severities)}-{max(severities)}" if severities else str(name)
+    return text + (" (partial)" if detail.get("partial") else "")
+
+
 def corruption_summary_table(frame: pd.DataFrame, title: str = "corruption summary") -> Table:
     """Per model and corruption setting: mean accuracy over all cells, mCE and relative mCE
     (when a baseline was available), then the mean accuracy of each corruption."""
@@ -132,7 +143,7 @@ def corruption_summary_table(frame: pd.DataFrame, title: str = "corruption summa
             rce = final.get("relative_mce", final.get("relative_ce"))
             steps = cell[(cell["metric"] == "mean_top1") & cell["step"].notna()].sort_values("step")["value"]
             table.add_row(first["model"], first["dataset"], str(first["backend"]),
-                          "all corruptions" if first["corruption"] == "mean" else first["corruption"],
+                          _corruption_set(first, mean) if first["corruption"] == "mean" else first["corruption"],
                           _pct(mean.value), _pct(ce.value) if ce is not None else "",
                           _pct(rce.value) if rce is not None else "", " / ".join(_pct(v) for v in steps))
     return table
