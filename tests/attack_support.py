@@ -238,17 +238,18 @@ AGREE_EXAMPLES = 1         # examples whose success (fooled or not) may differ
 
 
 def attack_disagreement(model: nn.Module, ours: torch.Tensor, theirs: torch.Tensor,
-                        y: torch.Tensor) -> tuple[float, int]:
-    """(share of pixels differing by more than 1e-6, number of examples whose success differs)."""
-    pixels = float(((ours - theirs).abs() > 1e-6).double().mean())
+                        y: torch.Tensor, atol: float = 1e-6) -> tuple[float, int]:
+    """(share of pixels differing by more than ``atol``, number of examples whose success differs)."""
+    pixels = float(((ours - theirs).abs() > atol).double().mean())
     with torch.no_grad():
         fooled_ours = model(ours).argmax(dim=1) != y
         fooled_theirs = model(theirs).argmax(dim=1) != y
     return pixels, int((fooled_ours != fooled_theirs).sum())
 
 
-def assert_attacks_agree(model: nn.Module, ours: torch.Tensor, theirs: torch.Tensor, y: torch.Tensor) -> None:
+def assert_attacks_agree(model: nn.Module, ours: torch.Tensor, theirs: torch.Tensor, y: torch.Tensor,
+                         atol: float = 1e-6) -> None:
     """The same attack up to sign ties (see above): robust accuracy then agrees within one example."""
-    pixels, examples = attack_disagreement(model, ours, theirs, y)
+    pixels, examples = attack_disagreement(model, ours, theirs, y, atol)
     assert pixels <= AGREE_PIXEL_SHARE, f"{pixels:.2%} of the pixels differ: not the same attack"
     assert examples <= AGREE_EXAMPLES, f"{examples} examples fooled by one attack and not the other"
