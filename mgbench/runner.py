@@ -138,6 +138,7 @@ def evaluate_condition(
     loader = make_loader(distributed.shard(opened.dataset), options.batch_size, device=device,
                          workers=_workers(opened, options))
     skipped = 0
+    described = _describe(condition)
     started = time.perf_counter()
     for index, (images, labels, ids, batch_skipped) in enumerate(loader):
         skipped += batch_skipped
@@ -163,7 +164,7 @@ def evaluate_condition(
             with torch.no_grad(), options.autocast(device):
                 outputs = forward_steps(model, x_cond)
             check_batch(outputs.logits, len(y), model, names[i], num_classes,
-                        where=f"batch {index + 1} of {_describe(condition)}")
+                        where=f"batch {index + 1} of {described}")
             counter.update(outputs.logits, y)  # reads the counts back: the device is synchronised
             forward_seconds[i] += time.perf_counter() - clock
         if progress is not None:

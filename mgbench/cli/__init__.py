@@ -48,7 +48,8 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--class-list", default="mgnet", show_default=True,
                      help="ImageNet100 class list: mgnet (first 100 WNIDs) or cmc (Tian et al.)."),
         click.option("--limit", type=int, default=None,
-                     help="Use a fixed seeded subset of N images (never the first N files)."),
+                     help="Use a fixed seeded subset of N images (never the first N files); "
+                          "N above the data size runs all of them and says so."),
         click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
                      help="Unreadable image: stop with an error, or skip it and report the count."),
     ]

@@ -22,16 +22,16 @@ def _shape(shape: tuple[int, ...] | torch.Size) -> str:
 
 
 def logits_problem(value: object, expected: tuple[int, ...]) -> str | None:
-    """What is wrong with ``value`` as logits of shape ``expected``, or None. Costs one reduction
-    (and a device synchronisation) for the finiteness check."""
+    """What is wrong with ``value`` as logits of shape ``expected``, or None. The finiteness
+    check costs one reduction and reads one bool back from the device."""
     if not isinstance(value, torch.Tensor):
         return f"a {type(value).__name__}, not a tensor of logits"
     if tuple(value.shape) != expected:
         return f"logits of shape {_shape(value.shape)}, not {_shape(expected)}"
+    if bool(torch.isfinite(value).all()):
+        return None
     bad = int((~torch.isfinite(value)).sum())
-    if bad:
-        return f"{bad} NaN or infinite value(s) among its {value.numel()} logits"
-    return None
+    return f"{bad} NaN or infinite value(s) among its {value.numel()} logits"
 
 
 def _is_anytime(module: nn.Module) -> bool:
