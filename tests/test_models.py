@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,14 @@ def test_checkpoints_load_weights_only(zoo: Path) -> None:
                                          r"\(pathlib\.\w*Path\)\)") as info:
         load_model("tiny.evil")
     assert "weights_only" not in str(info.value)
+
+
+def test_a_refused_checkpoint_brings_no_torch_warnings(zoo: Path, recwarn: pytest.WarningsRecorder) -> None:
+    (zoo / "protocol4.pt").write_bytes(pickle.dumps({"w": 1}, protocol=4))
+    _write_card(zoo, "tiny.p4", zoo / "protocol4.pt", None)
+    with pytest.raises(InputError, match="tiny.p4.*not a loadable state_dict"):
+        load_model("tiny.p4")
+    assert [str(w.message) for w in recwarn] == []
 
 
 def test_architecture_arguments_are_checked() -> None:

@@ -16,6 +16,7 @@ import inspect
 import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -146,12 +147,23 @@ def load_failure(exc: BaseException) -> str:
     return _first_line(exc)
 
 
+def load_weights_only(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU. The unpickler's warnings about a file
+    it then refuses (e.g. an unexpected pickle protocol) are dropped: the refusal is the message."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return obj
+
+
 def read_checkpoint(path: Path, where: str) -> dict[str, torch.Tensor]:
     """Load a checkpoint's state_dict with ``weights_only=True``; errors name ``where``."""
     if not path.is_file():
         raise InputError(f"{where}: checkpoint {path} does not exist: train it or fix the path")
     try:
-        return _state_dict_from(torch.load(path, map_location="cpu", weights_only=True))
+        return _state_dict_from(load_weights_only(path))
     except Exception as exc:  # torch raises many types for a bad file
         raise InputError(
             f"{where}: checkpoint {path} is not a loadable state_dict ({load_failure(exc)}): "

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from mgbench.errors import InputError
-from mgbench.models._builder import load_failure, load_state
+from mgbench.models._builder import load_failure, load_state, load_weights_only
 from mgbench.models._registry import get_entry
 from mgbench.models.mgnet import MGNet
 
@@ -58,7 +58,7 @@ def read_official(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(f"official checkpoint {path} does not exist: pass the .ckpt file with --from-official")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_weights_only(path)
     except Exception as exc:  # torch raises many types for a bad or unsafe file
         text = str(exc)
         unsafe = re.search(r"GLOBAL ([\w.]+)", text)
