@@ -112,6 +112,16 @@ def test_failing_user_factories_are_one_line(run_cli, store_path: Path, factorie
     assert not store_path.exists()
 
 
+def test_a_user_module_that_fails_to_import_is_one_line(run_cli, store_path: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "half_written.py").write_text("def build(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = _run(run_cli, store_path, "half_written:build")
+    _one_line_error(code, err)
+    assert "cannot import 'half_written'" in err and "SyntaxError" in err
+    assert not store_path.exists()
+
+
 def test_a_user_model_that_crashes_on_the_data_is_one_line(run_cli, store_path: Path, tmp_path: Path) -> None:
     path = tmp_path / "flat.py"  # expects 8x8 images; the digits are 64x64
     path.write_text("import torch.nn as nn\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(192, 10))\n")
