@@ -27,6 +27,7 @@ from mgbench.data import DataSpec, OpenedData, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.metrics import AccuracyCounter
 from mgbench.models import LoadedModel, forward_steps, load_model, num_steps
+from mgbench.models.outputs import check_batch, check_outputs
 from mgbench.provenance import device_name, git_sha, library_versions, now_iso, stable_hash
 from mgbench.store import DEFAULT_STORE, CellRecord, MetricRow, Store
 from mgbench.suites import Suite
@@ -119,6 +120,7 @@ def evaluate_condition(
     device: torch.device,
     options: RunOptions,
     progress: ProgressHook | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[list[MetricRow]]:
     """Rows of each model's cell on ``opened`` under ``condition``; the conditioned batch is fed
     to a fresh forward pass, so the numbers never come from the condition's own bookkeeping.
@@ -126,7 +128,11 @@ def evaluate_condition(
     A condition that does not depend on the model (``model_free``: clean, corruptions) conditions
     each batch once and every model sees the same images; any other condition (attacks) takes one
     model per call. ``images_per_s`` is what the cell would cost alone: the loop's wall time
-    minus the other models' forward passes."""
+    minus the other models' forward passes.
+
+    Every batch's logits are checked (shape, finite values) before they are counted; ``names``
+    (default: the class names) name the models in that error."""
+    names = list(names) if names is not None else [type(model).__name__ for model in models]
     shared = bool(getattr(condition, "model_free", False))
     if len(models) != 1 and not shared:
         raise ValueError("a condition that depends on the model evaluates one model at a time")
@@ -135,6 +141,7 @@ def evaluate_condition(
     loader = make_loader(distributed.shard(opened.dataset), options.batch_size, device=device,
                          workers=_workers(opened, options))
     skipped = 0
+    described = _describe(condition)
     started = time.perf_counter()
     for index, (images, labels, ids, batch_skipped) in enumerate(loader):
         skipped += batch_skipped
@@ -159,6 +166,8 @@ def evaluate_condition(
                     x_cond = condition.apply(model, x, y, ids)
             with torch.no_grad(), options.autocast(device):
                 outputs = forward_steps(model, x_cond)
+            check_batch(outputs.logits, len(y), model, names[i], num_classes,
+                        where=f"batch {index + 1} of {described}")
             counter.update(outputs.logits, y)  # reads the counts back: the device is synchronised
             forward_seconds[i] += time.perf_counter() - clock
         if progress is not None:
@@ -175,13 +184,21 @@ def evaluate_condition(
             raise InputError("no readable image in the data: check --data-root")
         seconds = distributed.all_max(wall - sum(forward_seconds) + forward_seconds[i])
         rows = counter.rows("top1", num_classes)
+        if opened.requested is not None and opened.requested > opened.available:
+            rows[0].detail = {"limit_requested": opened.requested, "images_available": opened.available}
         rows += condition.extra_rows()
         rows.append(MetricRow("images_per_s", counter.n / seconds, n=counter.n,
                               detail={"seconds": seconds, "models_sharing_the_pass": len(models)}))
         if skipped:
-            rows.append(MetricRow("skipped_images", float(skipped), detail={"reason": "unreadable"}))
+            rows.append(MetricRow("skipped_images", float(skipped),
+                                  detail={"reason": "unreadable", "images_read": counter.n}))
         out.append(rows)
     return out
+
+
+def _describe(condition: Condition) -> str:
+    """A condition as its key's values, e.g. ``corruption fog 3``."""
+    return " ".join(str(value) for value in condition.key.values())
 
 
 def _provenance(
@@ -226,8 +243,10 @@ def evaluate(
     # missing folder is reported before the store is touched.
     cells = [(condition, _open_cell_data(condition, data, opened)) for condition in conditions]
     loaded = [load_model(name) for name in names]
+    probe = _probe_images(opened, device)
     for item in loaded:
         _check_dataset(item, data)
+        check_outputs(item.module.to(device).eval(), item.name, probe, data.num_classes)
         for condition in conditions:
             check_model = getattr(condition, "check_model", None)
             if check_model is not None:  # optional: a condition that needs something of the model
@@ -259,6 +278,15 @@ def _remove_if_empty(path: Path) -> None:
     if empty:
         for suffix in ("", "-journal", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _probe_images(opened: OpenedData, device: torch.device, n: int = 4) -> torch.Tensor:
+    """The first ``n`` readable images of the data, to check every model's outputs on before the
+    store is opened."""
+    for images, _, _, _ in make_loader(opened.dataset, n, device=device, workers=0):
+        if images is not None:
+            return to_unit(images, device)
+    raise InputError("no readable image in the data: check --data-root")
 
 
 def _check_dataset(item: LoadedModel, data: DataSpec) -> None:
@@ -350,7 +378,8 @@ class _SuiteRun:
             torch.manual_seed(self.options.seed)
             started, clock = now_iso(), time.perf_counter()
             results = evaluate_condition([modules[i] for i, _ in group], opened, condition, self.data.num_classes,
-                                         self.device, self.options, self.progress)
+                                         self.device, self.options, self.progress,
+                                         names=[loaded[i].name for i, _ in group])
             runtime = (time.perf_counter() - clock) / len(group)
             for (index, key), rows in zip(group, results):
                 item = loaded[index]

@@ -76,6 +76,16 @@ def test_open_dataset_items_and_subset() -> None:
     assert open_dataset(DataSpec(limit=101)).ids_hash != opened.ids_hash
 
 
+def test_a_limit_above_the_data_size_is_recorded() -> None:
+    """--limit 99999 on the 2,000 digits test images opens all 2,000 and keeps both numbers, so
+    the run can say it ran fewer than asked."""
+    opened = open_dataset(DataSpec(limit=99999))
+    assert (opened.n, opened.available, opened.requested) == (2000, 2000, 99999)
+    assert opened.ids_hash == open_dataset(DataSpec()).ids_hash  # the same images as no limit
+    small = open_dataset(DataSpec(limit=100))
+    assert (small.n, small.available, small.requested) == (100, 2000, 100)
+
+
 @pytest.mark.parametrize("bad", [
     {"name": "cifar"}, {"limit": 0}, {"limit": -3}, {"class_list": "mine"},
     {"name": "imagenet100"}, {"split": "val"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 
 import pytest
@@ -100,16 +101,34 @@ def test_card_errors_name_the_card_and_keys(zoo: Path) -> None:
 
     (zoo / "junk.pt").write_bytes(b"\x00 definitely not a checkpoint")
     _write_card(zoo, "tiny.junk", zoo / "junk.pt", None)
-    with pytest.raises(InputError, match="tiny.junk.*not a loadable state_dict"):
+    with pytest.raises(InputError, match="tiny.junk.*not a loadable state_dict") as info:
         load_model("tiny.junk")
+    assert "weights_only" not in str(info.value)  # torch's advice to load unsafely is never passed on
 
 
 def test_checkpoints_load_weights_only(zoo: Path) -> None:
     """A pickle carrying arbitrary objects is refused (weights_only=True), not executed."""
     torch.save({"state_dict": create_model("resnet-tiny").state_dict(), "fn": Path("x")}, zoo / "evil.pt")
     _write_card(zoo, "tiny.evil", zoo / "evil.pt", None)
-    with pytest.raises(InputError, match="not a loadable state_dict"):
+    with pytest.raises(InputError, match=r"not a loadable state_dict \(it holds Python objects besides tensors "
+                                         r"\(pathlib\.\w*Path\)\)") as info:
         load_model("tiny.evil")
+    assert "weights_only" not in str(info.value)
+
+
+def test_a_refused_checkpoint_brings_no_torch_warnings(zoo: Path, recwarn: pytest.WarningsRecorder) -> None:
+    (zoo / "protocol4.pt").write_bytes(pickle.dumps({"w": 1}, protocol=4))
+    _write_card(zoo, "tiny.p4", zoo / "protocol4.pt", None)
+    with pytest.raises(InputError, match="tiny.p4.*not a loadable state_dict"):
+        load_model("tiny.p4")
+    assert [str(w.message) for w in recwarn] == []
+
+
+def test_architecture_arguments_are_checked() -> None:
+    with pytest.raises(InputError, match=r"architecture resnet-tiny takes no argument 'bogus' \(it takes: num_classes"):
+        load_model("resnet-tiny", bogus=3)
+    with pytest.raises(InputError, match="architecture resnet-tiny raised TypeError"):
+        load_model("resnet-tiny", num_classes="ten")
 
 
 def test_torchvision_imagenet1k_weights_are_sliced_to_the_class_list(zoo: Path, tmp_path: Path) -> None:

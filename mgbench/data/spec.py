@@ -99,11 +99,16 @@ class DataSpec:
 
 @dataclass
 class OpenedData:
+    """An opened split. ``available`` is the number of images before ``limit`` took its subset
+    and ``requested`` the limit asked for, so a limit above the data size can be reported."""
+
     dataset: Dataset
     n: int
     ids_hash: str
     preprocessing: str
     split: str
+    available: int = 0
+    requested: int | None = None
 
     def key(self, spec: DataSpec) -> dict[str, Any]:
         """What identifies this data in the results store."""
@@ -150,8 +155,9 @@ def open_dataset(spec: DataSpec, *, train_transform: Any = None) -> OpenedData:
         if train_transform is not None:
             dataset.transform = train_transform
         ids = dataset.relative_paths()
+    available = len(ids)
     dataset, ids = _limit(dataset, ids, spec.limit)
-    return OpenedData(dataset, len(ids), _ids_hash(ids), preprocessing, split)
+    return OpenedData(dataset, len(ids), _ids_hash(ids), preprocessing, split, available, spec.limit)
 
 
 def open_imagenet_c(
@@ -162,5 +168,6 @@ def open_imagenet_c(
     folder = Path(root) / corruption / str(severity)
     dataset = ClassListFolder(folder, class_list(spec.class_list), preprocessing, spec.on_bad_image)
     ids = [f"{corruption}/{severity}/{p}" for p in dataset.relative_paths()]
+    available = len(ids)
     dataset, ids = _limit(dataset, ids, spec.limit)
-    return OpenedData(dataset, len(ids), _ids_hash(ids), preprocessing, "val")
+    return OpenedData(dataset, len(ids), _ids_hash(ids), preprocessing, "val", available, spec.limit)
