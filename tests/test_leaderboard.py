@@ -195,3 +195,32 @@ def test_page_sorts_in_a_headless_browser(board: Path, tmp_path: Path) -> None:
         assert shot.stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_random_init_models_are_left_out_unless_asked(tmp_path: Path, run_cli) -> None:
+    """Untrained weights are no result: the leaderboard lists them only with --include-random-init,
+    and says whom it left out."""
+    path = synthetic_store(tmp_path / "s.sqlite")
+    with Store(path) as store:
+        store.write_cell(CellRecord(
+            "untrained/clean", "synthetic", {"model": "resnet18", "arch": "resnet18", "weights": "random-init",
+                                             "params": 11_000_000},
+            {"dataset": "digits", "split": "test", "preprocessing": "none", "subset": "s"}, {"threat": "clean"}, {},
+            PROVENANCE, [MetricRow("top1", 0.1, 0.05, 0.15, 1000)]))
+    glimpses = tmp_path / "no-glimpses"
+    glimpses.mkdir()
+    code, out, err = run_cli("leaderboard", "--store", str(path), "--out", str(tmp_path / "board"),
+                             "--glimpses", str(glimpses))
+    assert code == 0, err
+    assert "3 model x dataset entries" in out and "left out (random-init weights" in out and "resnet18" in out
+    csv = pd.read_csv(tmp_path / "board" / "leaderboard.csv")
+    assert sorted(csv["model"]) == ["alpha.digits", "beta.digits", "gamma.digits"]
+    assert not (tmp_path / "board" / "json" / "digits" / "resnet18.json").exists()
+    code, out, err = run_cli("leaderboard", "--store", str(path), "--out", str(tmp_path / "all"),
+                             "--glimpses", str(glimpses), "--include-random-init")
+    assert code == 0, err
+    assert "4 model x dataset entries" in out and "left out" not in out
+    csv = pd.read_csv(tmp_path / "all" / "leaderboard.csv").set_index("model")
+    assert csv.loc["resnet18", "weights"] == "random-init" and csv.loc["resnet18", "clean_top1"] == 0.1
+    record = json.loads((tmp_path / "all" / "json" / "digits" / "resnet18.json").read_text())
+    assert record["mgbench"]["weights"] == "random-init"

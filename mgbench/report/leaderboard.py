@@ -3,7 +3,8 @@
 :func:`collect` turns the results frame into one :class:`Entry` per model x dataset; the writers
 render the entries as GitHub markdown, a CSV, and one RobustBench-format JSON per model. When a
 store holds the same condition more than once (say a ``--limit`` run and a full run), the cell with
-the largest n wins, then the newest.
+the largest n wins, then the newest. Rows of untrained (``random-init``) weights are no result to
+rank: :func:`trained_rows` leaves them out unless the caller asks for them.
 """
 
 from __future__ import annotations
@@ -86,6 +87,14 @@ def _nan(value: Any) -> bool:
 
 def _int(value: Any) -> int | None:
     return None if _nan(value) else int(value)
+
+
+def trained_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of trained weights, and the names of the models left out for being random-init."""
+    from mgbench.models import RANDOM_INIT
+
+    untrained = frame["weights"] == RANDOM_INIT
+    return frame[~untrained], sorted(frame.loc[untrained, "model"].unique())
 
 
 def latest_cells(frame: pd.DataFrame) -> pd.DataFrame:
