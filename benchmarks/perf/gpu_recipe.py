@@ -1,6 +1,6 @@
 """The ImageNet100 recipe's throughput on a GPU, on generated real-size images (no downloads).
 
-Writes a few hundred photo-like JPEGs at ImageNet's usual sizes (500x375, 375x500, 500x333, ...)
+Writes 1,000 photo-like JPEGs at ImageNet's usual sizes (500x375, 375x500, 500x333, ...)
 into a temporary ImageNet-style folder (``val/WNID/`` for the 100 WNIDs of the shipped ``mgnet``
 list), then, for randomly initialised ``resnet50`` and ``mgnet-r50`` (cost does not depend on
 the weights) and for fp32 and bf16 + channels-last, measures:
@@ -18,7 +18,9 @@ the weights) and for fp32 and bf16 + channels-last, measures:
 
 Each measurement follows a warm-up on the same shapes; peak GPU memory is recorded per
 measurement. Writes ``results/perf/gpu-recipe.csv`` and ``.json`` (device, GPU, CUDA, cuDNN,
-library versions). About 3 minutes on one H200, data generation included.
+library versions), rewritten after every model x config. Sized for about 3 minutes on one H200,
+data generation included (an estimate until it has run there); ``--budget-s`` (200 s) starts no
+further model x config after that time and lists the rest as not measured.
 
     python benchmarks/perf/gpu_recipe.py                 # on the GPU
     python benchmarks/perf/gpu_recipe.py --quick         # tiny sizes and ResNet-18s on the CPU (under a
@@ -29,9 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,21 +59,30 @@ SIZES = ((500, 375), (375, 500), (500, 333), (500, 500), (320, 250))  # width x 
 EPS = 4 / 255
 
 
-def write_imagenet_folder(root: Path, images: int, seed: int = 0) -> Path:
-    """``root/val/WNID/ILSVRC2012_val_*.JPEG``: ``images`` photo-like JPEGs (smooth colour
-    gradients plus noise, quality 90) spread round-robin over the 100 classes of the mgnet list."""
-    rng = np.random.default_rng(seed)
+def _write_image(root: str, index: int, seed: int) -> None:
+    """One photo-like JPEG (smooth colour gradients plus noise, quality 90), the ``index``-th."""
+    rng = np.random.default_rng([seed, index])
+    width, height = SIZES[index % len(SIZES)]
+    rows, columns = np.mgrid[0:height, 0:width]
+    base = np.stack([(rows * (1 + index % 3) + index) % 256, (columns * 0.7 + 5 * index) % 256,
+                     (rows + columns) % 256], -1)
+    picture = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
     wnids = class_list("mgnet")
-    for wnid in wnids:
+    name = f"ILSVRC2012_val_{index + 1:08d}.JPEG"
+    Image.fromarray(picture).save(Path(root) / "val" / wnids[index % len(wnids)] / name, quality=90)
+
+
+def write_imagenet_folder(root: Path, images: int, seed: int = 0) -> Path:
+    """``root/val/WNID/ILSVRC2012_val_*.JPEG``: ``images`` photo-like JPEGs spread round-robin over
+    the 100 classes of the mgnet list, written by one process per core (before any CUDA work)."""
+    for wnid in class_list("mgnet"):
         (root / "val" / wnid).mkdir(parents=True, exist_ok=True)
-    for index in range(images):
-        width, height = SIZES[index % len(SIZES)]
-        rows, columns = np.mgrid[0:height, 0:width]
-        base = np.stack([(rows * (1 + index % 3) + index) % 256, (columns * 0.7 + 5 * index) % 256,
-                         (rows + columns) % 256], -1)
-        picture = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(picture).save(root / "val" / wnids[index % len(wnids)] / f"ILSVRC2012_val_{index + 1:08d}.JPEG",
-                                      quality=90)
+    if images < 64:
+        for index in range(images):
+            _write_image(str(root), index, seed)
+        return root
+    with ProcessPoolExecutor(max_workers=os.cpu_count(), mp_context=get_context("fork")) as pool:
+        list(pool.map(_write_image, [str(root)] * images, range(images), [seed] * images, chunksize=16))
     return root
 
 
@@ -146,7 +160,7 @@ def resident_batch(
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--images", type=int, default=500, help="generated validation images")
+    parser.add_argument("--images", type=int, default=1000, help="generated validation images")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10, help="PGD steps")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of the resident-batch measurements")
@@ -154,6 +168,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--corruption", default="fog", help="the on-the-fly corruption cell (torch backend)")
     parser.add_argument("--severity", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: sized to the machine)")
+    parser.add_argument("--budget-s", type=float, default=200.0,
+                        help="start no further model x config after this many seconds (the rest is listed as "
+                             "not measured); results are written after each one")
     parser.add_argument("--out", type=Path, default=PERF_DIR, help="folder for gpu-recipe.csv and .json")
     parser.add_argument("--quick", action="store_true",
                         help="CPU-sized, to check the script works: resnet18 and mgnet-r18, 3 images, batch 2, "
@@ -164,7 +181,6 @@ def main(argv: list[str] | None = None) -> Path:
         args.models = "resnet18,mgnet-r18"
     if args.images < 2:
         parser.error("--images must be at least 2 (a warm-up subset and the measured set)")
-    device = resolve_device(args.device)
     configs: dict[str, dict[str, Any]] = {"fp32": {}}
     if not args.quick:
         configs["bf16+channels_last"] = {"precision": "bf16", "channels_last": True}
@@ -176,16 +192,30 @@ def main(argv: list[str] | None = None) -> Path:
                                             "steps": args.steps, "checks": False},
     }
     started = time.perf_counter()
+    stem = args.out / ("gpu-recipe-quick" if args.quick else "gpu-recipe")
     rows: list[dict[str, Any]] = []
+    not_measured: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mgbench-gpu-recipe-") as folder:
         clock = time.perf_counter()
-        data_root = write_imagenet_folder(Path(folder) / "imagenet", args.images)
+        data_root = write_imagenet_folder(Path(folder) / "imagenet", args.images)  # forks: before any CUDA work
         generation_s = time.perf_counter() - clock
         print(f"{args.images} JPEGs generated in {generation_s:.1f} s", flush=True)
+        device = resolve_device(args.device)
+        facts = {
+            "script": "benchmarks/perf/gpu_recipe.py", "quick": args.quick, "images": args.images,
+            "image_sizes": [f"{w}x{h}" for w, h in SIZES], "batch_size": args.batch_size, "pgd_steps": args.steps,
+            "eps": "4/255", "repeats": args.repeats, "generation_s": generation_s, "configs": configs,
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+            **machine_info(device),
+        }
         warmup = None if args.quick else min(args.batch_size, args.images - 1)
         for config, settings in configs.items():
             options = RunOptions(device=str(device), batch_size=args.batch_size, workers=args.workers, **settings)
             for model in args.models.split(","):
+                if time.perf_counter() - started > args.budget_s:
+                    not_measured.append(f"{model} {config}")
+                    print(f"{model} {config}: not measured (--budget-s {args.budget_s:.0f} s spent)", flush=True)
+                    continue
                 measured = runner_cells(model, data_root, Path(folder) / "store.sqlite", options, conditions,
                                         warmup)
                 measured += resident_batch(model, options, args.batch_size, args.steps, args.repeats,
@@ -193,21 +223,20 @@ def main(argv: list[str] | None = None) -> Path:
                 for row in measured:
                     rows.append({"model": model, "config": config, "batch_size": args.batch_size, **row})
                     print(_line(rows[-1]), flush=True)
-    frame = pd.DataFrame(rows)
-    total = time.perf_counter() - started
-    extra = {
-        "script": "benchmarks/perf/gpu_recipe.py", "quick": args.quick, "images": args.images,
-        "image_sizes": [f"{w}x{h}" for w, h in SIZES], "batch_size": args.batch_size, "pgd_steps": args.steps,
-        "eps": "4/255", "repeats": args.repeats, "generation_s": generation_s, "total_s": total,
-        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-        "peak_rss_mb": peak_rss_mb(), "configs": configs,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / ("gpu-recipe-quick" if args.quick else "gpu-recipe")
-    frame.to_csv(stem.with_suffix(".csv"), index=False)
-    stem.with_suffix(".json").write_text(json.dumps({**machine_info(device), **extra}, indent=2, default=str))
-    print(f"\n{len(frame)} measurements in {total:.0f} s -> {stem.with_suffix('.csv')}")
+                _write(stem, rows, facts, not_measured, time.perf_counter() - started)
+    _write(stem, rows, facts, not_measured, time.perf_counter() - started)
+    print(f"\n{len(rows)} measurements in {time.perf_counter() - started:.0f} s -> {stem.with_suffix('.csv')}")
     return stem.with_suffix(".csv")
+
+
+def _write(stem: Path, rows: list[dict[str, Any]], facts: dict[str, Any], not_measured: list[str],
+           total_s: float) -> None:
+    """The CSV of the measurements so far and the JSON of the machine and settings (rewritten
+    after every model x config, so a run cut short keeps what it measured)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(stem.with_suffix(".csv"), index=False)
+    record = {**facts, "total_s": total_s, "peak_rss_mb": peak_rss_mb(), "not_measured": not_measured}
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str))
 
 
 def _line(row: dict[str, Any]) -> str:
