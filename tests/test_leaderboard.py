@@ -198,3 +198,30 @@ def test_page_sorts_in_a_headless_browser(board: Path, tmp_path: Path) -> None:
         assert shot.stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_random_init_models_are_left_out_unless_asked(tmp_path: Path, run_cli) -> None:
+    """Untrained weights are no result: the leaderboard lists them only with --include-random-init,
+    and says whom it left out."""
+    trained = synthetic_store(tmp_path / "s.sqlite")
+    untrained = tmp_path / "untrained.sqlite"
+    code, out, err = run_cli("run", "--suite", "clean", "--model", "resnet-tiny", "--limit", "16", "--store",
+                             str(untrained), "--device", "cpu", "--workers", "0")
+    assert code == 0, err
+    assert "resnet-tiny (random-init)" in out  # the run's own table says so too
+    glimpses = tmp_path / "no-glimpses"
+    glimpses.mkdir()
+    stores = ["--store", str(trained), "--store", str(untrained), "--glimpses", str(glimpses)]
+    code, out, err = run_cli("leaderboard", *stores, "--out", str(tmp_path / "board"))
+    assert code == 0, err
+    assert "3 model x dataset entries" in out and "left out (random-init weights" in out and "resnet-tiny" in out
+    csv = pd.read_csv(tmp_path / "board" / "leaderboard.csv")
+    assert sorted(csv["model"]) == ["alpha.digits", "beta.digits", "gamma.digits"]
+    assert not (tmp_path / "board" / "json" / "digits" / "resnet-tiny.json").exists()
+    code, out, err = run_cli("leaderboard", *stores, "--out", str(tmp_path / "all"), "--include-random-init")
+    assert code == 0, err
+    assert "4 model x dataset entries" in out and "left out" not in out
+    csv = pd.read_csv(tmp_path / "all" / "leaderboard.csv").set_index("model")
+    assert csv.loc["resnet-tiny", "weights"] == "random-init" and csv.loc["resnet-tiny", "clean_n"] == 16
+    record = json.loads((tmp_path / "all" / "json" / "digits" / "resnet-tiny.json").read_text())
+    assert record["mgbench"]["weights"] == "random-init"

@@ -48,6 +48,22 @@ def test_normalisation_is_inside_the_model() -> None:
     assert torch.allclose(model(x), model.net((x - mean) / std))
 
 
+def test_architecture_names_load_seeded_random_init_weights() -> None:
+    """A bare architecture is untrained: weights say random-init (the seed is part of the identity),
+    and the same name gives the same weights without touching the caller's random state."""
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    first, second = load_model("resnet-tiny"), load_model("resnet-tiny")
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), before)
+    assert first.weights == "random-init" and first.random_init
+    assert first.identity() == {"model": "resnet-tiny", "arch": "resnet-tiny", "weights": "random-init",
+                                "init_seed": 0}
+    assert all(torch.equal(a, b) for a, b in zip(first.module.state_dict().values(),
+                                                  second.module.state_dict().values()))
+    assert load_model("resnet-tiny", init_seed=1).identity()["init_seed"] == 1
+
+
 def test_unknown_model_is_an_input_error() -> None:
     with pytest.raises(InputError, match="unknown model 'resnet-huge'"):
         load_model("resnet-huge")

@@ -1,7 +1,8 @@
 """Turning a model name into a ready module: registry names, zoo cards, user factories.
 
 Three ways in, one function (:func:`load_model`):
-- a registered architecture (``resnet18``): randomly initialised, for FLOPs or training;
+- a registered architecture (``resnet18``): randomly initialised (weights ``random-init``, which
+  tables mark and the leaderboard leaves out unless asked), for FLOPs, timing or training;
 - a zoo card (``resnet-tiny.digits``): ``models/<name>.toml`` names the architecture, its
   arguments and a checkpoint with its sha256;
 - a user factory, ``path/to/file.py:factory`` or ``package.module:factory``, returning an
@@ -32,6 +33,8 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
+
+RANDOM_INIT = "random-init"  # the weights of a model nobody trained
 
 
 def zoo_dir() -> Path:
@@ -102,15 +105,22 @@ class LoadedModel:
     module: nn.Module
     name: str
     architecture: str
-    weights: str  # checkpoint sha256, "random-init[:seedN]", or "user:<sha256 of the factory file>"
+    weights: str  # checkpoint sha256, RANDOM_INIT, or "user:<sha256 of the factory file>"
     card: ModelCard | None = None
+    init_seed: int | None = None  # the seed of random-init weights, when they were seeded
     params: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.params = sum(p.numel() for p in self.module.parameters())
 
+    @property
+    def random_init(self) -> bool:
+        """Untrained weights: their rows are marked and the leaderboard leaves them out."""
+        return self.weights == RANDOM_INIT
+
     def identity(self) -> dict[str, Any]:
-        return {"model": self.name, "arch": self.architecture, "weights": self.weights}
+        identity = {"model": self.name, "arch": self.architecture, "weights": self.weights}
+        return identity if self.init_seed is None else {**identity, "init_seed": self.init_seed}
 
 
 def _state_dict_from(obj: Any) -> dict[str, torch.Tensor]:
@@ -253,7 +263,7 @@ def _from_card(card: ModelCard, overrides: dict[str, Any]) -> LoadedModel:
     module = _build(entry.factory, {**card.arguments, **overrides}, f"{where}: architecture {card.architecture}",
                     "fix the card's [arguments]")
     if card.checkpoint is None:
-        return LoadedModel(module, card.name, card.architecture, "random-init", card)
+        return LoadedModel(module, card.name, card.architecture, RANDOM_INIT, card)
     if card.sha256:
         if not card.checkpoint.is_file():
             raise InputError(f"{where}: checkpoint {card.checkpoint} does not exist: train it or fix the path")
@@ -320,11 +330,11 @@ def load_model(name: str, *, init_seed: int | None = 0, **overrides: Any) -> Loa
     entry = get_entry(name)
     where, fix = f"architecture {name}", "pass only arguments it takes, with valid values"
     if init_seed is None:
-        return LoadedModel(_build(entry.factory, overrides, where, fix), name, name, "random-init")
+        return LoadedModel(_build(entry.factory, overrides, where, fix), name, name, RANDOM_INIT)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         module = _build(entry.factory, overrides, where, fix)
-    return LoadedModel(module, name, name, f"random-init:seed{init_seed}")
+    return LoadedModel(module, name, name, RANDOM_INIT, init_seed=init_seed)
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:

@@ -5,7 +5,9 @@ render the entries as GitHub markdown, a CSV, and one RobustBench-format JSON pe
 store holds the same condition more than once (say a ``--limit`` run and a full run), the cell with
 the largest n wins, then the newest: "the same condition" is the cells' ``cell_group``
 (:attr:`mgbench.cellkey.CellKey.group`). Runs under another precision than fp32 are entries of
-their own (``model [bf16]``), never mixed into the fp32 numbers.
+their own (``model [bf16]``), never mixed into the fp32 numbers. Rows of untrained
+(``random-init``) weights are no result to rank: :func:`trained_rows` leaves them out unless the
+caller asks for them.
 """
 
 from __future__ import annotations
@@ -88,6 +90,14 @@ def _nan(value: Any) -> bool:
 
 def _int(value: Any) -> int | None:
     return None if _nan(value) else int(value)
+
+
+def trained_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of trained weights, and the names of the models left out for being random-init."""
+    from mgbench.models import RANDOM_INIT
+
+    untrained = frame["weights"] == RANDOM_INIT
+    return frame[~untrained], sorted(frame.loc[untrained, "model"].unique())
 
 
 def latest_cells(frame: pd.DataFrame) -> pd.DataFrame:

@@ -30,6 +30,14 @@ def condition_label(row: pd.Series | dict[str, Any]) -> str:
     return str(threat)
 
 
+def model_label(model: str, weights: Any) -> str:
+    """The model's name, marked ``(random-init)`` when its weights were never trained, so an
+    untrained model's numbers never pass for results."""
+    from mgbench.models import RANDOM_INIT
+
+    return f"{model} ({RANDOM_INIT})" if weights == RANDOM_INIT else str(model)
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -53,7 +61,8 @@ def accuracy_table(frame: pd.DataFrame, title: str = "accuracy") -> Table:
         top5, speed = final.get("top5"), final.get("images_per_s")
         steps = cell[(cell["metric"] == "top1") & cell["step"].notna()].sort_values("step")["value"]
         table.add_row(
-            first["model"], first["dataset"], escape(condition_label(first)),  # "[mgnet-paper]" is not markup
+            model_label(first["model"], first["weights"]), first["dataset"],
+            escape(condition_label(first)),  # "[mgnet-paper]" is not markup
             _pct(top1.value), f"{_pct(top1.ci_low)}-{_pct(top1.ci_high)}",
             _pct(top5.value) if top5 is not None else "",
             " / ".join(_pct(v) for v in steps),
@@ -74,7 +83,7 @@ def compute_table(frame: pd.DataFrame, title: str = "compute (fvcore GMACs: 1 mu
         steps = cell[(cell["metric"] == "gmacs") & cell["step"].notna()].sort_values("step")["value"]
         params, gmacs = final.get("params"), final.get("gmacs")
         table.add_row(
-            first["model"], first["dataset"],
+            model_label(first["model"], first["weights"]), first["dataset"],
             f"{params.value / 1e6:.2f}M" if params is not None else "",
             f"{gmacs.value:.4f}" if gmacs is not None else "",
             " / ".join(f"{g:.4f}" for g in steps),
@@ -91,7 +100,8 @@ def verdict_table(frame: pd.DataFrame, title: str = "gradient-masking verdicts (
         detail = json.loads(row.detail) if isinstance(row.detail, str) else {}
         reasons = detail.get("reasons") or []
         verdict = "[bold red]UNRELIABLE[/bold red]" if row.value else "[green]reliable[/green]"
-        table.add_row(row.model, row.dataset, row.threat, verdict, escape("\n".join(reasons)) or "all checks passed")
+        table.add_row(model_label(row.model, row.weights), row.dataset, row.threat, verdict,
+                      escape("\n".join(reasons)) or "all checks passed")
     return table
 
 
@@ -142,7 +152,7 @@ def corruption_summary_table(frame: pd.DataFrame, title: str = "corruption summa
             ce = final.get("mce", final.get("ce"))
             rce = final.get("relative_mce", final.get("relative_ce"))
             steps = cell[(cell["metric"] == "mean_top1") & cell["step"].notna()].sort_values("step")["value"]
-            table.add_row(first["model"], first["dataset"], str(first["backend"]),
+            table.add_row(model_label(first["model"], first["weights"]), first["dataset"], str(first["backend"]),
                           _corruption_set(first, mean) if first["corruption"] == "mean" else first["corruption"],
                           _pct(mean.value), _pct(ce.value) if ce is not None else "",
                           _pct(rce.value) if rce is not None else "", " / ".join(_pct(v) for v in steps))
