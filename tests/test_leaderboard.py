@@ -225,3 +225,34 @@ def test_random_init_models_are_left_out_unless_asked(tmp_path: Path, run_cli) -
     assert csv.loc["resnet-tiny", "weights"] == "random-init" and csv.loc["resnet-tiny", "clean_n"] == 16
     record = json.loads((tmp_path / "all" / "json" / "digits" / "resnet-tiny.json").read_text())
     assert record["mgbench"]["weights"] == "random-init"
+
+
+def test_seed_cards_are_summarised_and_gaps_judged_against_noise(tmp_path: Path) -> None:
+    """Hand-made seeds: a: 90/92/94 (mean 92, sd 2, range 4); b: 80/81/82 (mean 81, range 2);
+    c: 89/95/91 (mean 91.67, range 6). Every clean interval is +-1.5 points."""
+    from mgbench.report.leaderboard import seed_differences, seed_groups
+
+    clean = {"a.digits": (0.90, 0.92, 0.94), "b.digits": (0.80, 0.81, 0.82), "c.digits": (0.89, 0.95, 0.91)}
+    path = synthetic_store(tmp_path / "r.sqlite")
+    with Store(path) as store:
+        for base, values in clean.items():
+            for seed, value in enumerate(values):
+                model = f"{base}.s{seed}"
+                _cell(store, f"{model}/clean", model, {"threat": "clean"},
+                      [MetricRow("top1", value, value - 0.015, value + 0.015, 1000)])
+        frame = store.frame()
+    entries = collect(frame)
+    groups = seed_groups(entries)
+    assert [(g.base, g.seeds) for g in groups] == [(b, [0, 1, 2]) for b in sorted(clean)]
+    a = groups[0].metrics["clean"]
+    assert a.mean == pytest.approx(0.92) and a.spread == pytest.approx(0.02) and a.range == pytest.approx(0.04)
+    assert a.sampling == pytest.approx(0.015)
+    assert set(groups[0].metrics) == {"clean"}  # no seed has corruption or attack cells
+    gaps = {(row.first, row.second): (row.gap, row.beyond_noise) for row in seed_differences(groups).itertuples()}
+    assert gaps[("a.digits", "b.digits")] == (pytest.approx(0.11), True)  # 11 points > ranges 4, 2 and 1.5
+    assert gaps[("a.digits", "c.digits")] == (pytest.approx(0.92 - 0.9167, abs=1e-4), False)
+    assert gaps[("b.digits", "c.digits")][1] is True  # 10.7 points > range 6
+    md = (build(frame, tmp_path / "board").out / "index.md").read_text()
+    assert "### Across seeds" in md and "| a.digits | digits | 0, 1, 2 | 92.0 +- 2.0 (range 4.0, sampling 1.5)" in md
+    assert "| a.digits - b.digits | digits | clean | +11.0 | **yes** |" in md
+    assert "| a.digits - c.digits | digits | clean | +0.3 | no |" in md

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import shlex
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -119,8 +118,19 @@ def train(arch: str, out: str, recipe: str, method: str, epochs: int | None, lr:
                       f"  test {entry['test_acc']:.3f}  {entry['seconds']:.0f}s")
     console.print(f"weights: {result.weights}")
     if card:
-        command = "mgbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        console.print(f"card: {write_card(result, card, command)}")
+        console.print(f"card: {write_card(result, card, _command_line(click.get_current_context()))}")
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as given (options left at their defaults omitted), rebuilt from the parsed
+    parameters so that it is right however the CLI was invoked (also in-process, from tests)."""
+    parts = ["mgbench", ctx.info_name or "train"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if value is None or value is False or value == param.default or not isinstance(param, click.Option):
+            continue
+        parts += [param.opts[0]] if param.is_flag else [param.opts[0], str(value)]
+    return " ".join(shlex.quote(part) for part in parts)
 
 
 @cli.group()

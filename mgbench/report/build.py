@@ -23,7 +23,14 @@ import pandas as pd
 from mgbench.errors import InputError
 from mgbench.provenance import now_iso
 from mgbench.report import plots
-from mgbench.report.leaderboard import Entry, attack_columns, collect, robustbench_json, summary_frame
+from mgbench.report.leaderboard import (
+    Entry,
+    attack_columns,
+    collect,
+    robustbench_json,
+    seed_markdown,
+    summary_frame,
+)
 from mgbench.report.render import dataset_tables, html_table, markdown
 
 _SORT_SCRIPT = """
@@ -109,6 +116,10 @@ def _write_all(entries: list[Entry], out: Path, glimpse_dir: Path | None, source
             md.append(markdown(table))
             page.append(html_table(table, f"table{table_index}"))
             table_index += 1
+        seeds = seed_markdown(mine)  # mean and spread over seed cards, gaps beyond noise
+        if seeds:
+            md.append(seeds)
+            page.append(f"<pre>{html.escape(seeds)}</pre>")
         for name, figure in _figures(dataset, mine):
             if figure is None:
                 continue

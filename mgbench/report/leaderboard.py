@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -338,3 +339,136 @@ def robustbench_json(entry: Entry, columns: list[AttackColumn]) -> dict[str, Any
             "verdict_reasons": entry.reasons,
         },
     }
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+SEED_CARD = re.compile(r"^(?P<base>.+)\.s(?P<seed>\d+)$")
+SEED_METRICS = ("clean", "corruption mean", "headline robust")
+
+
+@dataclass
+class SeedStat:
+    """One metric of one model over its seeds: the values and each value's 95% interval half-width."""
+
+    values: list[float]
+    half_widths: list[float]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    @property
+    def spread(self) -> float:
+        """Sample standard deviation over the seeds."""
+        m = self.mean
+        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (len(self.values) - 1))
+
+    @property
+    def range(self) -> float:
+        return max(self.values) - min(self.values)
+
+    @property
+    def sampling(self) -> float:
+        """The mean half-width of the seeds' 95% Wilson intervals (the test set's sampling error)."""
+        return sum(self.half_widths) / len(self.half_widths) if self.half_widths else 0.0
+
+
+@dataclass
+class SeedGroup:
+    """The cards ``<base>.s<seed>`` of one model on one dataset."""
+
+    base: str
+    dataset: str
+    seeds: list[int]
+    metrics: dict[str, SeedStat]
+
+
+def _seed_metrics(entry: Entry) -> dict[str, Acc]:
+    found: dict[str, Acc] = {}
+    if entry.clean is not None:
+        found["clean"] = entry.clean
+    if entry.corruption_mean is not None:
+        found["corruption mean"] = entry.corruption_mean
+    headline = headline_attack(entry, attack_columns([entry]))
+    if headline is not None:
+        found["headline robust"] = headline[1]
+    return found
+
+
+def seed_groups(entries: list[Entry]) -> list[SeedGroup]:
+    """Entries named ``<base>.s<seed>`` grouped by base and dataset (two seeds or more). A metric
+    counts only where every seed of the group has it."""
+    grouped: dict[tuple[str, str], list[tuple[int, Entry]]] = {}
+    for entry in entries:
+        match = SEED_CARD.match(entry.model)
+        if match:
+            grouped.setdefault((entry.dataset, match["base"]), []).append((int(match["seed"]), entry))
+    groups = []
+    for (dataset, base), members in sorted(grouped.items()):
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda item: item[0])
+        per_seed = [_seed_metrics(entry) for _, entry in members]
+        metrics = {}
+        for name in SEED_METRICS:
+            accs = [found[name] for found in per_seed if name in found]
+            if len(accs) == len(members):
+                halves = [(a.high - a.low) / 2 for a in accs if a.low is not None and a.high is not None]
+                metrics[name] = SeedStat([a.value for a in accs], halves)
+        groups.append(SeedGroup(base, dataset, [seed for seed, _ in members], metrics))
+    return groups
+
+
+def beyond_noise(a: SeedStat, b: SeedStat) -> bool:
+    """Whether two models' means differ by more than either model's seed range (max - min over its
+    seeds) and more than either model's sampling interval (mean 95% half-width)."""
+    gap = abs(a.mean - b.mean)
+    return gap > max(a.range, b.range) and gap > max(a.sampling, b.sampling)
+
+
+def seed_differences(groups: list[SeedGroup]) -> pd.DataFrame:
+    """Every pair of models on the same dataset, per metric both have: the gap between their
+    means (first minus second) and whether it is beyond the noise (:func:`beyond_noise`)."""
+    rows = []
+    for i, first in enumerate(groups):
+        for second in groups[i + 1:]:
+            if second.dataset != first.dataset:
+                continue
+            for name in SEED_METRICS:
+                if name in first.metrics and name in second.metrics:
+                    a, b = first.metrics[name], second.metrics[name]
+                    rows.append({"dataset": first.dataset, "first": first.base, "second": second.base,
+                                 "metric": name, "gap": a.mean - b.mean, "beyond_noise": beyond_noise(a, b)})
+    return pd.DataFrame(rows, columns=["dataset", "first", "second", "metric", "gap", "beyond_noise"])
+
+
+def seed_markdown(entries: list[Entry]) -> str:
+    """The seed section of the leaderboard: mean +- spread per model, and which gaps are beyond noise
+    (empty when no model has two seed cards or more)."""
+    groups = seed_groups(entries)
+    if not groups:
+        return ""
+    lines = ["### Across seeds\n",
+             "Models with several seed cards (`NAME.s0`, `NAME.s1`, ...): mean over the seeds +- their "
+             "standard deviation, the seed range (max - min) and the mean 95% sampling half-width, in "
+             "points. A gap between two models is **beyond noise** when it is larger than both models' "
+             "seed ranges and both sampling half-widths.\n",
+             "| model | dataset | seeds | " + " | ".join(SEED_METRICS) + " |",
+             "|---|---|---|" + "---|" * len(SEED_METRICS)]
+    for group in groups:
+        cells = []
+        for name in SEED_METRICS:
+            stat = group.metrics.get(name)
+            cells.append("-" if stat is None else f"{100 * stat.mean:.1f} +- {100 * stat.spread:.1f} "
+                         f"(range {100 * stat.range:.1f}, sampling {100 * stat.sampling:.1f})")
+        lines.append(f"| {group.base} | {group.dataset} | {', '.join(map(str, group.seeds))} | " + " | ".join(cells)
+                     + " |")
+    differences = seed_differences(groups)
+    if not differences.empty:
+        lines += ["", "| models | dataset | metric | gap (points) | beyond noise |", "|---|---|---|---|---|"]
+        for row in differences.itertuples():
+            lines.append(f"| {row.first} - {row.second} | {row.dataset} | {row.metric} | {100 * row.gap:+.1f} | "
+                         f"{'**yes**' if row.beyond_noise else 'no'} |")
+    return "\n".join(lines) + "\n"
