@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: install demo test test-fast leaderboard reference regress bench clean
+.PHONY: install demo test test-fast test-kernels leaderboard reference regress bench clean
 
-# The committed reference results (every suite, every zoo model) and the demo's own fresh store.
-STORE := results/mgbench.sqlite
-DEMO_STORE := results/demo.sqlite
+# The committed reference results (every suite, every zoo model; only `make reference` writes them)
+# and the git-ignored local store (every command's default --store, the demo's too).
+STORE := results/reference.sqlite
+LOCAL_STORE := results/local.sqlite
 
 install: $(STAMP)
 
@@ -23,16 +24,28 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/mgbench run --suite clean --store $(DEMO_STORE)
+	$(BIN)/mgbench run --suite clean --store $(LOCAL_STORE)
 
+# Lint first (ruff, configured in pyproject.toml): a cheap failure before the long test run.
 test: install
+	$(BIN)/ruff check mgbench tests benchmarks
 	$(BIN)/python -m pytest -q
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The tests that compare floats across implementations (marked `kernels`), again on a second CPU
+# kernel path: AVX2 on an AVX-512 machine, the scalar "default" path on an AVX2-only one. CI
+# machines of one kind differ in this, and a sign tie must not fail a test on either.
+SECOND_KERNEL_PATH = $$($(BIN)/python -c "import torch; \
+	print('avx2' if torch.backends.cpu.get_cpu_capability().startswith('AVX512') else 'default')")
+test-kernels: install
+	ATEN_CPU_CAPABILITY=$(SECOND_KERNEL_PATH) $(BIN)/python -c \
+		"import torch; print('second CPU kernel path:', torch.backends.cpu.get_cpu_capability())"
+	ATEN_CPU_CAPABILITY=$(SECOND_KERNEL_PATH) $(BIN)/python -m pytest -q -m "kernels and not slow"
+
 leaderboard: install
-	$(BIN)/mgbench leaderboard --store $(STORE) $(if $(wildcard $(DEMO_STORE)),--store $(DEMO_STORE))
+	$(BIN)/mgbench leaderboard --store $(STORE) $(if $(wildcard $(LOCAL_STORE)),--store $(LOCAL_STORE))
 
 # Recompute the reference store (hours on a CPU; resumable: finished cells are kept).
 reference: install

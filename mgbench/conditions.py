@@ -1,14 +1,17 @@
 """Conditions: what is done to a batch before the model sees it.
 
-A condition has a ``key`` (the store's condition columns for its cell) and
-``apply(model, x, y, ids) -> x'``. Clean returns ``x``; a corruption ignores the model; an
-attack uses it. Suites name condition *types*; each type has an expander that turns one
-``[[conditions]]`` table of a suite file (plus command-line overrides) into conditions.
-Condition types register themselves with :func:`register_condition_type`.
+A condition has a ``key`` (every parameter of the condition: the store's condition columns and
+any other), its type's name and behaviour version (``condition_type``, ``condition_version``:
+bump the version when a change of code moves the numbers, and the store recomputes the cells)
+and ``apply(model, x, y, ids) -> x'``; :mod:`mgbench.cellkey` turns them into the cell's key.
+Clean returns ``x``; a corruption ignores the model; an attack uses it. Suites name condition
+*types*; each type has an expander that turns one ``[[conditions]]`` table of a suite file (plus
+command-line overrides) into conditions. Condition types register themselves with :func:`register_condition_type`.
 
-A type may also register a *summariser* (:func:`register_summary`): after all cells of a model
-are stored, it reads them and returns derived results (mean corruption accuracy and mCE,
-gradient-masking verdicts), which the runner stores as cells of their own.
+A type may also register a *summariser* (:func:`register_summary`, with a version like the
+conditions'): after all cells of a model are stored, it reads them and returns derived results
+(mean corruption accuracy and mCE, gradient-masking verdicts), which the runner stores as cells
+of their own, keyed by model, data, run options and what the summary covers (never by suite).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 
 class Condition(Protocol):
     key: dict[str, Any]
+    condition_type: str
+    condition_version: int
     needs_grad: bool
     # Optional ``model_free: bool`` (default False): the conditioned batch does not depend on the
     # model, so the runner conditions each batch once and feeds it to every model of the run.
@@ -43,8 +48,13 @@ class Condition(Protocol):
         """Rows the condition measured besides accuracy (empty for most)."""
 
 
+CLEAN_VERSION = 1
+
+
 @dataclass
 class Clean:
+    condition_type = "clean"
+    condition_version = CLEAN_VERSION
     key: dict[str, Any] = field(default_factory=lambda: {"threat": "clean"})
     needs_grad: bool = False
     model_free: bool = True
@@ -86,10 +96,12 @@ def _expand_clean(table: dict[str, Any]) -> list[Condition]:
 
 @dataclass
 class SummaryContext:
-    """What a summariser sees: the stored rows of this model's cells in this suite run (computed
-    now or earlier), the suite's condition tables of its type (with overrides), the model and
-    data (to run extra checks), and the store (to read other models' rows, e.g. an mCE
-    normaliser)."""
+    """What a summariser sees: the rows of every stored cell of this model on this data under
+    this run's options (precision, seed), whichever suite or command wrote it, plus this run's
+    own cells (summary cells excluded); the suite's condition tables of its type (with
+    overrides); the model and data (to run extra checks); and the store (to read other models'
+    rows, e.g. an mCE normaliser). ``frame`` carries the canonical key columns
+    (``condition_json``, ``data_json``, ...) beside the wide ones."""
 
     frame: "pd.DataFrame"
     tables: list[dict[str, Any]]
@@ -99,6 +111,7 @@ class SummaryContext:
     store: "Store"
     device: torch.device
     batch_size: int
+    options: dict[str, Any] = field(default_factory=dict)  # the run options in the cells' keys
 
 
 @dataclass
@@ -110,19 +123,26 @@ class Summary:
 
 
 Summariser = Callable[[SummaryContext], list[Summary]]
-_SUMMARIES: dict[str, Summariser] = {}
+_SUMMARIES: dict[str, tuple[Summariser, int]] = {}
 
 
-def register_summary(condition_type: str) -> Callable[[Summariser], Summariser]:
+def register_summary(condition_type: str, version: int) -> Callable[[Summariser], Summariser]:
+    """Register the summariser of a condition type; ``version`` enters its cells' keys (bump it
+    when a change moves the numbers)."""
     def decorate(summariser: Summariser) -> Summariser:
-        _SUMMARIES[condition_type] = summariser
+        _SUMMARIES[condition_type] = (summariser, version)
         return summariser
 
     return decorate
 
 
 def summariser(condition_type: str) -> Summariser | None:
-    return _SUMMARIES.get(condition_type)
+    found = _SUMMARIES.get(condition_type)
+    return found[0] if found else None
+
+
+def summary_version(condition_type: str) -> int:
+    return _SUMMARIES[condition_type][1]
 
 
 # Condition types that live in their own packages register themselves when imported.

@@ -10,20 +10,24 @@ data, models) before the store is opened, so bad input writes nothing.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
 
+import pandas as pd
 import torch
 import torch.nn as nn
 
 from mgbench import distributed, flops, progress
-from mgbench.conditions import Condition, SummaryContext, summariser
+from mgbench.cellkey import CellKey, canonical_json, compute_key, condition_key, run_options, summary_key
+from mgbench.conditions import Condition, SummaryContext, summariser, summary_version
 from mgbench.data import DataSpec, OpenedData, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.metrics import AccuracyCounter
 from mgbench.models import LoadedModel, forward_steps, load_model, num_steps
+from mgbench.models.outputs import check_batch, check_outputs
 from mgbench.provenance import device_name, git_sha, library_versions, now_iso, stable_hash
 from mgbench.report.tables import condition_label
 from mgbench.store import DEFAULT_STORE, CellRecord, MetricRow, Store
@@ -71,8 +75,8 @@ class RunOptions:
         return model
 
     def key(self) -> dict[str, Any]:
-        """What of these options changes the numbers (part of a cell's key when not default)."""
-        return {"precision": self.precision} if self.precision != "fp32" else {}
+        """What of these options changes the numbers (part of every cell's key)."""
+        return run_options(self.precision, self.seed)
 
 
 @dataclass
@@ -117,6 +121,7 @@ def evaluate_condition(
     device: torch.device,
     options: RunOptions,
     progress: ProgressHook | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[list[MetricRow]]:
     """Rows of each model's cell on ``opened`` under ``condition``; the conditioned batch is fed
     to a fresh forward pass, so the numbers never come from the condition's own bookkeeping.
@@ -124,7 +129,11 @@ def evaluate_condition(
     A condition that does not depend on the model (``model_free``: clean, corruptions) conditions
     each batch once and every model sees the same images; any other condition (attacks) takes one
     model per call. ``images_per_s`` is what the cell would cost alone: the loop's wall time
-    minus the other models' forward passes."""
+    minus the other models' forward passes.
+
+    Every batch's logits are checked (shape, finite values) before they are counted; ``names``
+    (default: the class names) name the models in that error."""
+    names = list(names) if names is not None else [type(model).__name__ for model in models]
     shared = bool(getattr(condition, "model_free", False))
     if len(models) != 1 and not shared:
         raise ValueError("a condition that depends on the model evaluates one model at a time")
@@ -133,6 +142,7 @@ def evaluate_condition(
     loader = make_loader(distributed.shard(opened.dataset), options.batch_size, device=device,
                          workers=_workers(opened, options))
     skipped = 0
+    described = _describe(condition)
     started = time.perf_counter()
     for index, (images, labels, ids, batch_skipped) in enumerate(loader):
         skipped += batch_skipped
@@ -157,6 +167,8 @@ def evaluate_condition(
                     x_cond = condition.apply(model, x, y, ids)
             with torch.no_grad(), options.autocast(device):
                 outputs = forward_steps(model, x_cond)
+            check_batch(outputs.logits, len(y), model, names[i], num_classes,
+                        where=f"batch {index + 1} of {described}")
             counter.update(outputs.logits, y)  # reads the counts back: the device is synchronised
             forward_seconds[i] += time.perf_counter() - clock
         if progress is not None:
@@ -173,13 +185,21 @@ def evaluate_condition(
             raise InputError("no readable image in the data: check --data-root")
         seconds = distributed.all_max(wall - sum(forward_seconds) + forward_seconds[i])
         rows = counter.rows("top1", num_classes)
+        if opened.requested is not None and opened.requested > opened.available:
+            rows[0].detail = {"limit_requested": opened.requested, "images_available": opened.available}
         rows += condition.extra_rows()
         rows.append(MetricRow("images_per_s", counter.n / seconds, n=counter.n,
                               detail={"seconds": seconds, "models_sharing_the_pass": len(models)}))
         if skipped:
-            rows.append(MetricRow("skipped_images", float(skipped), detail={"reason": "unreadable"}))
+            rows.append(MetricRow("skipped_images", float(skipped),
+                                  detail={"reason": "unreadable", "images_read": counter.n}))
         out.append(rows)
     return out
+
+
+def _describe(condition: Condition) -> str:
+    """A condition as its key's values, e.g. ``corruption fog 3``."""
+    return " ".join(str(value) for value in condition.key.values())
 
 
 def _provenance(
@@ -226,8 +246,10 @@ def evaluate(
     # missing folder is reported before the store is touched.
     cells = [(condition, _open_cell_data(condition, data, opened)) for condition in conditions]
     loaded = [load_model(name) for name in names]
+    probe = _probe_images(opened, device)
     for item in loaded:
         _check_dataset(item, data)
+        check_outputs(item.module.to(device).eval(), item.name, probe, data.num_classes)
         for condition in conditions:
             check_model = getattr(condition, "check_model", None)
             if check_model is not None:  # optional: a condition that needs something of the model
@@ -259,6 +281,15 @@ def _remove_if_empty(path: Path) -> None:
     if empty:
         for suffix in ("", "-journal", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _probe_images(opened: OpenedData, device: torch.device, n: int = 4) -> torch.Tensor:
+    """The first ``n`` readable images of the data, to check every model's outputs on before the
+    store is opened."""
+    for images, _, _, _ in make_loader(opened.dataset, n, device=device, workers=0):
+        if images is not None:
+            return to_unit(images, device)
+    raise InputError("no readable image in the data: check --data-root")
 
 
 def _check_dataset(item: LoadedModel, data: DataSpec) -> None:
@@ -303,23 +334,21 @@ class _SuiteRun:
         if self.cell_task is not None and self.cell_task.total:
             self.cell_task.update(total=self.cell_task.total - 1)
 
-    def _done(self, key: str) -> bool:
+    def _done(self, key: CellKey) -> bool:
         """Whether the cell is stored already (rank 0 decides for everyone)."""
-        stored = self.results.has_cell(key) if self.results is not None else None
+        stored = self.results.has_cell(key.hash) if self.results is not None else None
         return bool(distributed.broadcast(stored)) and not self.options.force
 
-    def _write(
-        self, item: LoadedModel, key: str, data_key: dict[str, Any], condition_key: dict[str, Any],
-        rows: list[MetricRow], started: str, runtime: float, replace: bool,
-    ) -> None:
+    def _write(self, item: LoadedModel, key: CellKey, rows: list[MetricRow], started: str, runtime: float,
+               replace: bool) -> None:
         if self.results is None:
             return
         config = {
             "suite": self.suite.name,
             "suite_file": str(self.suite.source),
-            "model": item.identity(),
-            "data": data_key,
-            "condition": condition_key,
+            "model": key.model,
+            "data": key.data,
+            "condition": key.condition,
             "seed": self.options.seed,
             "batch_size": self.options.batch_size,
             "precision": self.options.precision,
@@ -327,31 +356,21 @@ class _SuiteRun:
             "compile": self.options.compile,
             "world_size": distributed.world_size(),
         }
-        record = CellRecord(
-            cell_key=key,
-            suite=self.suite.name,
-            identity={**item.identity(), "params": item.params},
-            data={k: data_key.get(k) for k in ("dataset", "split", "preprocessing", "subset")},
-            condition=condition_key,
-            config=config,
-            provenance=_provenance(config, self.options.seed, self.device, started, runtime),
-            rows=rows,
-        )
+        record = CellRecord(key, self.suite.name, item.params, config,
+                            _provenance(config, self.options.seed, self.device, started, runtime), rows)
+        # Another writer that finished the same cell meanwhile wins: its rows are as good as ours.
         self.results.write_cell(record, replace=replace)
 
     def _compute_cell(self, item: LoadedModel) -> CellOutcome:
-        condition_key = {"threat": "compute"}
-        data_key = {"dataset": self.data.label, "input_size": self.data.input_size}
-        key = stable_hash({"model": item.identity(), "data": data_key, "condition": condition_key})
+        key = compute_key(item.identity(), {"dataset": self.data.label, "input_size": self.data.input_size})
         if self._done(key):
-            return CellOutcome(key, item.name, condition_key, computed=False)
+            return CellOutcome(key.hash, item.name, key.condition, computed=False)
         rows: list[MetricRow] = []
         started, clock = now_iso(), time.perf_counter()
         if distributed.is_main():
             rows = flops.profile(item.module, self.data.input_size).rows()
-        self._write(item, key, data_key, condition_key, rows, started, time.perf_counter() - clock,
-                    replace=self.options.force)
-        return CellOutcome(key, item.name, condition_key, True, rows)
+        self._write(item, key, rows, started, time.perf_counter() - clock, replace=self.options.force)
+        return CellOutcome(key.hash, item.name, key.condition, True, rows)
 
     def _condition_cells(
         self, loaded: list[LoadedModel], modules: list[nn.Module], condition: Condition, opened: OpenedData
@@ -360,10 +379,9 @@ class _SuiteRun:
         data_key = opened.key(self.data)
         out, pending = [], []
         for index, item in enumerate(loaded):
-            key = stable_hash({"model": item.identity(), "data": data_key, "condition": condition.key,
-                               "seed": self.options.seed, **self.options.key()})
+            key = condition_key(condition, item.identity(), data_key, self.options.key())
             if self._done(key):
-                out.append((index, CellOutcome(key, item.name, condition.key, computed=False)))
+                out.append((index, CellOutcome(key.hash, item.name, key.condition, computed=False)))
                 self._skipped()
             else:
                 pending.append((index, key))
@@ -377,36 +395,63 @@ class _SuiteRun:
             with progress.task("batches") as batches:
                 results = evaluate_condition([modules[i] for i, _ in group], opened, condition,
                                              self.data.num_classes, self.device, self.options,
-                                             lambda _, done, total: batches.update(completed=done, total=total))
+                                             lambda _, done, total: batches.update(completed=done, total=total),
+                                             names=[loaded[i].name for i, _ in group])
             if self.cell_task is not None:
                 self.cell_task.advance(len(group))
             runtime = (time.perf_counter() - clock) / len(group)
             for (index, key), rows in zip(group, results):
                 item = loaded[index]
-                self._write(item, key, data_key, condition.key, rows, started, runtime, replace=self.options.force)
-                out.append((index, CellOutcome(key, item.name, condition.key, True, rows)))
+                self._write(item, key, rows, started, runtime, replace=self.options.force)
+                out.append((index, CellOutcome(key.hash, item.name, key.condition, True, rows)))
         return out
 
     def _summaries(self, item: LoadedModel, cells: list[CellOutcome]) -> list[CellOutcome]:
-        """Derived cells, recomputed every run from the stored rows of ``cells`` (on rank 0; the
-        other ranks wait)."""
+        """Derived cells, recomputed every run (on rank 0; the other ranks wait) from every stored
+        cell of this model under these run options on this run's images, whichever suite or
+        command wrote it (see :func:`summary_frame`), plus this run's own cells."""
         out: list[CellOutcome] = []
         if self.results is not None:
-            frame = self.results.frame(cell_key=[c.cell_key for c in cells])
             data_key = self.opened.key(self.data)
+            frame = summary_frame(self.results, item.identity(), data_key, self.options.key(),
+                                  [c.cell_key for c in cells])
             for kind in sorted(self.suite.types()):
                 summarise = summariser(kind)
                 if summarise is None:
                     continue
                 context = SummaryContext(frame, self.suite.tables(kind, self.overrides), item, self.data,
-                                         self.opened, self.results, self.device, self.options.batch_size)
+                                         self.opened, self.results, self.device, self.options.batch_size,
+                                         self.options.key())
                 for summary in summarise(context):
-                    key = stable_hash({"model": item.identity(), "data": data_key, "summary": summary.key,
-                                       "seed": self.options.seed})
-                    self._write(item, key, data_key, summary.key, summary.rows, now_iso(), 0.0, replace=True)
-                    out.append(CellOutcome(key, item.name, summary.key, True, summary.rows))
+                    key = summary_key(kind, summary_version(kind), summary.key, item.identity(), data_key,
+                                      self.options.key())
+                    # Unchanged numbers are not rewritten: a rerun of a finished sweep changes nothing.
+                    changed = not self.results.same_rows(key.hash, summary.rows)
+                    if changed:
+                        self._write(item, key, summary.rows, now_iso(), 0.0, replace=True)
+                        self.results.drop_superseded(key)  # the same summary by an older version of its code
+                    out.append(CellOutcome(key.hash, item.name, key.condition, changed, summary.rows))
         distributed.barrier()
         return out
+
+
+def _nested(data: dict[str, Any], within: dict[str, Any]) -> bool:
+    """Whether ``data``'s images are among ``within``'s: same dataset, split and preprocessing and
+    no more images (the seeded ``--limit`` subsets are nested: the first N of one fixed permutation)."""
+    same = all(data.get(k) == within.get(k) for k in ("dataset", "split", "preprocessing"))
+    return same and (data == within or (data.get("n_images") or 0) <= (within.get("n_images") or 0))
+
+
+def summary_frame(store: Store, model: dict[str, Any], data: dict[str, Any], options: dict[str, Any],
+                  also: list[str]) -> pd.DataFrame:
+    """What a summary sees: the rows of every stored non-summary cell of ``model`` under
+    ``options`` on ``data`` or on a subset of its images (an attack table's own ``limit``),
+    whichever suite or command wrote it, plus the cells ``also`` (a folder-backed corruption
+    reads other data). Summarisers select among them by the canonical condition and data."""
+    stored = store.frame(model_json=canonical_json(model), options_json=canonical_json(options))
+    keep = {text for text in stored["data_json"].unique() if _nested(json.loads(text), data)}
+    frame = stored[stored["data_json"].isin(keep) | stored["cell_key"].isin(also)]
+    return frame[frame["condition_json"].map(lambda c: json.loads(c)["type"] != "summary")].reset_index(drop=True)
 
 
 def _open_cell_data(condition: Condition, data: DataSpec, opened: OpenedData) -> OpenedData:

@@ -224,3 +224,32 @@ class ToyAnytime(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_steps(x).logits[-1]
+
+
+# Two implementations of one attack on one model (ours and a reference library) run the same
+# arithmetic, but on another CPU kernel path (AVX-512 vs AVX2, another reduction order) a
+# gradient component that is ~0 can take the other sign, and that pixel then moves the other way
+# for the rest of the attack. Such sign ties touch a handful of pixels of a handful of examples;
+# a real difference between the attacks (another step, a missing projection or clip, a random
+# start) moves most pixels. So the comparison allows a tiny share of differing pixels and one
+# example's verdict, never more.
+AGREE_PIXEL_SHARE = 1e-4   # share of pixels that may differ by more than float rounding
+AGREE_EXAMPLES = 1         # examples whose success (fooled or not) may differ
+
+
+def attack_disagreement(model: nn.Module, ours: torch.Tensor, theirs: torch.Tensor,
+                        y: torch.Tensor, atol: float = 1e-6) -> tuple[float, int]:
+    """(share of pixels differing by more than ``atol``, number of examples whose success differs)."""
+    pixels = float(((ours - theirs).abs() > atol).double().mean())
+    with torch.no_grad():
+        fooled_ours = model(ours).argmax(dim=1) != y
+        fooled_theirs = model(theirs).argmax(dim=1) != y
+    return pixels, int((fooled_ours != fooled_theirs).sum())
+
+
+def assert_attacks_agree(model: nn.Module, ours: torch.Tensor, theirs: torch.Tensor, y: torch.Tensor,
+                         atol: float = 1e-6) -> None:
+    """The same attack up to sign ties (see above): robust accuracy then agrees within one example."""
+    pixels, examples = attack_disagreement(model, ours, theirs, y, atol)
+    assert pixels <= AGREE_PIXEL_SHARE, f"{pixels:.2%} of the pixels differ: not the same attack"
+    assert examples <= AGREE_EXAMPLES, f"{examples} examples fooled by one attack and not the other"

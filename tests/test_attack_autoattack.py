@@ -14,7 +14,8 @@ from mgbench.attacks.autoattack import _target_classes, run_autoattack
 from mgbench.conditions import expand
 from mgbench.errors import InputError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# kernels: compares floats across implementations; .ci/run repeats it on a second CPU kernel path.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kernels]
 EPS = 4 / 255
 
 

@@ -16,6 +16,9 @@ from mgbench.corruptions.scaling import working_size
 from mgbench.corruptions.torch_backend import pull_chains
 from mgbench.data.digits import load_digits
 
+# kernels: compares floats across implementations; .ci/run repeats it on a second CPU kernel path.
+pytestmark = pytest.mark.kernels
+
 
 @pytest.fixture(scope="module")
 def digits() -> np.ndarray:

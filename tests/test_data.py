@@ -76,6 +76,16 @@ def test_open_dataset_items_and_subset() -> None:
     assert open_dataset(DataSpec(limit=101)).ids_hash != opened.ids_hash
 
 
+def test_a_limit_above_the_data_size_is_recorded() -> None:
+    """--limit 99999 on the 2,000 digits test images opens all 2,000 and keeps both numbers, so
+    the run can say it ran fewer than asked."""
+    opened = open_dataset(DataSpec(limit=99999))
+    assert (opened.n, opened.available, opened.requested) == (2000, 2000, 99999)
+    assert opened.ids_hash == open_dataset(DataSpec()).ids_hash  # the same images as no limit
+    small = open_dataset(DataSpec(limit=100))
+    assert (small.n, small.available, small.requested) == (100, 2000, 100)
+
+
 @pytest.mark.parametrize("bad", [
     {"name": "cifar"}, {"limit": 0}, {"limit": -3}, {"class_list": "mine"},
     {"name": "imagenet100"}, {"split": "val"},
@@ -141,14 +151,51 @@ def test_unreadable_image_fail_or_skip(fake_imagenet: Path) -> None:
     assert skipped == 1 and images.shape[0] == 2
 
 
-def test_imagenet_c_folder(tmp_path: Path) -> None:
-    for label, wnid in enumerate(class_list("mgnet")):
-        _image(tmp_path / "fog" / "3" / wnid / "a.png", (224, 224), (label, 0, 0))
-    opened = open_imagenet_c(DataSpec(), tmp_path, "fog", 3)
-    assert opened.n == 100 and opened.preprocessing == "crop224"
-    image, label, _ = opened.dataset[5]
-    assert image.shape == (3, 224, 224) and label == 5
-    mgnet_style = open_imagenet_c(DataSpec(), tmp_path, "fog", 3, preprocessing="resize256-crop224")
+def _corrupted_copies(root: Path, relatives: list[str]) -> None:
+    """ImageNet-C copies (``fog/3/WNID/name.JPEG``, 224 px) of the given clean images; the green
+    channel says which clean image a copy belongs to."""
+    for relative in relatives:
+        wnid, name = relative.split("/")
+        label = class_list("mgnet").index(wnid)
+        _image(root / "fog" / "3" / wnid / (Path(name).stem + ".JPEG"), (224, 224), (label, int(name[-5]), 0))
+
+
+def test_imagenet_c_folder(fake_imagenet: Path, tmp_path: Path) -> None:
+    spec = DataSpec(name="imagenet100", root=str(fake_imagenet))
+    clean = open_dataset(spec)
+    out = tmp_path / "imagenet-c"
+    _corrupted_copies(out, clean.dataset.relative_paths())
+    (out / "fog" / "3" / "n99999999").mkdir()  # not in the class list: ignored
+    opened = open_imagenet_c(spec, out, "fog", 3)
+    assert opened.n == 200 and opened.preprocessing == "crop224"
+    image, label, index = opened.dataset[7]
+    assert image.shape == (3, 224, 224) and label == 3 and index == 7
+    assert int(image[1].float().mean().round()) == 1  # the copy of the clean image with k = 1
+    mgnet_style = open_imagenet_c(spec, out, "fog", 3, preprocessing="resize256-crop224")
     assert mgnet_style.preprocessing == "resize256-crop224"
-    with pytest.raises(InputError):
-        open_imagenet_c(DataSpec(), tmp_path, "fog", 4)
+    with pytest.raises(InputError, match=r"fog/4/n01440764/ILSVRC2012_val_0000.JPEG is missing \(200 of the 200"):
+        open_imagenet_c(spec, out, "fog", 4)
+
+
+def test_imagenet_c_folder_holds_the_subset_of_the_limit(fake_imagenet: Path, tmp_path: Path) -> None:
+    """A folder generated for ``--limit 10`` serves ``--limit 10``: the corrupted copies of the
+    same ten clean images, not "the classes it happens to have"."""
+    spec = DataSpec(name="imagenet100", root=str(fake_imagenet), limit=10)
+    clean = open_dataset(spec)
+    chosen = [clean.dataset.dataset.relative_paths()[i] for i in clean.dataset.indices]
+    out = tmp_path / "imagenet-c"
+    _corrupted_copies(out, chosen)
+    opened = open_imagenet_c(spec, out, "fog", 3)
+    assert opened.n == 10
+    labels = [opened.dataset[i][1] for i in range(10)]
+    assert labels == [clean.dataset[i][1] for i in range(10)]
+    assert [opened.dataset[i][2] for i in range(10)] == list(clean.dataset.indices)  # same image ids
+    with pytest.raises(InputError, match=r"is missing \(190 of the 200 .*--severities 3`$"):
+        open_imagenet_c(DataSpec(name="imagenet100", root=str(fake_imagenet)), out, "fog", 3)
+    gone = out / "fog" / "3" / chosen[4].replace(".png", ".JPEG")
+    gone.unlink()
+    with pytest.raises(InputError) as error:
+        open_imagenet_c(spec, out, "fog", 3)
+    message = str(error.value)
+    assert message.startswith(f"{gone} is missing (1 of the 10 images this run selects)") and "\n" not in message
+    assert "mgbench corruptions generate" in message and "--limit 10" in message and "--corruptions fog" in message

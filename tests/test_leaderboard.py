@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mgbench.cellkey import CellKey
 from mgbench.report.build import build
 from mgbench.report.leaderboard import collect, latest_cells
 from mgbench.store import CellRecord, MetricRow, Store
@@ -26,44 +27,46 @@ MODELS = {
 }
 
 
-def _cell(store: Store, key: str, model: str, condition: dict, rows: list[MetricRow], n_finished: str = "1") -> None:
-    store.write_cell(CellRecord(
-        key, "synthetic", {"model": model, "arch": model.split(".")[0], "weights": "w", "params": 1_000_000},
-        {"dataset": "digits", "split": "test", "preprocessing": "none", "subset": "s"}, condition, {},
-        {**PROVENANCE, "finished_at": f"2026-01-0{n_finished}"}, rows,
-    ))
+def _cell(store: Store, kind: str, model: str, condition: dict, rows: list[MetricRow], n_finished: str = "1",
+          subset: str = "s") -> None:
+    key = CellKey({"type": kind, "version": 1, **condition},
+                  {"dataset": "digits", "split": "test", "preprocessing": "none", "subset": subset},
+                  {"model": model, "arch": model.split(".")[0], "weights": "w"}, {"precision": "fp32", "seed": 0})
+    store.write_cell(CellRecord(key, "synthetic", 1_000_000, {},
+                                {**PROVENANCE, "finished_at": f"2026-01-0{n_finished}"}, rows))
 
 
 def synthetic_store(path: Path) -> Path:
     with Store(path) as store:
         for model, (clean, corrupted, pgd, aa, unreliable, gmacs) in MODELS.items():
             steps = [MetricRow("gmacs", g, step=t + 1) for t, g in enumerate(gmacs)] if len(gmacs) > 1 else []
-            _cell(store, f"{model}/compute", model, {"threat": "compute"},
+            _cell(store, "compute", model, {"threat": "compute"},
                   [MetricRow("params", 1e6), MetricRow("gmacs", gmacs[-1]), *steps])
             clean_steps = ([MetricRow("top1", clean - 0.1 * (len(gmacs) - 1 - t), step=t + 1, n=1000)
                             for t in range(len(gmacs))] if len(gmacs) > 1 else [])
-            _cell(store, f"{model}/clean", model, {"threat": "clean"},
+            _cell(store, "clean", model, {"threat": "clean"},
                   [MetricRow("top1", clean, clean - 0.02, clean + 0.02, 1000), *clean_steps])
             for severity in (1, 2):
-                _cell(store, f"{model}/fog{severity}", model,
+                _cell(store, "corruption", model,
                       {"threat": "corruption", "corruption": "fog", "severity": severity, "backend": "torch"},
                       [MetricRow("top1", corrupted + (0.05 if severity == 1 else -0.05), n=1000)])
             normaliser = {"kind": "model", "model": "alpha.digits", "same_data": {"name": "digits"}}
-            _cell(store, f"{model}/cmean", model, {"threat": "corruption", "corruption": "mean", "backend": "torch"},
+            _cell(store, "summary", model, {"threat": "corruption", "corruption": "mean", "backend": "torch",
+                                            "corruptions": "common"},
                   [MetricRow("mean_top1", corrupted, n=2000),
                    MetricRow("mce", 1 - corrupted, detail={"normaliser": normaliser})])
             for attack, value in (("pgd", pgd), ("autoattack-standard", aa)):
-                _cell(store, f"{model}/{attack}", model,
+                _cell(store, "attack", model,
                       {"threat": "linf", "attack": attack, "protocol": "honest", "variant": "default",
                        "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
                       [MetricRow("top1", value, value - 0.01, value + 0.01, 1000)])
-            _cell(store, f"{model}/verdict", model,
+            _cell(store, "summary", model,
                   {"threat": "linf", "attack": "verdict", "protocol": "honest", "variant": "default", "norm": "linf"},
                   [MetricRow("unreliable", float(unreliable), detail={"reasons": ["square beat white-box"]
                                                                       if unreliable else []})])
         # A smaller, older run of one condition must lose against the full one.
-        _cell(store, "alpha.digits/clean-limited", "alpha.digits", {"threat": "clean", "variant": None},
-              [MetricRow("top1", 0.5, 0.4, 0.6, 100)], n_finished="2")
+        _cell(store, "clean", "alpha.digits", {"threat": "clean"}, [MetricRow("top1", 0.5, 0.4, 0.6, 100)],
+              n_finished="2", subset="first 100")
     return path
 
 
@@ -221,7 +224,7 @@ def test_same_store_gives_byte_identical_files(tmp_path: Path) -> None:
     store = synthetic_store(tmp_path / "s.sqlite")
     with Store(store) as db:  # variants of one attack: their column order once hung on set iteration
         for variant in ("eot", "bpda", "no-rescaler"):
-            _cell(db, f"alpha.digits/{variant}", "alpha.digits",
+            _cell(db, "attack", "alpha.digits",
                   {"threat": "linf", "attack": "pgd", "protocol": "honest", "variant": variant, "norm": "linf",
                    "eps": 4 / 255, "eps_str": "4/255"}, [MetricRow("top1", 0.1, 0.05, 0.15, 1000)])
     script = ("import sys; from pathlib import Path; from mgbench.store import Store; "
@@ -239,3 +242,61 @@ def test_same_store_gives_byte_identical_files(tmp_path: Path) -> None:
     assert changed == []
     svg = (boards[0] / "plots" / "accuracy_vs_gmacs_digits.svg").read_text()
     assert "<dc:date>" not in svg
+
+
+def test_random_init_models_are_left_out_unless_asked(tmp_path: Path, run_cli) -> None:
+    """Untrained weights are no result: the leaderboard lists them only with --include-random-init,
+    and says whom it left out."""
+    trained = synthetic_store(tmp_path / "s.sqlite")
+    untrained = tmp_path / "untrained.sqlite"
+    code, out, err = run_cli("run", "--suite", "clean", "--model", "resnet-tiny", "--limit", "16", "--store",
+                             str(untrained), "--device", "cpu", "--workers", "0")
+    assert code == 0, err
+    assert "resnet-tiny (random-init)" in out  # the run's own table says so too
+    glimpses = tmp_path / "no-glimpses"
+    glimpses.mkdir()
+    stores = ["--store", str(trained), "--store", str(untrained), "--glimpses", str(glimpses)]
+    code, out, err = run_cli("leaderboard", *stores, "--out", str(tmp_path / "board"))
+    assert code == 0, err
+    assert "3 model x dataset entries" in out and "left out (random-init weights" in out and "resnet-tiny" in out
+    csv = pd.read_csv(tmp_path / "board" / "leaderboard.csv")
+    assert sorted(csv["model"]) == ["alpha.digits", "beta.digits", "gamma.digits"]
+    assert not (tmp_path / "board" / "json" / "digits" / "resnet-tiny.json").exists()
+    code, out, err = run_cli("leaderboard", *stores, "--out", str(tmp_path / "all"), "--include-random-init")
+    assert code == 0, err
+    assert "4 model x dataset entries" in out and "left out" not in out
+    csv = pd.read_csv(tmp_path / "all" / "leaderboard.csv").set_index("model")
+    assert csv.loc["resnet-tiny", "weights"] == "random-init" and csv.loc["resnet-tiny", "clean_n"] == 16
+    record = json.loads((tmp_path / "all" / "json" / "digits" / "resnet-tiny.json").read_text())
+    assert record["mgbench"]["weights"] == "random-init"
+
+
+def test_seed_cards_are_summarised_and_gaps_judged_against_noise(tmp_path: Path) -> None:
+    """Hand-made seeds: a: 90/92/94 (mean 92, sd 2, range 4); b: 80/81/82 (mean 81, range 2);
+    c: 89/95/91 (mean 91.67, range 6). Every clean interval is +-1.5 points."""
+    from mgbench.report.leaderboard import seed_differences, seed_groups
+
+    clean = {"a.digits": (0.90, 0.92, 0.94), "b.digits": (0.80, 0.81, 0.82), "c.digits": (0.89, 0.95, 0.91)}
+    path = synthetic_store(tmp_path / "r.sqlite")
+    with Store(path) as store:
+        for base, values in clean.items():
+            for seed, value in enumerate(values):
+                model = f"{base}.s{seed}"
+                _cell(store, "clean", model, {"threat": "clean"},
+                      [MetricRow("top1", value, value - 0.015, value + 0.015, 1000)])
+        frame = store.frame()
+    entries = collect(frame)
+    groups = seed_groups(entries)
+    assert [(g.base, g.seeds) for g in groups] == [(b, [0, 1, 2]) for b in sorted(clean)]
+    a = groups[0].metrics["clean"]
+    assert a.mean == pytest.approx(0.92) and a.spread == pytest.approx(0.02) and a.range == pytest.approx(0.04)
+    assert a.sampling == pytest.approx(0.015)
+    assert set(groups[0].metrics) == {"clean"}  # no seed has corruption or attack cells
+    gaps = {(row.first, row.second): (row.gap, row.beyond_noise) for row in seed_differences(groups).itertuples()}
+    assert gaps[("a.digits", "b.digits")] == (pytest.approx(0.11), True)  # 11 points > ranges 4, 2 and 1.5
+    assert gaps[("a.digits", "c.digits")] == (pytest.approx(0.92 - 0.9167, abs=1e-4), False)
+    assert gaps[("b.digits", "c.digits")][1] is True  # 10.7 points > range 6
+    md = (build(frame, tmp_path / "board").out / "index.md").read_text()
+    assert "### Across seeds" in md and "| a.digits | digits | 0, 1, 2 | 92.0 +- 2.0 (range 4.0, sampling 1.5)" in md
+    assert "| a.digits - b.digits | digits | clean | +11.0 | **yes** |" in md
+    assert "| a.digits - c.digits | digits | clean | +0.3 | no |" in md

@@ -121,3 +121,64 @@ def test_condition_shorthand(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_condition("attack:pgd:4/255:steps=20:protocol=honest") == {
         "type": "attack", "attack": "pgd", "eps": "4/255", "steps": 20, "protocol": "honest"}
     assert parse_condition("clean") == {"type": "clean"}
+
+
+def test_location_stats_match_numpy_on_known_glimpses() -> None:
+    """Boxes built from known (s, tx, ty) by MGNet's own formula; numpy computes the expected summaries."""
+    import numpy as np
+
+    from mgbench.models.mgnet import glimpse_boxes
+    from mgbench.report.glimpses import QUANTILES, location_stats, stats_lines
+
+    generator = torch.Generator().manual_seed(0)
+    n = 101
+    s = torch.cat([torch.full((1, n), 1.0), 0.2 + 0.3 * torch.rand(2, n, generator=generator)])
+    s[2, :90] = 0.495  # step 3: 90 of 101 glimpses saturated
+    t = 2 * (torch.rand(3, n, 2, generator=generator) - 0.5) * (1 - s[..., None])
+    t[0] = 0
+    stats = location_stats(glimpse_boxes(torch.cat([s[..., None], t], dim=-1)))
+    assert [st.step for st in stats] == [1, 2, 3] and all(st.n == n for st in stats)
+    assert stats[0].saturated is None  # the whole-image first glimpse is not a choice
+    for step, st in enumerate(stats):
+        for values, got in ((s[step], st.s), (t[step, :, 0], st.tx), (t[step, :, 1], st.ty)):
+            v = values.double().numpy()
+            expected = [v.mean(), *np.quantile(v, QUANTILES)]
+            assert got == pytest.approx(expected, abs=1e-6)
+    assert stats[1].saturated == pytest.approx(float((s[1] > 0.49).double().mean()))
+    assert stats[2].saturated == pytest.approx(90 / 101 + float((s[2, 90:] > 0.49).double().sum()) / 101)
+    assert f"s>0.49 {100 * stats[2].saturated:.0f}%" in stats_lines(stats)[2]
+    assert "s>0.49 - (whole image)" in stats_lines(stats)[0]
+
+
+def test_glimpses_stats_cli_prints_each_step(run_cli, tmp_path: Path) -> None:
+    from mgbench.models import forward_steps, load_model
+    from mgbench.report.glimpses import location_stats
+
+    code, out, err = run_cli("glimpses", "--model", "mgnet-tiny.digits", "--stats", "--n", "40", "--device", "cpu",
+                             "--out", str(tmp_path / "g.png"))
+    assert code == 0, err
+    assert "over 40 images" in out and "s > 0.49" in out and (tmp_path / "g.png").is_file()
+    # the same 40 images (the fixed seeded subset), the model's own boxes, summarised here
+    from mgbench.data import DataSpec, make_loader, open_dataset
+
+    opened = open_dataset(DataSpec(name="digits", limit=40))
+    images = next(iter(make_loader(opened.dataset, 40, device=torch.device("cpu"), workers=0)))[0]
+    with torch.no_grad():
+        boxes = forward_steps(load_model("mgnet-tiny.digits").module.eval(), images.float() / 255).boxes
+    expected = location_stats(boxes)
+    rows = [line for line in out.splitlines() if re.search(r"[│|]\s+(s|tx|ty)\s+[│|]", line)]
+    assert len(rows) == 3 * len(expected)
+    for st in expected[1:]:
+        row = _numbers(rows[3 * (st.step - 1)])
+        assert row[:6] == pytest.approx(st.s, abs=1.5e-3)
+        assert row[6] == pytest.approx(100 * st.saturated, abs=0.06)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "resnet-tiny", "--stats"], "takes no glimpses"),
+    (["--model", "mgnet-tiny"], "--stats"),
+    (["--model", "mgnet-tiny", "--stats", "--n", "0"], "--n"),
+])
+def test_glimpses_stats_bad_input(run_cli, args: list[str], message: str) -> None:
+    code, _, err = run_cli("glimpses", *args, "--device", "cpu")
+    assert code == 2 and message in err

@@ -20,7 +20,8 @@ from mgbench.models._builder import load_state
 from mgbench.models.official import convert_official, to_official
 from mgbench.models.resnet import resnet_backbone
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# kernels: compares floats across implementations; .ci/run repeats it on a second CPU kernel path.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kernels]
 
 
 class _Fc(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,22 @@ def test_normalisation_is_inside_the_model() -> None:
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     x = torch.rand(1, 3, 64, 64)
     assert torch.allclose(model(x), model.net((x - mean) / std))
+
+
+def test_architecture_names_load_seeded_random_init_weights() -> None:
+    """A bare architecture is untrained: weights say random-init (the seed is part of the identity),
+    and the same name gives the same weights without touching the caller's random state."""
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    first, second = load_model("resnet-tiny"), load_model("resnet-tiny")
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), before)
+    assert first.weights == "random-init" and first.random_init
+    assert first.identity() == {"model": "resnet-tiny", "arch": "resnet-tiny", "weights": "random-init",
+                                "init_seed": 0}
+    assert all(torch.equal(a, b) for a, b in zip(first.module.state_dict().values(),
+                                                  second.module.state_dict().values()))
+    assert load_model("resnet-tiny", init_seed=1).identity()["init_seed"] == 1
 
 
 def test_unknown_model_is_an_input_error() -> None:
@@ -100,16 +117,34 @@ def test_card_errors_name_the_card_and_keys(zoo: Path) -> None:
 
     (zoo / "junk.pt").write_bytes(b"\x00 definitely not a checkpoint")
     _write_card(zoo, "tiny.junk", zoo / "junk.pt", None)
-    with pytest.raises(InputError, match="tiny.junk.*not a loadable state_dict"):
+    with pytest.raises(InputError, match="tiny.junk.*not a loadable state_dict") as info:
         load_model("tiny.junk")
+    assert "weights_only" not in str(info.value)  # torch's advice to load unsafely is never passed on
 
 
 def test_checkpoints_load_weights_only(zoo: Path) -> None:
     """A pickle carrying arbitrary objects is refused (weights_only=True), not executed."""
     torch.save({"state_dict": create_model("resnet-tiny").state_dict(), "fn": Path("x")}, zoo / "evil.pt")
     _write_card(zoo, "tiny.evil", zoo / "evil.pt", None)
-    with pytest.raises(InputError, match="not a loadable state_dict"):
+    with pytest.raises(InputError, match=r"not a loadable state_dict \(it holds Python objects besides tensors "
+                                         r"\(pathlib\.\w*Path\)\)") as info:
         load_model("tiny.evil")
+    assert "weights_only" not in str(info.value)
+
+
+def test_a_refused_checkpoint_brings_no_torch_warnings(zoo: Path, recwarn: pytest.WarningsRecorder) -> None:
+    (zoo / "protocol4.pt").write_bytes(pickle.dumps({"w": 1}, protocol=4))
+    _write_card(zoo, "tiny.p4", zoo / "protocol4.pt", None)
+    with pytest.raises(InputError, match="tiny.p4.*not a loadable state_dict"):
+        load_model("tiny.p4")
+    assert [str(w.message) for w in recwarn] == []
+
+
+def test_architecture_arguments_are_checked() -> None:
+    with pytest.raises(InputError, match=r"architecture resnet-tiny takes no argument 'bogus' \(it takes: num_classes"):
+        load_model("resnet-tiny", bogus=3)
+    with pytest.raises(InputError, match="architecture resnet-tiny raised TypeError"):
+        load_model("resnet-tiny", num_classes="ten")
 
 
 def test_torchvision_imagenet1k_weights_are_sliced_to_the_class_list(zoo: Path, tmp_path: Path) -> None:

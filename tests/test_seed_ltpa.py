@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from liveness import batch, dead_parameters
 from seed_helpers import fixed_batch_losses
 
 from mgbench.errors import InputError
@@ -22,8 +23,8 @@ def test_attention_is_a_distribution_over_positions(compatibility: str) -> None:
     model = _tiny(compatibility=compatibility)
     out = forward_steps(model, torch.rand(3, 3, 64, 64))
     assert out.logits.shape == (1, 3, 10)
-    # the digits ResNet: stem /2, layer2 /4, layer3 /8 of 64 pixels
-    assert [tuple(a.shape) for a in out.maps] == [(3, 16, 16), (3, 8, 8)]
+    # the digits ResNet: stem /2, layer3 /8, layer4 /16 of 64 pixels
+    assert [tuple(a.shape) for a in out.maps] == [(3, 8, 8), (3, 4, 4)]
     for attention in out.maps:
         assert torch.all(attention > 0)
         torch.testing.assert_close(attention.sum((1, 2)), torch.ones(3))
@@ -38,9 +39,12 @@ def test_forward_returns_the_one_step_logits() -> None:
 
 def test_dot_product_attention_matches_an_independent_computation() -> None:
     model = _tiny(compatibility="dp")
-    local, g = torch.randn(2, 64, 4, 4), torch.randn(2, 256)
-    attention, descriptor = model.attend("layer2", local, g)
-    g_small = g @ model.project["layer2"].weight.T  # g projected down to 64 channels
+    local, g = torch.randn(2, 128, 4, 4), torch.randn(2, 256)
+    attention, descriptor = model.attend("layer3", local, g)
+    # g projected down to 128 channels by BN (eval: running statistics) - ReLU - Dropout (off) - Linear
+    bn, linear = model.project["layer3"][0][0], model.project["layer3"][1]
+    hidden = torch.relu((g - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias)
+    g_small = hidden @ linear.weight.T + linear.bias
     scores = torch.stack([torch.stack([local[b, :, i, j] @ g_small[b] for i in range(4) for j in range(4)])
                           for b in range(2)])
     expected = torch.exp(scores - scores.max(1, keepdim=True).values)
@@ -48,49 +52,69 @@ def test_dot_product_attention_matches_an_independent_computation() -> None:
     torch.testing.assert_close(attention.flatten(1), expected)
     expected_descriptor = (expected.view(2, 1, 4, 4) * local).sum((2, 3))
     torch.testing.assert_close(descriptor, expected_descriptor)
+    # the layer4 level is as wide as g and uses g itself
+    local4 = torch.randn(2, 256, 2, 2)
+    expected4 = torch.einsum("bchw,bc->bhw", local4, g).flatten(1).softmax(1).view(2, 2, 2)
+    torch.testing.assert_close(model.attend("layer4", local4, g)[0], expected4)
 
 
-def test_pc_attention_is_blind_to_the_global_descriptor_and_dp_is_not() -> None:
-    """<u, l_i + g> = <u, l_i> + <u, g>: the g term is the same at every position (see ltpa.py)."""
-    local = torch.randn(2, 64, 4, 4)
-    g1, g2 = torch.randn(2, 256), torch.randn(2, 256)
+def test_pc_attention_equals_the_formula_with_any_global_descriptor_and_dp_depends_on_it() -> None:
+    """<u, l_i + g> = <u, l_i> + <u, g>: the g term is the same at every position and the softmax
+    removes it, so the pc model leaves g out (see ltpa.py); its attention equals the formula for any g."""
+    local = torch.randn(2, 128, 4, 4)
     pc = _tiny(compatibility="pc")
-    torch.testing.assert_close(pc.attend("layer2", local, g1)[0], pc.attend("layer2", local, g2)[0])
-    u = pc.score["layer2"].weight.view(64)
-    expected = torch.einsum("c,bchw->bhw", u, local).flatten(1).softmax(1).view(2, 4, 4)
-    torch.testing.assert_close(pc.attend("layer2", local, g1)[0], expected)
-    dp = _tiny(compatibility="dp")
-    assert not torch.allclose(dp.attend("layer2", local, g1)[0], dp.attend("layer2", local, g2)[0])
+    assert not hasattr(pc, "global_fc") and not hasattr(pc, "project")
+    u = pc.score["layer3"].weight.view(128)
+    for g in (torch.zeros(2, 128), torch.randn(2, 128) * 10):
+        expected = torch.einsum("c,bchw->bhw", u, local + g[:, :, None, None]).flatten(1).softmax(1).view(2, 4, 4)
+        torch.testing.assert_close(pc.attend("layer3", local, None)[0], expected)
+    dp = _tiny(compatibility="dp").eval()
+    g1, g2 = torch.randn(2, 256), torch.randn(2, 256)
+    assert not torch.allclose(dp.attend("layer3", local, g1)[0], dp.attend("layer3", local, g2)[0])
 
 
-def test_optional_layer4_level_and_independent_heads() -> None:
+@pytest.mark.parametrize("compatibility", ["pc", "dp"])
+def test_the_final_stage_and_the_global_branch_learn(compatibility: str) -> None:
+    """The old layer2+layer3 pc model left layer4, g and its projection without gradient."""
+    model = _tiny(compatibility=compatibility).double()
+    x, y = batch(64)
+    assert dead_parameters(model, x, y) == []
+    assert any(name.startswith("net.layer4.") for name, _ in model.named_parameters())
+
+
+def test_other_levels_and_independent_heads() -> None:
     model = _tiny(levels=["layer2", "layer3", "layer4"], head="indep")
     out = forward_steps(model, torch.rand(2, 3, 64, 64))
     assert [tuple(a.shape) for a in out.maps] == [(2, 16, 16), (2, 8, 8), (2, 4, 4)]
-    assert "layer4" not in model.project or isinstance(model.project["layer4"], torch.nn.Identity)
     single = _tiny(levels=["layer3"], head="indep")
     logits = single(torch.rand(2, 3, 64, 64))  # one level: the output is a log-probability vector
     torch.testing.assert_close(logits.logsumexp(1), torch.zeros(2))
+    # with pc and no layer4 level, layer4 cannot influence the output: it is not built or run
+    assert isinstance(single.net.layer4, torch.nn.Identity)
+    assert not any(name.startswith("net.layer4.") for name in single.state_dict())
 
 
 def test_parameter_count_adds_exactly_the_attention_parts() -> None:
     base = sum(p.numel() for p in create_model("resnet-tiny").parameters()) - (256 * 10 + 10)  # without fc
+    levels = 128 + 256  # layer3 and layer4 widths
+    head = 2 * levels + levels * 10 + 10  # BN (gamma, beta) on each descriptor; concat classifier
     expected = {
-        # g = Linear(256 -> 256); g projected down to 64 and 128 channels; u per level; concat head
-        "pc": base + 256 * 256 + 256 + 256 * 64 + 256 * 128 + 64 + 128 + (64 + 128) * 10 + 10,
-        "dp": base + 256 * 256 + 256 + 256 * 64 + 256 * 128 + (64 + 128) * 10 + 10,
+        "pc": base + levels + head,  # u per level (no bias: the softmax removes it)
+        # g = Linear(256 -> 256); g projected down to 128 by BN(256) + Linear with bias; layer4 uses g
+        "dp": base + 256 * 256 + 256 + 2 * 256 + 256 * 128 + 128 + head,
     }
     for compatibility, count in expected.items():
         assert sum(p.numel() for p in _tiny(compatibility=compatibility).parameters()) == count
 
 
 def test_r18_and_r50_build_with_their_widths() -> None:
-    r18 = create_model("ltpa-r18", num_classes=100)
-    assert r18.classifier.in_features == 128 + 256
-    assert r18.project["layer3"].weight.shape == (256, 512)
+    r18 = create_model("ltpa-r18", num_classes=100, compatibility="dp")
+    assert r18.classifier.in_features == 256 + 512
+    assert r18.project["layer3"][1].weight.shape == (256, 512)
+    assert isinstance(r18.project["layer4"], torch.nn.Identity)
     r50 = create_model("ltpa-r50", num_classes=100)
-    assert r50.classifier.in_features == 512 + 1024
-    assert r50.project["layer2"].weight.shape == (512, 2048)
+    assert r50.classifier.in_features == 1024 + 2048
+    assert r50.score["layer4"].weight.shape == (1, 2048, 1, 1)
 
 
 def test_fvcore_traces_the_model() -> None:
@@ -101,7 +125,8 @@ def test_fvcore_traces_the_model() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"levels": ["layer5"]}, {"levels": []}, {"levels": ["layer2", "layer2"]},
-                                    {"compatibility": "cos"}, {"head": "vote"}])
+                                    {"compatibility": "cos"}, {"head": "vote"},
+                                    {"compatibility": "dp", "levels": ["layer2", "layer3"]}])
 def test_bad_options_are_input_errors(kwargs: dict) -> None:
     with pytest.raises(InputError):
         create_model("ltpa-tiny", **kwargs)

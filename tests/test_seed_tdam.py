@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from liveness import batch, dead_parameters
 from seed_helpers import fixed_batch_losses
 
 from mgbench.errors import InputError
@@ -111,6 +112,10 @@ def test_joint_and_top_only_differ() -> None:
     # joint adds W_b (C_bot x rd) and rd more inputs to W_s in each of the two blocks
     # layer3: bottom 64 ch (block input), top 128 -> rd 8; layer4: bottom 128, top 256 -> rd 16
     assert _params(joint) - _params(top) == (64 * 8 + 8 * 64) + (128 * 16 + 16 * 128)
+    with torch.no_grad():  # off the zero-initialised last BN, where every block is its shortcut
+        for model in (joint, top):
+            for stage in ("layer3", "layer4"):
+                getattr(model.net, stage)[0].step_norms[-1][-1].weight.fill_(1.0)
     top.load_state_dict({k: v for k, v in joint.state_dict().items() if "searchlight" not in k}, strict=False)
     x = torch.rand(2, 3, 64, 64)
     assert not torch.allclose(joint.eval()(x), top.eval()(x))
@@ -129,7 +134,35 @@ def test_r18_and_fvcore() -> None:
     assert convs <= extra < 1.01 * convs
 
 
-@pytest.mark.parametrize("kwargs", [{"variant": "bottom"}, {"steps": 1}, {"steps": 2.5}])
+def test_the_last_batchnorm_before_each_residual_add_starts_at_zero() -> None:
+    """timm's zero_init_last_bn (the official code's): every residual block starts as its shortcut."""
+    model = _tiny()
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        block = getattr(model.net, stage)[0]
+        last = block.step_norms[-1][-1] if isinstance(block, TopDownBlock) else block.bn2
+        assert torch.all(last.weight == 0)
+        others = [m for m in block.modules() if isinstance(m, torch.nn.BatchNorm2d) and m is not last]
+        assert others and all(torch.all(m.weight == 1) for m in others)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        features = model.net.layer2(model.net.layer1(model.net.relu(model.net.bn1(model.net.conv1(
+            model.normalize(x))))))
+        block = model.net.layer3[0].eval()
+        torch.testing.assert_close(block(features), torch.relu(block.downsample(features)))
+
+
+def test_the_official_zero_init_leaves_the_top_path_dead_for_good() -> None:
+    """The official code zeroes step 0's bn2 in a TD block: the step-0 top is exactly 0, ReLU's
+    gradient at 0 is 0, and the searchlight's top path, bn1 and bn2 of step 0 never learn."""
+    model = _tiny(zero_init="official").double()
+    x, y = batch(64)
+    expected = [f"net.{stage}.0.{name}" for stage in ("layer3", "layer4")
+                for name in ("bn1.weight", "bn1.bias", "bn2.weight", "bn2.bias", "searchlight.top.weight")]
+    assert sorted(dead_parameters(model, x, y)) == sorted(expected)
+    assert dead_parameters(_tiny().double(), x, y) == []  # zeroing the last step's BN instead: all learn
+
+
+@pytest.mark.parametrize("kwargs", [{"variant": "bottom"}, {"steps": 1}, {"steps": 2.5}, {"zero_init": "none"}])
 def test_bad_options_are_input_errors(kwargs: dict) -> None:
     with pytest.raises(InputError):
         create_model("tdam-tiny", **kwargs)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mgbench.cellkey import CellKey
 from mgbench.errors import InputError
 from mgbench.store import CellRecord, MetricRow, Store, export
 
@@ -23,23 +24,29 @@ PROVENANCE = {
 }
 
 
-def record(key: str, rows: list[MetricRow], model: str = "m") -> CellRecord:
-    return CellRecord(
-        cell_key=key, suite="s", identity={"model": model, "arch": "a", "weights": "w", "params": 1},
-        data={"dataset": "digits", "split": "test", "preprocessing": "none", "subset": "h"},
-        condition={"threat": "corruption", "corruption": "fog", "severity": 3, "backend": "torch"},
-        config={"k": key}, provenance=PROVENANCE, rows=rows,
-    )
+def cell_key(name: str, model: str = "m") -> CellKey:
+    """A corruption cell's key; ``name`` stands for a parameter that tells cells apart."""
+    return CellKey({"type": "corruption", "version": 1, "threat": "corruption", "corruption": "fog", "severity": 3,
+                    "backend": "torch", "tag": name},
+                   {"dataset": "digits", "split": "test", "preprocessing": "none", "subset": "h", "n_images": 100},
+                   {"model": model, "arch": "a", "weights": "w"}, {"precision": "fp32", "seed": 0})
+
+
+def record(name: str, rows: list[MetricRow], model: str = "m") -> CellRecord:
+    return CellRecord(cell_key(name, model), suite="s", params=1, config={"k": name}, provenance=PROVENANCE,
+                      rows=rows)
 
 
 def test_write_read_and_filters(store_path: Path) -> None:
     with Store(store_path) as store:
         store.write_cell(record("c1", [MetricRow("top1", 0.5, 0.4, 0.6, 100), MetricRow("top1", 0.4, step=1)]))
         store.write_cell(record("c2", [MetricRow("top1", 0.7)], model="other"))
-        assert store.has_cell("c1") and not store.has_cell("c3")
+        assert store.has_cell(cell_key("c1").hash) and not store.has_cell(cell_key("c3").hash)
         frame = store.frame()
         assert len(frame) == 3 and set(frame["model"]) == {"m", "other"}
-        assert frame.loc[frame["cell_key"] == "c1", "git_sha"].tolist() == ["sha", "sha"]
+        assert frame.loc[frame["cell_key"] == cell_key("c1").hash, "git_sha"].tolist() == ["sha", "sha"]
+        # the canonical columns hold every parameter, also those without a wide column
+        assert frame["condition_json"].str.contains('"tag":"c1"').sum() == 2
         only = store.frame(model="other")
         assert only["value"].tolist() == [0.7]
         assert len(store.frame(model=["m", "other"], metric="top1")) == 3
@@ -47,11 +54,11 @@ def test_write_read_and_filters(store_path: Path) -> None:
             store.frame(colour="red")
 
 
-def test_duplicates_are_refused_and_replace_is_atomic(store_path: Path) -> None:
+def test_duplicates_are_kept_once_and_replace_is_atomic(store_path: Path) -> None:
     with Store(store_path) as store:
-        store.write_cell(record("c1", [MetricRow("top1", 0.5)]))
-        with pytest.raises(sqlite3.IntegrityError):
-            store.write_cell(record("c1", [MetricRow("top1", 0.9)]))
+        assert store.write_cell(record("c1", [MetricRow("top1", 0.5)]))
+        # a second writer's copy of a finished cell is not written (and raises nothing)
+        assert not store.write_cell(record("c1", [MetricRow("top1", 0.9)]))
         assert store.frame()["value"].tolist() == [0.5]
         store.write_cell(record("c1", [MetricRow("top1", 0.9), MetricRow("top5", 1.0)]), replace=True)
         assert sorted(store.frame()["value"].tolist()) == [0.9, 1.0]
@@ -89,18 +96,19 @@ def test_export_csv_and_parquet(store_path: Path, tmp_path: Path) -> None:
 
 WRITER = textwrap.dedent("""
     import sys
+    from mgbench.cellkey import CellKey
     from mgbench.store import CellRecord, MetricRow, Store
     path, start = sys.argv[1], int(sys.argv[2])
     prov = {"config_hash": "h", "seed": 0, "versions": {"mgbench": "0", "torch": "t"}, "git_sha": "s",
             "device": "cpu", "started_at": "a", "finished_at": "b", "runtime_s": 0.0}
     with Store(path) as store:
         for i in range(start, 1000):
-            key = f"cell{i:04d}"
-            if store.has_cell(key):
+            key = CellKey({"type": "clean", "version": 1, "threat": "clean", "i": i}, {"dataset": "d"},
+                          {"model": "m"}, {})
+            if store.has_cell(key.hash):
                 continue
             rows = [MetricRow(f"m{j}", float(i)) for j in range(100)]
-            store.write_cell(CellRecord(key, "s", {"model": "m"}, {"dataset": "d"}, {"threat": "clean"},
-                                        {}, prov, rows))
+            store.write_cell(CellRecord(key, "s", None, {}, prov, rows))
             print(i, flush=True)
 """)
 
@@ -131,3 +139,49 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(store_path: Path, 
         assert store.counts() == (1000, 1000 * 100)
     assert frame.groupby("cell_key").size().eq(100).all()
     assert not frame.duplicated(["cell_key", "metric"]).any()
+
+
+def _digest(path: Path) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).digest()
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--suite", "clean", "--model", "resnet-tiny.digits", "--limit", "8", "--device", "cpu"],
+    ["results", "show"],
+    ["leaderboard"],
+])
+def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path: Path, run_cli, command: list[str]) -> None:
+    foreign = tmp_path / "notes.sqlite"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    conn.execute("INSERT INTO notes (text) VALUES ('keep me')")
+    conn.commit()
+    conn.close()
+    before = _digest(foreign)
+    out_dir = ["--out", str(tmp_path / "board")] if command[0] == "leaderboard" else []
+    code, _, err = run_cli(*command, "--store", str(foreign), *out_dir)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "another program" in lines[0], err
+    assert _digest(foreign) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.sqlite"]  # no -wal, no -shm, no board
+
+
+def test_a_store_under_a_file_or_in_a_read_only_folder_is_one_line(tmp_path: Path, run_cli) -> None:
+    regular = tmp_path / "file.txt"
+    regular.write_text("x")
+    run = ["run", "--suite", "clean", "--model", "resnet-tiny.digits", "--limit", "8", "--device", "cpu"]
+    code, _, err = run_cli(*run, "--store", str(regular / "sub" / "r.sqlite"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "is a file" in err, err
+    if os.geteuid() == 0:
+        return  # root writes into read-only folders
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        code, _, err = run_cli(*run, "--store", str(locked / "r.sqlite"))
+    finally:
+        locked.chmod(0o755)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "not writable" in err, err

@@ -15,7 +15,7 @@ from mgbench.store import MetricRow, Store
 def _store(tmp_path: Path) -> Path:
     path = synthetic_store(tmp_path / "s.sqlite")
     with Store(path) as store:  # a long variant label and a second subset of the same condition
-        _cell(store, "gamma.digits/pgd-variant", "gamma.digits",
+        _cell(store, "attack", "gamma.digits",
               {"threat": "linf", "attack": "pgd", "protocol": "honest", "variant": "all-glimpses+rescaler-off",
                "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
               [MetricRow("top1", 0.321, 0.301, 0.342, 500), *[MetricRow("top1", 0.3 + t / 100, step=t + 1, n=500)
@@ -53,4 +53,6 @@ def test_results_show_filters_narrow_it(run_cli, tmp_path: Path) -> None:
     assert "accuracy, gamma.digits, digits" in out and "alpha.digits" not in out
     assert "pgd linf 4/255" in out and "autoattack" not in out and out.strip().endswith("2 cells, 6 rows")
     code, out, _ = run_cli("results", "show", "--store", str(store), "--subset", "s", "--threat", "clean")
-    assert code == 0 and "4 cells" in out
+    assert code == 0 and out.strip().endswith("3 cells, 6 rows")  # alpha's smaller run is on subset "first 100"
+    code, out, _ = run_cli("results", "show", "--store", str(store), "--subset", "fir", "--threat", "clean")
+    assert code == 0 and "50.0" in out and out.strip().endswith("1 cells, 1 rows")

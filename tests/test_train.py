@@ -38,6 +38,8 @@ def test_training_lowers_the_loss_and_writes_a_loadable_card(tmp_path: Path, mon
     loaded = load_model("resnet-tiny.testcard")
     assert loaded.card is not None and loaded.card.training["command"].startswith("mgbench train")
     assert "sha256" in card.read_text()
+    assert loaded.card.training["seed"] == 0 and loaded.card.training["precision"] == "fp32"
+    assert loaded.card.training["device"].startswith("cpu:") and "on cpu:" in loaded.card.description
     for name, tensor in _weights(result.weights).items():
         assert torch.equal(loaded.module.state_dict()[name], tensor)
 
@@ -65,6 +67,22 @@ def test_the_seed_changes_the_run(tmp_path: Path) -> None:
     other = train("resnet-tiny", DataSpec(limit=128), tmp_path / "s1", recipe=one_epoch, test_limit=20, seed=1)
     a, b = _weights(first.weights), _weights(other.weights)
     assert not torch.equal(a["net.fc.weight"], b["net.fc.weight"])
+
+
+def test_the_cli_trains_with_the_given_seed_and_device_into_the_zoo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli
+) -> None:
+    monkeypatch.setenv("MGBENCH_ZOO", str(tmp_path / "zoo"))
+    code, out, err = run_cli("train", "--model", "resnet-tiny", "--out", str(tmp_path / "run"), "--epochs", "1",
+                             "--batch-size", "64", "--limit", "128", "--seed", "2", "--device", "cpu",
+                             "--card", "resnet-tiny.digits.s2")
+    assert code == 0, err
+    card = load_model("resnet-tiny.digits.s2").card
+    assert card is not None and card.source == tmp_path / "zoo" / "resnet-tiny.digits.s2.toml"
+    assert card.training["seed"] == 2 and card.training["device"].startswith("cpu:")
+    assert "--seed 2" in card.training["command"] and "--device cpu" in card.training["command"]
+    code, _, err = run_cli("train", "--model", "resnet-tiny", "--out", str(tmp_path / "gpu"), "--device", "cuda:7")
+    assert code == 2 and "device" in err and not (tmp_path / "gpu").exists()
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -54,8 +54,14 @@ class _CellRecord:
     budget: list[float] | float | None = None
 
 
+# Bump when a change of the attacks moves their numbers: stored attack cells are then recomputed.
+CONDITION_VERSION = 1
+
+
 @dataclass
 class AttackCondition:
+    condition_type = "attack"
+    condition_version = CONDITION_VERSION
     spec: AttackSpec
     source: "LoadedModel | None" = None
     needs_grad: bool = True
@@ -65,7 +71,7 @@ class AttackCondition:
     def __post_init__(self) -> None:
         self.key = self.spec.key()
         if self.source is not None:
-            # Not a store column, but part of the cell's hash: retraining the source recomputes.
+            # Not a wide store column, but part of the cell's key: retraining the source recomputes.
             self.key["source_weights"] = self.source.weights
         self._cell = _CellRecord()
 

@@ -77,6 +77,9 @@ LARGE_EPS_STEPS = 20
 NOISE_DRAWS = 10
 SQUARE_QUERIES = 1000
 PROBE_SEED = 0
+# Bump when a change moves the worst cases or the verdict (2: fed every stored attack cell of the
+# model, data and run options, whichever suite wrote it).
+SUMMARY_VERSION = 2
 
 
 @dataclass
@@ -507,7 +510,7 @@ def _worst_case_summaries(norm: str, cells: list[StoredAttack], extra: dict[floa
     return out
 
 
-@register_summary("attack")
+@register_summary("attack", SUMMARY_VERSION)
 def summarise_attacks(ctx: SummaryContext) -> list[Summary]:
     """Per norm of the honest sweep: worst-case cells per eps and one verdict cell."""
     cells = [c for c in read_attacks(ctx.frame) if c.protocol == "honest"]

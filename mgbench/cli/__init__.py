@@ -5,14 +5,17 @@ models, suites); ``main`` is the console entry point.
 
 Every command parses and validates its options, calls one library function and prints the
 result. Bad input raises :class:`mgbench.errors.InputError` (or a click usage error); ``main``
-prints it as one line ``error: ...`` and exits with code 2.
+prints it as one line ``error: ...`` and exits with code 2 (with ``--debug`` or
+``MGBENCH_DEBUG=1``: the full traceback, with the user code's exception that caused it).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -44,7 +47,8 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--class-list", default="mgnet", show_default=True,
                      help="ImageNet100 class list: mgnet (first 100 WNIDs) or cmc (Tian et al.)."),
         click.option("--limit", type=int, default=None,
-                     help="Use a fixed seeded subset of N images (never the first N files)."),
+                     help="Use a fixed seeded subset of N images (never the first N files); "
+                          "N above the data size runs all of them and says so."),
         click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
                      help="Unreadable image: stop with an error, or skip it and report the count."),
     ]
@@ -70,7 +74,7 @@ def runtime_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--workers", type=int, default=None, help="DataLoader workers (default: sized to the machine)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--store", type=click.Path(), default=None,
-                     help="Results SQLite file [default: results/mgbench.sqlite]."),
+                     help="Results SQLite file [default: results/local.sqlite, git-ignored]."),
         click.option("--force", is_flag=True, help="Recompute cells already in the store."),
         click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
                      help="bf16: models run under bf16 autocast (images and perturbations stay fp32)."),
@@ -120,13 +124,38 @@ def _print_cells(store_path: Path, cell_keys: list[str], title: str) -> None:
     with Store(store_path) as store:
         frame = store.frame(cell_key=cell_keys)
     _print_frame(frame, title)
+    _print_data_notes(frame)
+
+
+def _print_data_notes(frame: "pd.DataFrame") -> None:
+    """Say when cells ran on fewer images than asked: unreadable images skipped, or a --limit
+    above the size of the data (both are also in the stored rows)."""
+    skipped = frame[frame["metric"] == "skipped_images"]
+    for count, cells in skipped.groupby("value"):
+        console.print(f"note: {int(count)} unreadable image(s) skipped (--on-bad-image skip) in each of "
+                      f"{len(cells)} cell(s); their accuracies count only the images that were read")
+    limits: dict[tuple[str, str, int, int], int] = {}
+    for row in frame[(frame["metric"] == "top1") & frame["detail"].notna()].itertuples():
+        detail = json.loads(row.detail)
+        if "limit_requested" in detail:
+            key = (row.dataset, row.split, detail["limit_requested"], detail["images_available"])
+            limits[key] = limits.get(key, 0) + 1
+    for (dataset, split, requested, available), cells in limits.items():
+        console.print(f"note: --limit {requested} is more than the {available} images of {dataset} {split}: "
+                      f"{cells} cell(s) ran on all {available}")
 
 
 # ----------------------------------------------------------------------------- the group
 
+_debug = False  # set by --debug / MGBENCH_DEBUG=1: errors show their traceback
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mgbench")
-def cli() -> None:
+@click.option("--debug", is_flag=True,
+              help="On an error, print the full traceback (with the user code's own exception) instead of one line; "
+                   "MGBENCH_DEBUG=1 does the same.")
+def cli(debug: bool) -> None:
     """mgbench: robustness benchmarks for image classifiers, built around MGNet.
 
     \b
@@ -135,8 +164,11 @@ def cli() -> None:
       mgbench run --suite corruptions      15 corruptions x 5 severities
       mgbench attack --eps 4/255           FGSM / PGD / AutoAttack sweep
       mgbench results show                 what the store holds
-    Results go to results/mgbench.sqlite (one tidy row per model x condition x metric).
+    Results go to results/local.sqlite (git-ignored; one tidy row per model x condition x metric);
+    the committed reference results are results/reference.sqlite.
     """
+    global _debug
+    _debug = _debug or debug
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -152,6 +184,8 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI; input errors become one line on stderr and exit 2."""
+    global _debug
+    _debug = os.environ.get("MGBENCH_DEBUG", "") not in ("", "0")
     try:
         cli.main(args=argv, prog_name="mgbench", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -167,7 +201,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(2)
     except InputError as exc:
-        click.echo(f"error: {_one_line(exc)}", err=True)
+        if _debug:
+            traceback.print_exc()
+        else:
+            click.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import shlex
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -19,6 +18,7 @@ from mgbench.cli import (
     cli,
     console,
     data_options,
+    err_console,
     progress_option,
     runtime_options,
 )
@@ -108,8 +108,19 @@ def train(arch: str, out: str, recipe: str, method: str, epochs: int | None, lr:
                       f"  test {entry['test_acc']:.3f}  {entry['seconds']:.0f}s")
     console.print(f"weights: {result.weights}")
     if card:
-        command = "mgbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        console.print(f"card: {write_card(result, card, command)}")
+        console.print(f"card: {write_card(result, card, _command_line(click.get_current_context()))}")
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as given (options left at their defaults omitted), rebuilt from the parsed
+    parameters so that it is right however the CLI was invoked (also in-process, from tests)."""
+    parts = ["mgbench", ctx.info_name or "train"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if value is None or value is False or value == param.default or not isinstance(param, click.Option):
+            continue
+        parts += [param.opts[0]] if param.is_flag else [param.opts[0], str(value)]
+    return " ".join(shlex.quote(part) for part in parts)
 
 
 @cli.group()
@@ -141,7 +152,7 @@ def _frame(store: str | None, **filters: tuple[str, ...]) -> "pd.DataFrame":
     if not path.is_file():
         raise InputError(f"no results store at {path}: run a suite first or pass --store")
     prefixes = filters.pop("subset", ())
-    with Store(path) as db:
+    with Store(path, readonly=True) as db:
         frame = db.frame(**{k: list(v) or None for k, v in filters.items()})
     if prefixes:  # `results show` prints the subset hash shortened: match on its start
         frame = frame[frame["subset"].fillna("").map(lambda s: s.startswith(tuple(prefixes)))]
@@ -178,6 +189,25 @@ def results_export(store: str | None, fmt: str, out: str, **filters: tuple[str, 
     frame = _frame(store, **filters)
     path = export(frame, Path(out), fmt)
     console.print(f"{len(frame)} rows -> {path}")
+
+
+@results.command("merge")
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@click.option("--into", required=True, type=click.Path(), help="The merged store (created when missing).")
+def results_merge(sources: tuple[str, ...], into: str) -> None:
+    """Merge stores of separate jobs into one: identical cells once, conflicting copies reported
+    (the first kept), summaries the sources disagree on dropped for a rerun to recompute."""
+    from mgbench.merge import merge
+
+    report = merge([Path(s) for s in sources], Path(into))
+    for line in report.conflicts:
+        err_console.print(f"conflict: {line}", soft_wrap=True, markup=False)
+    for line in report.summaries_dropped:
+        err_console.print(f"summary dropped (sources disagree; rerun its suite on {into} to recompute): {line}",
+                          soft_wrap=True, markup=False)
+    console.print(f"{report.copied} cell(s) copied, {report.identical} identical duplicate(s) skipped, "
+                  f"{len(report.conflicts)} conflict(s), {len(report.summaries_dropped)} summary(ies) dropped "
+                  f"-> {into}")
 
 
 @cli.command()

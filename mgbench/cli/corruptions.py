@@ -38,7 +38,8 @@ def list_corruptions() -> None:
               help="common, extra, all or comma-separated names.")
 @click.option("--severities", default="1-5", show_default=True)
 @click.option("--workers", type=int, default=None, help="Processes (default: one per core).")
-@click.option("--limit", type=int, default=None, help="Only a fixed seeded subset of N images.")
+@click.option("--limit", type=int, default=None,
+              help="Only the fixed seeded subset of N images that `mgbench run --limit N` evaluates.")
 @progress_option
 def generate(data_name: str, data_root: str, class_list: str, split: str, out: str, corruption_names: str,
              severities: str, workers: int | None, limit: int | None) -> None:

@@ -47,22 +47,46 @@ def flops(model_name: str, glimpses: int | None, input_size: int | None) -> None
 @click.option("--data", "data_name", default=None, help="digits (embedded default) or imagenet100.")
 @click.option("--data-root", type=click.Path(), default=None, help="ImageNet folder with train/ and val/.")
 @click.option("--class-list", default="mgnet", show_default=True, help="ImageNet100 class list: mgnet or cmc.")
-@click.option("--n", "n_images", type=int, default=16, show_default=True,
-              help="Images to draw (a fixed seeded subset of the evaluation split).")
+@click.option("--n", "n_images", type=int, default=None,
+              help="Images (a fixed seeded subset of the evaluation split) [default: 16 drawn; 500 for --stats].")
 @click.option("--condition", default=None,
               help="What to do to the images first: TYPE[:ARG...][:KEY=VALUE...], e.g. corruption:fog:3 "
                    "or attack:pgd:4/255 [default: clean].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--out", type=click.Path(), required=True, help="Figure file (.png, .pdf or .svg).")
-def glimpses(model_name: str, data_name: str | None, data_root: str | None, class_list: str, n_images: int,
-             condition: str | None, device: str, out: str) -> None:
+@click.option("--out", type=click.Path(), default=None, help="Figure file (.png, .pdf or .svg).")
+@click.option("--stats", "with_stats", is_flag=True,
+              help="Print per glimpse step the distribution of the scale s and centre tx, ty (mean, quantiles) "
+                   "and the share of saturated scales (s > 0.49) over the --n images.")
+def glimpses(model_name: str, data_name: str | None, data_root: str | None, class_list: str, n_images: int | None,
+             condition: str | None, device: str, out: str | None, with_stats: bool) -> None:
     """Draw where a model looks: MGNet's glimpse boxes (numbered, with the prediction after each step)
-    or LTPA's attention maps (overlaid); other models get their predictions."""
-    from mgbench.report.glimpses import glimpse_picture
+    or LTPA's attention maps (overlaid); other models get their predictions. --stats prints where
+    the glimpses go, step by step."""
+    from mgbench.report.glimpses import QUANTILES, SATURATED_S, glimpse_picture, glimpse_stats
 
+    if out is None and not with_stats:
+        raise InputError("give --out FIGURE for the picture, --stats for the glimpse statistics, or both")
     data = _data_spec(data_name, data_root, class_list, None, "fail")
-    path = glimpse_picture(model_name, data, Path(out), n=n_images, condition=condition, device=device)
-    console.print(f"figure: {path}")
+    if with_stats:
+        n = 500 if n_images is None else n_images
+        stats = glimpse_stats(model_name, data, n=n, condition=condition, device=device)
+        table = Table(title=f"{model_name}: glimpse scale s and centre (tx, ty) over {n} images")
+        quantile_names = [f"{int(q * 100)}%" for q in QUANTILES]
+        for column in ("glimpse", "", "mean", *quantile_names, f"s > {SATURATED_S}"):
+            table.add_column(column, justify="right")
+        for st in stats:
+            for name, values in (("s", st.s), ("tx", st.tx), ("ty", st.ty)):
+                table.add_row(str(st.step) if name == "s" else "", name, *[f"{v:.3f}" for v in values],
+                              _saturated(st.saturated) if name == "s" else "", end_section=name == "ty")
+        console.print(table)
+    if out is not None:
+        n = 16 if n_images is None else n_images
+        path = glimpse_picture(model_name, data, Path(out), n=n, condition=condition, device=device)
+        console.print(f"figure: {path}")
+
+
+def _saturated(share: float | None) -> str:
+    return "whole image" if share is None else f"{100 * share:.1f}%"
 
 
 @cli.command()

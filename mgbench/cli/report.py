@@ -13,32 +13,48 @@ from mgbench.provenance import REPO_ROOT
 
 @cli.command()
 @click.option("--store", "stores", type=click.Path(), multiple=True,
-              help="Results SQLite file(s), repeatable [default: results/mgbench.sqlite].")
+              help="Results SQLite file(s), repeatable [default: results/reference.sqlite and "
+                   "results/local.sqlite where present].")
 @click.option("--out", type=click.Path(), default=None, help="Output folder [default: results/leaderboard].")
 @click.option("--glimpses", "glimpse_dir", type=click.Path(), default=None,
               help="Folder of glimpse pictures to include [default: results/glimpses].")
-def leaderboard(stores: tuple[str, ...], out: str | None, glimpse_dir: str | None) -> None:
+@click.option("--include-random-init", is_flag=True,
+              help="Also list models with untrained (random-init) weights, left out by default.")
+def leaderboard(stores: tuple[str, ...], out: str | None, glimpse_dir: str | None, include_random_init: bool) -> None:
     """Derive the leaderboard (md, html, csv, RobustBench json, plots) from the results store(s).
 
     Several stores are read as one table; where they hold the same condition, the cell with the
-    largest n, then the newest, is shown."""
+    largest n, then the newest, is shown. Models with untrained (random-init) weights are left
+    out unless --include-random-init is given."""
     import pandas as pd
 
     from mgbench.report.build import build
-    from mgbench.store import DEFAULT_STORE, Store
+    from mgbench.report.leaderboard import trained_rows
+    from mgbench.store import DEFAULT_STORE, REFERENCE_STORE, Store
 
-    paths = [Path(s) for s in stores] or [DEFAULT_STORE]
+    paths = [Path(s) for s in stores] or [p for p in (REFERENCE_STORE, DEFAULT_STORE) if p.is_file()]
+    if not paths:
+        raise InputError(f"no results store at {REFERENCE_STORE} or {DEFAULT_STORE}: run a suite first "
+                         "(e.g. `make demo`) or pass --store")
     for path in paths:
         if not path.is_file():
             raise InputError(f"no results store at {path}: run a suite first (e.g. `make demo`) or pass --store")
     frames = []
     for path in paths:
-        with Store(path) as db:
+        with Store(path, readonly=True) as db:
             frames.append(db.frame())
-    result = build(pd.concat(frames, ignore_index=True), Path(out) if out else REPO_ROOT / "results" / "leaderboard",
+    frame, untrained = pd.concat(frames, ignore_index=True), []
+    if not include_random_init:
+        frame, untrained = trained_rows(frame)
+        if frame.empty and untrained:
+            raise InputError(f"the store holds only untrained (random-init) models ({', '.join(untrained)}): "
+                             "pass --include-random-init to list them anyway")
+    result = build(frame, Path(out) if out else REPO_ROOT / "results" / "leaderboard",
                    Path(glimpse_dir) if glimpse_dir else REPO_ROOT / "results" / "glimpses",
                    source=", ".join(str(p) for p in paths))
     console.print(f"{len(result.entries)} model x dataset entries, {len(result.files)} files -> {result.out}")
+    if untrained:
+        console.print(f"left out (random-init weights; --include-random-init lists them): {', '.join(untrained)}")
     for name in ("index.md", "index.html", "leaderboard.csv"):
         console.print(f"  {result.out / name}")
 

@@ -24,7 +24,6 @@ images), ``mgnet`` Resize 256 + CenterCrop 224 as MGNet's code does (on the fly:
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mgbench.cellkey import canonical_json
 from mgbench.conditions import Condition, Summary, SummaryContext, register_condition_type, register_summary
 from mgbench.corruptions import metrics
 from mgbench.corruptions.names import GROUPS, parse_corruptions, parse_severities
@@ -147,10 +147,19 @@ def mgnet_zoom(x: torch.Tensor) -> torch.Tensor:
     return torch.round(large[..., top:top + height, left:left + width].clamp(0, 1) * 255) / 255
 
 
+# Bump when a change of a backend or of the preprocessing moves the numbers: stored corruption
+# cells are then recomputed. SUMMARY_VERSION: the same for the summaries (2: named sets only,
+# mCE only over a complete normaliser).
+CONDITION_VERSION = 1
+SUMMARY_VERSION = 2
+
+
 @dataclass
 class _CorruptionCell:
     """One (corruption, severity) cell of a corruption table; subclasses say where the images come from."""
 
+    condition_type = "corruption"
+    condition_version = CONDITION_VERSION
     settings: Settings
     corruption: str
     severity: int
@@ -200,11 +209,10 @@ def expand_corruptions(table: dict[str, Any]) -> list[Condition]:
 
 # ----------------------------------------------------------------------------- summaries
 
-def _cell_configs(frame: pd.DataFrame) -> pd.DataFrame:
-    """The condition and data keys of each row, as canonical JSON strings."""
-    configs = frame["config"].map(json.loads)
-    return frame.assign(condition_json=configs.map(lambda c: json.dumps(c["condition"], sort_keys=True)),
-                        data_json=configs.map(lambda c: json.dumps(c["data"], sort_keys=True)))
+def _canonical(settings: Settings, corruption: str, severity: int) -> str:
+    """The stored canonical condition of one cell of ``settings``."""
+    return canonical_json({"type": "corruption", "version": CONDITION_VERSION,
+                           **settings.condition_key(corruption, severity)})
 
 
 def _tidy(rows: pd.DataFrame) -> pd.DataFrame:
@@ -221,15 +229,18 @@ def _latest(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return keyed.drop_duplicates(subset=[*columns, "step_key"], keep="last").drop(columns="step_key")
 
 
+def _same_run(rows: pd.DataFrame, ctx: SummaryContext) -> pd.DataFrame:
+    """Rows of cells on this run's data under this run's options (precision, seed)."""
+    data, options = canonical_json(ctx.opened.key(ctx.data)), canonical_json(ctx.options)
+    return rows[(rows["data_json"] == data) & (rows["options_json"] == options)]
+
+
 def _clean(ctx: SummaryContext, model: str, weights: str | None) -> pd.DataFrame | None:
     """A model's clean top-1 per step on this run's clean data, from the store."""
     rows = ctx.store.frame(model=model, dataset=ctx.data.label, threat="clean", metric="top1")
     if weights is not None:
         rows = rows[rows["weights"] == weights]
-    if rows.empty:
-        return None
-    rows = _cell_configs(rows)
-    rows = rows[rows["data_json"] == json.dumps(ctx.opened.key(ctx.data), sort_keys=True)]
+    rows = _same_run(rows, ctx)
     if rows.empty:
         return None
     rows = _latest(rows, ["model"])
@@ -237,14 +248,11 @@ def _clean(ctx: SummaryContext, model: str, weights: str | None) -> pd.DataFrame
                          "accuracy": rows["value"].values})
 
 
-def _baseline(ctx: SummaryContext, name: str, mine: pd.DataFrame) -> pd.DataFrame:
-    """The baseline's stored cells with the same condition and data keys as ``mine``."""
+def _baseline(ctx: SummaryContext, name: str, wanted: set[str]) -> pd.DataFrame:
+    """The baseline's stored cells with the same canonical condition, data and run options."""
     rows = ctx.store.frame(model=name, dataset=ctx.data.label, threat="corruption", metric="top1")
-    if rows.empty:
-        return _tidy(rows)
-    rows = _cell_configs(rows)
-    wanted = set(zip(mine["condition_json"], mine["data_json"]))
-    rows = rows[[pair in wanted for pair in zip(rows["condition_json"], rows["data_json"])]]
+    rows = _same_run(rows, ctx)
+    rows = rows[rows["condition_json"].isin(wanted)]
     return _tidy(_latest(rows, ["corruption", "severity"]))
 
 
@@ -261,20 +269,29 @@ def _rows(frame: pd.DataFrame, metric: str, column: str, detail: dict[str, Any] 
 
 
 def summarise(ctx: SummaryContext, settings: Settings) -> list[Summary]:
-    """Mean accuracies, CE and mCE (plain and relative) of one corruption table's cells."""
+    """Mean accuracies, CE and mCE (plain and relative) of one corruption table's cells: the
+    stored cells of exactly its corruption set x severities on this run's data, backend and
+    preprocessing. A set that is not a named group (common, extra, all), or that lacks stored
+    cells, is labelled partial; mCE needs the normaliser's every cell of the set."""
     rows = ctx.frame[(ctx.frame["threat"] == "corruption") & (ctx.frame["metric"] == "top1")]
-    if rows.empty:
-        return []
-    rows = _cell_configs(rows)
-    wanted = {json.dumps(settings.condition_key(c, s), sort_keys=True)
-              for c in settings.corruptions for s in settings.severities}
-    mine = rows[rows["condition_json"].isin(wanted)]
+    if settings.backend != "folder":  # a folder's cells read the folder's images, not the run's
+        rows = rows[rows["data_json"] == canonical_json(ctx.opened.key(ctx.data))]
+    wanted = {_canonical(settings, c, s) for c in settings.corruptions for s in settings.severities}
+    mine = _latest(rows[rows["condition_json"].isin(wanted)], ["corruption", "severity"])
     if mine.empty:
         return []
     cells = _tidy(mine)
     common = settings.summary_key()
-    scope = {"corruptions": list(settings.corruptions), "severities": list(settings.severities)}
+    covered = sorted({(str(c), int(s)) for c, s in zip(cells["corruption"], cells["severity"])})
+    complete = len(covered) == len(wanted)
+    scope = {"corruptions": list(settings.corruptions), "severities": list(settings.severities),
+             "set": settings.group, "partial": not complete or settings.group not in GROUPS}
+    if not complete:
+        scope["cells"] = [f"{c} s{s}" for c, s in covered]
     notes: list[str] = []
+    if scope["partial"]:
+        notes.append(f"partial: {settings.group!r} is not a named set (common, extra, all)"
+                     if complete else f"partial: {len(covered)} of the set's {len(wanted)} cells are stored")
     per_corruption = metrics.mean_accuracy(cells, by="corruption")
     overall = metrics.mean_accuracy(cells)
 
@@ -282,6 +299,8 @@ def summarise(ctx: SummaryContext, settings: Settings) -> list[Summary]:
     normaliser: dict[str, Any] | None = None
     if settings.mce_baseline is None:
         notes.append("mCE skipped: no mce_baseline set (suite key or --mce-baseline)")
+    elif not complete:
+        notes.append("mCE undefined: this model lacks cells of the set")
     else:
         if settings.mce_baseline == "alexnet":
             base, base_clean = metrics.alexnet_baseline(cells)
@@ -290,19 +309,18 @@ def summarise(ctx: SummaryContext, settings: Settings) -> list[Summary]:
             if set(settings.severities) != {1, 2, 3, 4, 5}:
                 notes.append("AlexNet errors are means over severities 1-5; other severity sets are not comparable")
         else:
-            base = _baseline(ctx, settings.mce_baseline, mine)
+            base = _baseline(ctx, settings.mce_baseline, wanted)
             base_clean = _clean(ctx, settings.mce_baseline, None)
             normaliser = {"kind": "model", "model": settings.mce_baseline, "same_data": ctx.opened.key(ctx.data)}
-        ce = metrics.corruption_errors(cells, base)
-        if ce.empty:
-            notes.append(f"mCE skipped: no cells of {settings.mce_baseline} with the same corruption settings and "
-                         f"data in the store: run this suite for {settings.mce_baseline} first")
-            ce = None
+        have = {(str(c), int(s)) for c, s in zip(base["corruption"], base["severity"])}
+        missing = sorted(set(covered) - have)
+        if missing:
+            notes.append(f"mCE undefined: the normaliser {settings.mce_baseline} lacks {len(missing)} of the set's "
+                         f"{len(covered)} cells ({', '.join(f'{c} s{s}' for c, s in missing[:4])}"
+                         f"{', ...' if len(missing) > 4 else ''}) with the same settings and data: "
+                         f"run this suite for {settings.mce_baseline} first")
         else:
-            missing = sorted(set(settings.corruptions) - set(ce["corruption"]))
-            if missing:
-                notes.append(f"mCE over {ce['corruption'].nunique()} corruptions: the baseline lacks "
-                             f"{', '.join(missing)}")
+            ce = metrics.corruption_errors(cells, base)
             clean = _clean(ctx, ctx.model.name, ctx.model.weights)
             if clean is None or base_clean is None:
                 who = ctx.model.name if clean is None else settings.mce_baseline
@@ -335,7 +353,7 @@ def summarise(ctx: SummaryContext, settings: Settings) -> list[Summary]:
     return out
 
 
-@register_summary("corruption")
+@register_summary("corruption", SUMMARY_VERSION)
 def summarise_tables(ctx: SummaryContext) -> list[Summary]:
     return [summary for table in ctx.tables for summary in summarise(ctx, parse_table(table))]
 

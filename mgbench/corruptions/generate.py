@@ -38,8 +38,9 @@ class GenerateReport:
 
 
 def _target(out: Path, relative: str, corruption: str, severity: int) -> Path:
-    path = out / corruption / str(severity) / relative
-    return path if path.suffix.lower() in (".jpeg", ".jpg") else path.with_suffix(".JPEG")
+    from mgbench.data.folders import imagenet_c_path
+
+    return imagenet_c_path(out / corruption / str(severity), relative)
 
 
 def _write_jpeg(image: np.ndarray, path: Path) -> None:
@@ -80,18 +81,16 @@ def generate_imagenet_c(
     limit: int | None = None,
 ) -> GenerateReport:
     """Write ``out/corruption/severity/WNID/name`` for every image of ``root/split`` in the
-    class list (or a fixed seeded subset of ``limit`` images)."""
-    from mgbench.data import class_list as read_class_list
-    from mgbench.data import subset_indices
-    from mgbench.data.folders import ClassListFolder
+    class list, or for the fixed seeded subset of ``limit`` images that ``mgbench run --limit``
+    evaluates (:func:`mgbench.data.spec.imagenet_selection`)."""
+    from mgbench.data import DataSpec
+    from mgbench.data.spec import imagenet_selection
 
-    folder = ClassListFolder(Path(root) / split, read_class_list(class_list), "resize256-crop224")
-    if limit is not None and limit < 1:
-        raise InputError(f"--limit must be a positive whole number, not {limit!r}")
+    spec = DataSpec(name="imagenet100", root=str(root), split=split, class_list=class_list, limit=limit)
+    folder, keep = imagenet_selection(spec, "resize256-crop224")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file: pass a folder")
-    keep = subset_indices(len(folder), limit)
     relatives = folder.relative_paths()
     items = [(str(folder.samples[i][0]), relatives[i]) for i in keep]
     jobs = [(c, s) for c in corruptions for s in severities]

@@ -43,41 +43,30 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMG_EXTENSIONS
 
 
-class ClassListFolder(Dataset):
-    """Images under ``root/WNID/`` for the WNIDs of a class list; items are
-    ``(uint8 CHW tensor, label, index)``.
+def imagenet_c_path(folder: Path, relative: str) -> Path:
+    """Where an ImageNet-C style ``folder`` (``ROOT/CORRUPTION/SEVERITY``) keeps the corrupted copy
+    of the clean image ``relative`` (``WNID/name``): the same name, saved as JPEG."""
+    path = Path(folder) / relative
+    return path if path.suffix.lower() in (".jpeg", ".jpg") else path.with_suffix(".JPEG")
+
+
+class ImageFiles(Dataset):
+    """Listed ``(path, label)`` image files under ``root``; items are ``(uint8 CHW tensor, label, index)``.
 
     With ``on_bad_image="skip"`` an unreadable file yields ``None`` (dropped by
     :func:`mgbench.data.collate_skip` and counted); with ``"fail"`` it raises
     :class:`InputError` naming the file.
     """
 
-    def __init__(self, root: Path, wnids: list[str], preprocessing: str, on_bad_image: str = "fail"):
-        root = Path(root)
-        if not root.is_dir():
-            raise InputError(f"data folder {root} does not exist: pass an existing folder with --data-root")
-        missing = [w for w in wnids if not (root / w).is_dir()]
-        if missing:
-            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            raise InputError(
-                f"{root} lacks {len(missing)} of the {len(wnids)} classes ({shown}): "
-                "point --data-root at a folder with one sub-folder per WNID, or choose another --class-list"
-            )
+    def __init__(self, root: Path, samples: list[tuple[Path, int]], preprocessing: str, on_bad_image: str = "fail"):
         if preprocessing not in PREPROCESSING:
             raise InputError(
                 f"unknown preprocessing {preprocessing!r}: use one of {', '.join(PREPROCESSING)}"
             )
         if on_bad_image not in ("skip", "fail"):
             raise InputError(f"--on-bad-image must be skip or fail, not {on_bad_image!r}")
-        self.root = root
-        self.samples = [
-            (path, label)
-            for label, wnid in enumerate(wnids)
-            for path in sorted((root / wnid).iterdir())
-            if _is_image(path)
-        ]
-        if not self.samples:
-            raise InputError(f"{root} holds no images for the class list: check --data-root")
+        self.root = Path(root)
+        self.samples = samples
         self.transform = PREPROCESSING[preprocessing]()
         self.on_bad_image = on_bad_image
 
@@ -99,3 +88,28 @@ class ClassListFolder(Dataset):
                 f"unreadable image {path} ({exc.__class__.__name__}): remove it or pass --on-bad-image skip"
             ) from exc
         return tensor, label, index
+
+
+class ClassListFolder(ImageFiles):
+    """The images under ``root/WNID/`` for the WNIDs of a class list, labelled in list order."""
+
+    def __init__(self, root: Path, wnids: list[str], preprocessing: str, on_bad_image: str = "fail"):
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError(f"data folder {root} does not exist: pass an existing folder with --data-root")
+        missing = [w for w in wnids if not (root / w).is_dir()]
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise InputError(
+                f"{root} lacks {len(missing)} of the {len(wnids)} classes ({shown}): "
+                "point --data-root at a folder with one sub-folder per WNID, or choose another --class-list"
+            )
+        samples = [
+            (path, label)
+            for label, wnid in enumerate(wnids)
+            for path in sorted((root / wnid).iterdir())
+            if _is_image(path)
+        ]
+        super().__init__(root, samples, preprocessing, on_bad_image)
+        if not self.samples:
+            raise InputError(f"{root} holds no images for the class list: check --data-root")

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from mgbench.data.digits import DigitsSpec, load_digits
-from mgbench.data.folders import CLASS_LISTS, ClassListFolder, class_list
+from mgbench.data.folders import CLASS_LISTS, ClassListFolder, ImageFiles, class_list, imagenet_c_path
 from mgbench.errors import InputError
 
 DATASETS = ("digits", "imagenet100")
@@ -99,11 +99,16 @@ class DataSpec:
 
 @dataclass
 class OpenedData:
+    """An opened split. ``available`` is the number of images before ``limit`` took its subset
+    and ``requested`` the limit asked for, so a limit above the data size can be reported."""
+
     dataset: Dataset
     n: int
     ids_hash: str
     preprocessing: str
     split: str
+    available: int = 0
+    requested: int | None = None
 
     def key(self, spec: DataSpec) -> dict[str, Any]:
         """What identifies this data in the results store."""
@@ -135,6 +140,17 @@ def _limit(dataset: Dataset, ids: list[str], limit: int | None) -> tuple[Dataset
     return Subset(dataset, keep.tolist()), [ids[i] for i in keep]
 
 
+def imagenet_selection(spec: DataSpec, preprocessing: str | None = None) -> tuple[ClassListFolder, np.ndarray]:
+    """The clean ImageNet folder of ``spec`` (its split and class list) and the positions of the
+    images ``spec`` selects in it (the seeded subset of ``limit``, or all). Clean evaluation,
+    ``corruptions generate`` and the folder backend all select through here, so the same
+    ``--limit`` means the same images."""
+    root = Path(spec.root or "") / spec.eval_split
+    folder = ClassListFolder(root, class_list(spec.class_list), preprocessing or spec.clean_preprocessing,
+                             spec.on_bad_image)
+    return folder, subset_indices(len(folder), spec.limit)
+
+
 def open_dataset(spec: DataSpec, *, train_transform: Any = None) -> OpenedData:
     """Open the evaluation (or training) split named by ``spec``."""
     split = spec.eval_split
@@ -144,23 +160,37 @@ def open_dataset(spec: DataSpec, *, train_transform: Any = None) -> OpenedData:
         ids = [f"digits-v{DigitsSpec().version}/{split}/{i}" for i in range(len(dataset))]
         preprocessing = "none"
     else:
-        root = Path(spec.root or "") / split
         preprocessing = spec.clean_preprocessing
-        dataset = ClassListFolder(root, class_list(spec.class_list), preprocessing, spec.on_bad_image)
+        dataset, _ = imagenet_selection(spec)
         if train_transform is not None:
             dataset.transform = train_transform
         ids = dataset.relative_paths()
+    available = len(ids)
     dataset, ids = _limit(dataset, ids, spec.limit)
-    return OpenedData(dataset, len(ids), _ids_hash(ids), preprocessing, split)
+    return OpenedData(dataset, len(ids), _ids_hash(ids), preprocessing, split, available, spec.limit)
 
 
 def open_imagenet_c(
     spec: DataSpec, root: str | Path, corruption: str, severity: int, preprocessing: str = "crop224"
 ) -> OpenedData:
-    """One cell of an ImageNet-C style folder (``root/corruption/severity/WNID``), restricted to
-    the class list and, with ``limit``, to the same seeded subset positions as the clean set."""
+    """One cell of an ImageNet-C style folder (``root/corruption/severity/WNID/name``): the
+    corrupted copies of exactly the clean images ``spec`` selects (its split, class list and
+    seeded subset of ``limit``), whatever else the folder holds. A copy of a selected image that
+    is missing is an error naming the file and the command that writes it."""
+    clean, keep = imagenet_selection(spec)
     folder = Path(root) / corruption / str(severity)
-    dataset = ClassListFolder(folder, class_list(spec.class_list), preprocessing, spec.on_bad_image)
+    samples = [(imagenet_c_path(folder, relative), label)
+               for relative, (_, label) in zip(clean.relative_paths(), clean.samples)]
+    missing = [samples[i][0] for i in keep if not samples[i][0].is_file()]
+    if missing:
+        options = [f"--data-root {spec.root}", f"--out {root}", f"--class-list {spec.class_list}",
+                   f"--corruptions {corruption}", f"--severities {severity}"]
+        options += [f"--split {spec.eval_split}"] if spec.eval_split != "val" else []
+        options += [f"--limit {spec.limit}"] if spec.limit is not None else []
+        raise InputError(f"{missing[0]} is missing ({len(missing)} of the {len(keep)} images this run selects): "
+                         f"write them with `mgbench corruptions generate {' '.join(options)}`")
+    dataset = ImageFiles(folder, samples, preprocessing, spec.on_bad_image)
     ids = [f"{corruption}/{severity}/{p}" for p in dataset.relative_paths()]
+    available = len(ids)
     dataset, ids = _limit(dataset, ids, spec.limit)
-    return OpenedData(dataset, len(ids), _ids_hash(ids), preprocessing, "val")
+    return OpenedData(dataset, len(ids), _ids_hash(ids), preprocessing, spec.eval_split, available, spec.limit)

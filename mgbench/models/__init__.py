@@ -9,11 +9,11 @@ from mgbench.models import (  # noqa: F401  (importing a family registers its ar
     resnet,
     tdam,
 )
-from mgbench.models._builder import LoadedModel, ModelCard, create_model, list_cards, load_model, zoo_dir
+from mgbench.models._builder import RANDOM_INIT, LoadedModel, ModelCard, create_model, list_cards, load_model, zoo_dir
 from mgbench.models._registry import get_entry, list_architectures, register_model
 from mgbench.models.anytime import StepOutputs, forward_steps, num_steps
 
 __all__ = [
-    "LoadedModel", "ModelCard", "StepOutputs", "create_model", "forward_steps", "get_entry",
+    "RANDOM_INIT", "LoadedModel", "ModelCard", "StepOutputs", "create_model", "forward_steps", "get_entry",
     "list_architectures", "list_cards", "load_model", "num_steps", "register_model", "zoo_dir",
 ]

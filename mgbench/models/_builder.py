@@ -1,7 +1,8 @@
 """Turning a model name into a ready module: registry names, zoo cards, user factories.
 
 Three ways in, one function (:func:`load_model`):
-- a registered architecture (``resnet18``): randomly initialised, for FLOPs or training;
+- a registered architecture (``resnet18``): randomly initialised (weights ``random-init``, which
+  tables mark and the leaderboard leaves out unless asked), for FLOPs, timing or training;
 - a zoo card (``resnet-tiny.digits``): ``models/<name>.toml`` names the architecture, its
   arguments and a checkpoint with its sha256;
 - a user factory, ``path/to/file.py:factory`` or ``package.module:factory``, returning an
@@ -12,11 +13,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
+import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -29,6 +33,8 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
+
+RANDOM_INIT = "random-init"  # the weights of a model nobody trained
 
 
 def zoo_dir() -> Path:
@@ -99,15 +105,22 @@ class LoadedModel:
     module: nn.Module
     name: str
     architecture: str
-    weights: str  # checkpoint sha256, "random-init[:seedN]", or "user:<sha256 of the factory file>"
+    weights: str  # checkpoint sha256, RANDOM_INIT, or "user:<sha256 of the factory file>"
     card: ModelCard | None = None
+    init_seed: int | None = None  # the seed of random-init weights, when they were seeded
     params: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.params = sum(p.numel() for p in self.module.parameters())
 
+    @property
+    def random_init(self) -> bool:
+        """Untrained weights: their rows are marked and the leaderboard leaves them out."""
+        return self.weights == RANDOM_INIT
+
     def identity(self) -> dict[str, Any]:
-        return {"model": self.name, "arch": self.architecture, "weights": self.weights}
+        identity = {"model": self.name, "arch": self.architecture, "weights": self.weights}
+        return identity if self.init_seed is None else {**identity, "init_seed": self.init_seed}
 
 
 def _state_dict_from(obj: Any) -> dict[str, torch.Tensor]:
@@ -120,15 +133,52 @@ def _state_dict_from(obj: Any) -> dict[str, torch.Tensor]:
     return obj
 
 
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an exception from code mgbench does not own."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused a file, in a few words. torch's own
+    message advises re-running with ``weights_only=False`` (arbitrary code execution), advice a
+    benchmark must never pass on, so only the reason is kept."""
+    text = str(exc)
+    unsafe = re.search(r"GLOBAL ([\w.]+)", text)
+    if unsafe:
+        return f"it holds Python objects besides tensors ({unsafe.group(1)})"
+    reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if reason:
+        return f"not a tensor checkpoint: {reason.group(1).strip()}"
+    if isinstance(exc, EOFError):
+        return "the file is empty or cut short"
+    if "weights_only" in text:
+        return f"torch.load refused it ({exc.__class__.__name__})"
+    return _first_line(exc)
+
+
+def load_weights_only(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU. The unpickler's warnings about a file
+    it then refuses (e.g. an unexpected pickle protocol) are dropped: the refusal is the message."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return obj
+
+
 def read_checkpoint(path: Path, where: str) -> dict[str, torch.Tensor]:
     """Load a checkpoint's state_dict with ``weights_only=True``; errors name ``where``."""
     if not path.is_file():
         raise InputError(f"{where}: checkpoint {path} does not exist: train it or fix the path")
     try:
-        return _state_dict_from(torch.load(path, map_location="cpu", weights_only=True))
+        return _state_dict_from(load_weights_only(path))
     except Exception as exc:  # torch raises many types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise InputError(f"{where}: checkpoint {path} is not a loadable state_dict ({first})") from exc
+        raise InputError(
+            f"{where}: checkpoint {path} is not a loadable state_dict ({load_failure(exc)}): "
+            "point the card at weights saved with torch.save(model.state_dict(), path)"
+        ) from exc
 
 
 def load_state(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
@@ -175,12 +225,45 @@ def _slice_imagenet1k(state: dict[str, torch.Tensor], indices: list[int]) -> dic
     return out
 
 
+def _build(
+    factory: Callable[..., Any], arguments: dict[str, Any], where: str, fix: str, fix_raised: str | None = None
+) -> Any:
+    """``factory(**arguments)``, with arguments it does not take, arguments it lacks and any
+    exception inside it reported as one :class:`InputError` naming ``where`` and ``fix``
+    (``fix_raised`` for an exception, if different)."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # no introspectable signature: let the call decide
+        signature = None
+    if signature is not None:
+        params = signature.parameters.values()
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+        named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [key for key in arguments if key not in named and not takes_any]
+        if unknown:
+            raise InputError(f"{where} takes no argument {', '.join(map(repr, unknown))} "
+                             f"(it takes: {', '.join(named) or 'none'}): {fix}")
+        needed = [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                  and p.name not in arguments]
+        if needed:
+            raise InputError(f"{where} needs the argument(s) {', '.join(needed)}: {fix}")
+    try:
+        return factory(**arguments)
+    except InputError:
+        raise
+    except Exception as exc:  # user code or user arguments: one line, the cause kept for --debug
+        raise InputError(
+            f"{where} raised {_first_line(exc)}: {fix_raised or fix} (--debug shows the traceback)"
+        ) from exc
+
+
 def _from_card(card: ModelCard, overrides: dict[str, Any]) -> LoadedModel:
     entry = get_entry(card.architecture)
-    module = entry.factory(**{**card.arguments, **overrides})
     where = f"model card {card.name} ({card.source})"
+    module = _build(entry.factory, {**card.arguments, **overrides}, f"{where}: architecture {card.architecture}",
+                    "fix the card's [arguments]")
     if card.checkpoint is None:
-        return LoadedModel(module, card.name, card.architecture, "random-init", card)
+        return LoadedModel(module, card.name, card.architecture, RANDOM_INIT, card)
     if card.sha256:
         if not card.checkpoint.is_file():
             raise InputError(f"{where}: checkpoint {card.checkpoint} does not exist: train it or fix the path")
@@ -214,18 +297,20 @@ def _from_factory(spec: str) -> LoadedModel:
         try:
             module_spec.loader.exec_module(user_module)
         except Exception as exc:
-            raise InputError(f"model file {path} failed to import: {exc.__class__.__name__}: {exc}") from exc
+            raise InputError(f"model file {path} failed to import: {_first_line(exc)} "
+                             "(--debug shows the traceback)") from exc
         weights = f"user:{sha256_file(path)[:16]}"
     else:
         try:
             user_module = importlib.import_module(target)
-        except ImportError as exc:
-            raise InputError(f"cannot import {target!r} for --model {spec}: {exc}") from exc
+        except Exception as exc:  # ImportError, or the module's own code failing
+            raise InputError(f"cannot import {target!r} for --model {spec}: {_first_line(exc)}") from exc
         weights = f"user:{target}"
     factory = getattr(user_module, attr, None)
     if not callable(factory):
         raise InputError(f"{target} has no callable {attr!r}: pass --model FILE.py:FACTORY")
-    model = factory()
+    model = _build(factory, {}, f"--model {spec}: the factory",
+                   "--model takes a function called without arguments that returns the model", "fix the factory")
     if not isinstance(model, nn.Module):
         raise InputError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     return LoadedModel(model, spec, "user", weights)
@@ -243,12 +328,13 @@ def load_model(name: str, *, init_seed: int | None = 0, **overrides: Any) -> Loa
     if name in cards:
         return _from_card(cards[name], overrides)
     entry = get_entry(name)
+    where, fix = f"architecture {name}", "pass only arguments it takes, with valid values"
     if init_seed is None:
-        return LoadedModel(entry.factory(**overrides), name, name, "random-init")
+        return LoadedModel(_build(entry.factory, overrides, where, fix), name, name, RANDOM_INIT)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
-        module = entry.factory(**overrides)
-    return LoadedModel(module, name, name, f"random-init:seed{init_seed}")
+        module = _build(entry.factory, overrides, where, fix)
+    return LoadedModel(module, name, name, RANDOM_INIT, init_seed=init_seed)
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from mgbench.errors import InputError
-from mgbench.models._builder import load_state
+from mgbench.models._builder import load_failure, load_state, load_weights_only
 from mgbench.models._registry import get_entry
 from mgbench.models.mgnet import MGNet
 
@@ -58,7 +58,7 @@ def read_official(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(f"official checkpoint {path} does not exist: pass the .ckpt file with --from-official")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_weights_only(path)
     except Exception as exc:  # torch raises many types for a bad or unsafe file
         text = str(exc)
         unsafe = re.search(r"GLOBAL ([\w.]+)", text)
@@ -67,8 +67,9 @@ def read_official(path: Path) -> dict[str, torch.Tensor]:
                 f"{path} holds Python objects besides tensors ({unsafe.group(1)}), which weights_only "
                 f"loading refuses: {_EXTRACT_HINT}"
             ) from exc
-        first = text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
-        raise InputError(f"{path} is not a loadable checkpoint ({first}): pass an official MGNet .ckpt") from exc
+        raise InputError(
+            f"{path} is not a loadable checkpoint ({load_failure(exc)}): pass an official MGNet .ckpt"
+        ) from exc
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{path} holds no state_dict of tensors: pass an official MGNet .ckpt")

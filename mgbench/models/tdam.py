@@ -20,6 +20,16 @@ Released configurations, applied to every block of ``layer3`` and ``layer4``:
 
 The model is scored with the single forward pass above (the final step's top); the official
 repository's "any time step correct" validation is not used anywhere.
+
+Initialisation: timm's, as the official code builds with ``zero_init_last_bn=True``: Kaiming
+(fan-out) convolutions, BatchNorms at 1/0, then the last BatchNorm gamma of every residual block
+is set to zero so that each block starts as its shortcut. In a TD block the last BatchNorm
+before the residual add is the final step's (``step_norms[-1][-1]``), and that is the one zeroed
+here (``zero_init="last"``, default). The official code zeroes the block's ``bn2``/``bn3``
+attribute, which in a TD block is step 0's: the step-0 top is then exactly zero, ReLU's gradient
+at 0 is 0, and the searchlight's top path and that BatchNorm never receive a gradient, so the
+top-down signal stays off for the whole training. ``zero_init="official"`` reproduces that for
+comparison (docs/seed-methods.md).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from mgbench.models.layers import DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGEN
 from mgbench.models.resnet import resnet_backbone
 
 VARIANTS = ("joint", "top")
+ZERO_INITS = ("last", "official")
 TD_STAGES = ("layer3", "layer4")
 # The layers of a torchvision block as (conv, bn, ReLU after the BN?) units, in order, and the
 # released feedback distance m (how many of the last units are recomputed).
@@ -99,6 +110,13 @@ class TopDownBlock(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
+    def zero_init_last_bn(self, official: bool = False) -> None:
+        """Zero the gamma of the last BatchNorm before the residual add (the final step's), or,
+        with ``official``, of the block's own last BatchNorm attribute (step 0's), as the
+        official code does."""
+        last = getattr(self, self.recurrent[-1][1]) if official else self.step_norms[-1][-1]
+        nn.init.zeros_(last.weight)
+
     def _run(self, units: Sequence[tuple[str, str, bool]], x: torch.Tensor, norms: Sequence[nn.Module]) -> torch.Tensor:
         for (conv, _, act), norm in zip(units, norms):
             x = norm(getattr(self, conv)(x))
@@ -118,8 +136,11 @@ class TopDownBlock(nn.Module):
 
 
 def td_resnet(backbone: str, num_classes: int, mean: Sequence[float], std: Sequence[float],
-              variant: str = "joint", steps: int = 2) -> Classifier:
-    """A ResNet whose ``layer3`` and ``layer4`` blocks all carry TDAM (released configuration)."""
+              variant: str = "joint", steps: int = 2, zero_init: str = "last") -> Classifier:
+    """A ResNet whose ``layer3`` and ``layer4`` blocks all carry TDAM (released configuration),
+    initialised as timm's ResNet with ``zero_init_last_bn=True`` (see the module docstring)."""
+    if zero_init not in ZERO_INITS:
+        raise InputError(f"unknown TDAM zero_init {zero_init!r}: use one of {', '.join(ZERO_INITS)}")
     if variant not in VARIANTS:
         raise InputError(f"unknown TDAM variant {variant!r}: use one of {', '.join(VARIANTS)}")
     if not isinstance(steps, int) or steps < 2:
@@ -130,26 +151,33 @@ def td_resnet(backbone: str, num_classes: int, mean: Sequence[float], std: Seque
         layer = getattr(net, stage)
         for index, block in enumerate(layer):
             layer[index] = TopDownBlock(block, steps, variant)
+    for block in net.modules():
+        if isinstance(block, TopDownBlock):
+            block.zero_init_last_bn(official=zero_init == "official")
+        elif isinstance(block, BasicBlock):
+            nn.init.zeros_(block.bn2.weight)
+        elif isinstance(block, Bottleneck):
+            nn.init.zeros_(block.bn3.weight)
     return Classifier(net, mean, std)
 
 
-_OPTIONS = "variant joint|top, steps T (default 2)"
+_OPTIONS = "variant joint|top, steps T (default 2), zero_init last|official"
 
 
 @register_model("tdam-tiny", family="tdam", description=f"TDAM in the small digits ResNet (m=2); {_OPTIONS}",
                 input_size=64)
 def tdam_tiny(num_classes: int = 10, mean=DIGITS_MEAN, std=DIGITS_STD, variant: str = "joint",
-              steps: int = 2) -> Classifier:
-    return td_resnet("resnet-tiny", num_classes, mean, std, variant, steps)
+              steps: int = 2, zero_init: str = "last") -> Classifier:
+    return td_resnet("resnet-tiny", num_classes, mean, std, variant, steps, zero_init)
 
 
 @register_model("tdam-r18", family="tdam", description=f"TDAM in ResNet-18 (m=2); {_OPTIONS}", input_size=224)
 def tdam_r18(num_classes: int = 100, mean=IMAGENET_MEAN, std=IMAGENET_STD, variant: str = "joint",
-             steps: int = 2) -> Classifier:
-    return td_resnet("resnet18", num_classes, mean, std, variant, steps)
+             steps: int = 2, zero_init: str = "last") -> Classifier:
+    return td_resnet("resnet18", num_classes, mean, std, variant, steps, zero_init)
 
 
 @register_model("tdam-r50", family="tdam", description=f"TDAM in ResNet-50 (m=1); {_OPTIONS}", input_size=224)
 def tdam_r50(num_classes: int = 100, mean=IMAGENET_MEAN, std=IMAGENET_STD, variant: str = "joint",
-             steps: int = 2) -> Classifier:
-    return td_resnet("resnet50", num_classes, mean, std, variant, steps)
+             steps: int = 2, zero_init: str = "last") -> Classifier:
+    return td_resnet("resnet50", num_classes, mean, std, variant, steps, zero_init)

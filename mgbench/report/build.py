@@ -23,7 +23,14 @@ from matplotlib.figure import Figure
 
 from mgbench.errors import InputError
 from mgbench.report import plots
-from mgbench.report.leaderboard import Entry, attack_columns, collect, robustbench_json, summary_frame
+from mgbench.report.leaderboard import (
+    Entry,
+    attack_columns,
+    collect,
+    robustbench_json,
+    seed_markdown,
+    summary_frame,
+)
 from mgbench.report.render import dataset_tables, html_table, markdown
 
 _SORT_SCRIPT = """
@@ -53,7 +60,7 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 75em; color: #222; }
-div.wide { overflow-x: auto; }
+div.wide, pre { overflow-x: auto; }
 table { border-collapse: collapse; margin: 0.5em 0 2em; font-size: 0.85em; }
 table.headline td:first-child { white-space: nowrap; }
 td[title] { text-decoration: underline dotted #999; }
@@ -126,6 +133,10 @@ def _write_all(entries: list[Entry], out: Path, glimpse_dir: Path | None, origin
                 png, svg = plots.save(figure, out / "plots" / name)
                 md.append(f"![{caption.split('. ')[0]}](plots/{png.name})\n\n*{caption}*\n")
                 page.append(f"<figure>{_strip_xml_header(svg)}<figcaption>{html.escape(caption)}</figcaption></figure>")
+        seeds = seed_markdown(mine)  # mean and spread over seed cards, gaps beyond noise
+        if seeds:
+            md.append(seeds)
+            page.append(f"<pre>{html.escape(seeds)}</pre>")
         columns = attack_columns(mine)
         for entry in mine:
             target = out / "json" / _slug(dataset) / f"{_slug(entry.model)}.json"

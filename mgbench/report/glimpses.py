@@ -6,6 +6,12 @@ numbered, and a caption with the true class and the prediction after each step (
 correct). Models that return attention maps instead (LTPA) get them as a heat overlay: each
 level's map upsampled to the image and scaled to a maximum of 1, then averaged over the levels,
 so every level counts alike whatever its resolution. Plain classifiers get the caption alone.
+
+Glimpse statistics (:func:`location_stats`, ``mgbench glimpses --stats``): per step, the
+distribution of the glimpse scale ``s`` and centre ``(tx, ty)`` (mean and quantiles) and the
+share of glimpses with ``s > 0.49``, next to MGNet's ceiling 0.5, where the scale's sigmoid
+saturates. A policy that always takes the largest crop shows there at a glance; the figure
+carries the same numbers for its images.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ except ModuleNotFoundError:  # Python 3.10
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 MAX_IMAGES = 64
+MAX_STATS_IMAGES = 10_000
+SATURATED_S = 0.49  # MGNet's scale lies in (0.2, 0.5); above this its sigmoid is within 2% of the top
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 # Positional arguments of the shorthand ``TYPE:ARG:ARG`` per condition type: (table key, is a list).
 _POSITIONAL: dict[str, tuple[tuple[str, bool], ...]] = {
     "corruption": (("corruptions", True), ("severities", True)),
@@ -96,6 +105,51 @@ class GlimpseBatch:
     boxes: torch.Tensor | None  # [T, N, 4] fractions (x0, y0, x1, y1), or None
     attention: torch.Tensor | None = None  # [N, H, W] in [0, 1]: the levels' maps combined, or None
     levels: int = 0  # how many attention maps were combined
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """The distribution of one glimpse step's scale and centre over the images."""
+
+    step: int
+    n: int
+    s: tuple[float, ...]  # mean, then the QUANTILES
+    tx: tuple[float, ...]
+    ty: tuple[float, ...]
+    saturated: float | None  # share of glimpses with s > SATURATED_S; None for the fixed whole-image glimpse
+
+
+def glimpse_locations(boxes: torch.Tensor) -> torch.Tensor:
+    """Boxes (x0, y0, x1, y1) [..., 4] -> (s, tx, ty) [..., 3]: the inverse of MGNet's
+    ``glimpse_boxes`` (a box spans ``(t -+ s + 1) / 2`` of the image)."""
+    x0, y0, x1, y1 = boxes.double().unbind(-1)
+    return torch.stack([x1 - x0, x0 + x1 - 1, y0 + y1 - 1], dim=-1)
+
+
+def location_stats(boxes: torch.Tensor) -> list[StepStats]:
+    """Per step of boxes [T, N, 4]: mean and quantiles of s, tx, ty, and the saturated share."""
+    locations = glimpse_locations(boxes)
+    quantiles = torch.tensor(QUANTILES, dtype=torch.float64)
+    stats = []
+    for step, values in enumerate(locations):
+        summary = [tuple([float(v.mean())] + torch.quantile(v, quantiles).tolist()) for v in values.unbind(-1)]
+        fixed = bool(torch.all(values[:, 0] == 1))  # MGNet's first glimpse: the whole image, s = 1
+        saturated = None if fixed else float((values[:, 0] > SATURATED_S).double().mean())
+        stats.append(StepStats(step + 1, values.shape[0], *summary, saturated))
+    return stats
+
+
+def stats_lines(stats: list[StepStats]) -> list[str]:
+    """One compact line per step (for the figure): median [5%, 95%] of s, tx, ty and the saturated share."""
+    def spread(values: tuple[float, ...]) -> str:
+        return f"{values[3]:.2f} [{values[1]:.2f}, {values[5]:.2f}]"
+
+    return [f"glimpse {st.step}: s {spread(st.s)}, s>{SATURATED_S} {_share(st.saturated)}, "
+            f"tx {spread(st.tx)}, ty {spread(st.ty)}" for st in stats]
+
+
+def _share(saturated: float | None) -> str:
+    return "- (whole image)" if saturated is None else f"{100 * saturated:.0f}%"
 
 
 def combine_maps(maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
@@ -200,9 +254,32 @@ def figure(batch: GlimpseBatch, class_names: list[str], title: str) -> "Figure":
     label = "glimpse:prediction after each glimpse (green: correct)" if steps > 1 else "prediction (green: correct)"
     if batch.attention is not None:
         label += f"; overlay: attention, mean of {batch.levels} level maps each scaled to max 1"
+    if batch.boxes is not None and steps > 1:  # where the glimpses go: median [5%, 95%] over these images
+        label += "\n" + "\n".join(stats_lines(location_stats(batch.boxes)))
     fig.suptitle(f"{title}\n{label}", fontsize=9)
     fig.tight_layout(h_pad=1.2 * lines)
     return fig
+
+
+def _observed_batches(model_name: str, data: DataSpec, n: int, condition: str | None, device: str,
+                      batch_size: int = MAX_IMAGES) -> tuple[Any, Condition, list[GlimpseBatch]]:
+    """The first ``n`` images of ``data`` (a fixed seeded subset) under ``condition``, observed
+    through ``model_name`` in batches: (loaded model, condition, batches)."""
+    chosen = one_condition(condition) if condition else Clean()
+    loaded = load_model(model_name)
+    _check_dataset(loaded, data)
+    dev = resolve_device(device)
+    subset = replace(data, limit=n)
+    open_data = getattr(chosen, "open_data", None)
+    opened = open_data(subset) if open_data is not None else open_dataset(subset)
+    model = loaded.module.to(dev)
+    batches = []
+    for images, labels, ids, _ in make_loader(opened.dataset, batch_size, device=dev, workers=0):
+        if images is not None:
+            batches.append(observe(model, chosen, to_unit(images, dev), labels.to(dev), ids))
+    if not batches:
+        raise InputError("no readable image among the chosen ones: check --data-root")
+    return loaded, chosen, batches
 
 
 def glimpse_picture(model_name: str, data: DataSpec, out: Path, *, n: int = 16, condition: str | None = None,
@@ -213,17 +290,18 @@ def glimpse_picture(model_name: str, data: DataSpec, out: Path, *, n: int = 16, 
         raise InputError(f"--out {out} must end in {', '.join(FIGURE_SUFFIXES)}: choose a figure file name")
     if not 1 <= n <= MAX_IMAGES:
         raise InputError(f"--n must lie in 1..{MAX_IMAGES}, not {n}")
-    chosen = one_condition(condition) if condition else Clean()
-    loaded = load_model(model_name)
-    _check_dataset(loaded, data)
-    dev = resolve_device(device)
-    subset = replace(data, limit=n)
-    open_data = getattr(chosen, "open_data", None)
-    opened = open_data(subset) if open_data is not None else open_dataset(subset)
-    images, labels, ids, _ = next(iter(make_loader(opened.dataset, n, device=dev, workers=0)))
-    if images is None:
-        raise InputError("no readable image among the chosen ones: check --data-root")
-    model = loaded.module.to(dev)
-    batch = observe(model, chosen, to_unit(images, dev), labels.to(dev), ids)
+    loaded, chosen, (batch,) = _observed_batches(model_name, data, n, condition, device)
     names = [str(i) for i in range(10)] if data.name == "digits" else class_list(data.class_list)
     return draw(batch, names, out, f"{loaded.name} on {data.label} ({condition_title(chosen)})")
+
+
+def glimpse_stats(model_name: str, data: DataSpec, *, n: int = 500, condition: str | None = None,
+                  device: str = "auto") -> list[StepStats]:
+    """Per-step scale and location statistics of ``model_name``'s glimpses on ``n`` images of
+    ``data`` (a fixed seeded subset) under ``condition``; an InputError for a model without glimpses."""
+    if not 1 <= n <= MAX_STATS_IMAGES:
+        raise InputError(f"--n must lie in 1..{MAX_STATS_IMAGES} for --stats, not {n}")
+    loaded, _, batches = _observed_batches(model_name, data, n, condition, device)
+    if any(batch.boxes is None for batch in batches):
+        raise InputError(f"{loaded.name} takes no glimpses (no boxes): --stats needs a glimpse model such as MGNet")
+    return location_stats(torch.cat([batch.boxes for batch in batches if batch.boxes is not None], dim=1))

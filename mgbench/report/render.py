@@ -65,11 +65,13 @@ def headline_table(dataset: str, entries: list[Entry], columns: list[AttackColum
             _num(None if e.params is None else e.params / 1e6, ".2f"),
         ])
     normalisers = sorted({e.mce_normaliser for e in entries if e.mce_normaliser})
+    corruption_sets = sorted({e.corruption_set for e in entries if e.corruption_set})
     return Table(
         f"{dataset}: headline",
-        "Top-1 accuracy in % (hover for the 95% Wilson interval and n). corruptions: mean top-1 over every "
-        "stored corruption x severity; mCE normalised by " + (", ".join(normalisers) or "-") + " on the same "
-        "data. robust: AutoAttack (standard version unless named) at the largest eps it ran at, on n images. "
+        "Top-1 accuracy in % (hover for the 95% Wilson interval and n). corruptions: mean top-1 over the cells of "
+        "one corruption set x severities (" + (", ".join(corruption_sets) or "-") + "; common preferred, "
+        "\"partial\" when not a named set); mCE normalised by " + (", ".join(normalisers) or "-") + " on the "
+        "same data. robust: AutoAttack (standard version unless named) at the largest eps it ran at, on n images. "
         "verdict: the gradient-masking checks (reliable / unreliable, reasons below). GMACs: fvcore, 1 "
         "multiply-add = 1 FLOP, after the last step.",
         ["model", "clean", "corruptions", "mCE", "robust", "attack", "n", "verdict", "GMACs", "params (M)"],

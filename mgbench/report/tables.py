@@ -31,6 +31,14 @@ def condition_label(row: pd.Series | dict[str, Any]) -> str:
     return str(threat)
 
 
+def model_label(model: str, weights: Any) -> str:
+    """The model's name, marked ``(random-init)`` when its weights were never trained, so an
+    untrained model's numbers never pass for results."""
+    from mgbench.models import RANDOM_INIT
+
+    return f"{model} ({RANDOM_INIT})" if weights == RANDOM_INIT else str(model)
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -85,7 +93,8 @@ def accuracy_table(frame: pd.DataFrame, title: str = "accuracy") -> Table:
     model or dataset shared by every line goes into the title instead of a column, so the table fits
     80 columns."""
     cells = frame[frame["threat"] != "compute"]
-    model, dataset = _one_or_column(cells, "model"), _one_or_column(cells, "dataset")
+    labels = {model_label(m, w) for m, w in zip(cells["model"], cells["weights"])}
+    model, dataset = (next(iter(labels)) if len(labels) == 1 else None), _one_or_column(cells, "dataset")
     title = ", ".join([title] + [v for v in (model, dataset) if v])
     columns = [("model", "left")] if model is None else []
     columns += [("dataset", "left")] if dataset is None else []
@@ -113,7 +122,7 @@ def accuracy_table(frame: pd.DataFrame, title: str = "accuracy") -> Table:
         group = order[:2]
         top5 = final.get("top5")
         steps = cell[(cell["metric"] == "top1") & cell["step"].notna()].sort_values("step")["value"]
-        row = [first["model"]] if model is None else []
+        row = [model_label(first["model"], first["weights"])] if model is None else []
         row += [first["dataset"]] if dataset is None else []
         row += [
             escape(condition_label(first)),  # "[mgnet-paper]" is not markup
@@ -182,7 +191,7 @@ def compute_table(frame: pd.DataFrame, title: str = "compute (fvcore GMACs: 1 mu
         steps = cell[(cell["metric"] == "gmacs") & cell["step"].notna()].sort_values("step")["value"]
         params, gmacs = final.get("params"), final.get("gmacs")
         table.add_row(
-            first["model"], first["dataset"],
+            model_label(first["model"], first["weights"]), first["dataset"],
             f"{params.value / 1e6:.2f}M" if params is not None else "",
             f"{gmacs.value:.4f}" if gmacs is not None else "",
             " ".join(f"{g:.4f}" for g in steps),
@@ -199,7 +208,8 @@ def verdict_table(frame: pd.DataFrame, title: str = "gradient-masking verdicts (
         reasons = detail.get("reasons") or []
         word = verdict_word(bool(row.value))
         verdict = f"[bold red]{word}[/bold red]" if row.value else f"[green]{word}[/green]"
-        table.add_row(row.model, row.dataset, row.threat, verdict, escape("\n".join(reasons)) or "all checks passed")
+        table.add_row(model_label(row.model, row.weights), row.dataset, row.threat, verdict,
+                      escape("\n".join(reasons)) or "all checks passed")
     return table
 
 
@@ -225,12 +235,23 @@ def rows_table(frame: pd.DataFrame, columns: list[str], title: str = "results") 
     return table
 
 
+def _corruption_set(first: pd.Series, mean: Any) -> str:
+    """What a corruption mean covers: its set and severities, and "partial" when it is not a
+    named set (common, extra, all) or lacks cells."""
+    condition = json.loads(first["condition_json"]) if isinstance(first.get("condition_json"), str) else {}
+    detail = json.loads(mean.detail) if isinstance(mean.detail, str) else {}
+    name = condition.get("corruptions", "corruptions")
+    severities = condition.get("severities") or []
+    text = f"{name} s{min(severities)}-{max(severities)}" if severities else str(name)
+    return text + (" (partial)" if detail.get("partial") else "")
+
+
 def corruption_summary_table(frame: pd.DataFrame, title: str = "corruption summary") -> Table:
-    """Per model and corruption setting: mean accuracy over all cells, mCE and relative mCE (when
-    a normalising model was available) and the mean after each step (per-corruption means are in
-    each model's grid)."""
-    table = _table(title, [("model", "left"), ("backend", "left"), ("mean top-1 %", "right"), ("mCE %", "right"),
-                           ("rel. mCE %", "right"), ("per step", "right")])
+    """Per model and corruption setting: the set it covers (:func:`_corruption_set`), mean accuracy
+    over its cells, mCE and relative mCE (when a normalising model was available) and the mean
+    after each step (per-corruption means are in each model's grid)."""
+    table = _table(title, [("model", "left"), ("backend", "left"), ("over", "left"), ("mean top-1 %", "right"),
+                           ("mCE %", "right"), ("rel. mCE %", "right"), ("per step", "right")])
     rows = frame[(frame["threat"] == "corruption") & frame["metric"].isin(["mean_top1", "mce", "relative_mce"])]
     overall = rows[(rows["corruption"] == "mean") & rows["severity"].isna()]
     for _, cell in overall.groupby("cell_key", sort=False):
@@ -240,6 +261,7 @@ def corruption_summary_table(frame: pd.DataFrame, title: str = "corruption summa
             continue
         ce, rce = final.get("mce"), final.get("relative_mce")
         steps = cell[(cell["metric"] == "mean_top1") & cell["step"].notna()].sort_values("step")["value"]
-        table.add_row(first["model"], str(first["backend"]), _pct(mean.value), _pct(ce.value) if ce is not None else "",
+        table.add_row(model_label(first["model"], first["weights"]), str(first["backend"]),
+                      _corruption_set(first, mean), _pct(mean.value), _pct(ce.value) if ce is not None else "",
                       _pct(rce.value) if rce is not None else "", " ".join(_pct(v) for v in steps))
     return table

@@ -33,9 +33,9 @@ from torch.utils.data import DistributedSampler
 from mgbench import distributed
 from mgbench.data import DataSpec, make_loader, open_dataset
 from mgbench.errors import InputError
-from mgbench.models import load_model
+from mgbench.models import load_model, zoo_dir
 from mgbench.progress import task as progress_task
-from mgbench.provenance import REPO_ROOT, git_sha, library_versions, now_iso, sha256_file
+from mgbench.provenance import device_name, git_sha, library_versions, now_iso, sha256_file
 from mgbench.runner import to_unit
 from mgbench.train.recipes import Recipe, get_recipe, train_transform
 
@@ -257,6 +257,9 @@ def train(
         "recipe": rec.as_dict(),
         "method": method,
         "seed": seed,
+        "device": device_name(dev),
+        "ranks": world,
+        "precision": "bf16 autocast" if use_amp else "fp32",
         "model_args": model_args or {},
         "git_sha": code_sha,
         "versions": library_versions(),
@@ -271,25 +274,32 @@ def train(
 def write_card(
     result: TrainResult, name: str, command: str, *, zoo: Path | None = None, description: str = ""
 ) -> Path:
-    """Copy the trained weights into the zoo and write their card (with sha256 and command)."""
-    zoo = zoo or REPO_ROOT / "models"
+    """Copy the trained weights into the zoo (``$MGBENCH_ZOO`` or ``models/``) and write their card
+    (with sha256, command, seed and the device it was trained on)."""
+    zoo = zoo or zoo_dir()
     summary = json.loads((result.out / "log.json").read_text())
     zoo.mkdir(parents=True, exist_ok=True)
     target = zoo / f"{name}.pt"
     shutil.copyfile(result.weights, target)
     final = summary["epochs"][-1]
+    device = summary.get("device", "unknown")
+    if not description:
+        description = (f"{summary['arch']} trained on {summary['dataset']} with the {summary['recipe']['name']} recipe "
+                       f"({summary['method']} method), seed {summary['seed']}, on {device}")
     args = "".join(f"{k} = {json.dumps(v)}\n" for k, v in summary["model_args"].items())
     recipe = summary["recipe"]
     text = (
         f'name = "{name}"\n'
         f'architecture = "{summary["arch"]}"\n'
         f'dataset = "{summary["dataset"]}"\n'
-        f"description = {json.dumps(description or summary['arch'] + ' trained on ' + summary['dataset'])}\n\n"
+        f"description = {json.dumps(description)}\n\n"
         f"[arguments]\nnum_classes = {10 if summary['dataset'] == 'digits' else 100}\n{args}\n"
         f"[checkpoint]\npath = \"{target.name}\"\nsha256 = \"{sha256_file(target)}\"\nformat = \"mgbench\"\n\n"
         f"[training]\ncommand = {json.dumps(command)}\nmethod = \"{summary['method']}\"\n"
         f"recipe = \"{recipe['name']}\"\nepochs = {recipe['epochs']}\nbatch_size = {recipe['batch_size']}\n"
-        f"lr = {recipe['lr']}\nseed = {summary['seed']}\ngit_sha = \"{summary['git_sha']}\"\n"
+        f"lr = {recipe['lr']}\nseed = {summary['seed']}\ndevice = {json.dumps(device)}\n"
+        f"ranks = {summary.get('ranks', 1)}\nprecision = {json.dumps(summary.get('precision', 'fp32'))}\n"
+        f"git_sha = \"{summary['git_sha']}\"\n"
         f"torch = \"{summary['versions']['torch']}\"\n"
         f"final_train_loss = {final['train_loss']:.4f}\nfinal_test_acc = {final['test_acc']:.4f}\n"
     )
