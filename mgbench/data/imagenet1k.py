@@ -34,7 +34,7 @@ def robustbench_helper_file(name: str) -> Path:
 
 
 @lru_cache(maxsize=None)
-def test_image_ids() -> tuple[str, ...]:
+def robustbench_image_ids() -> tuple[str, ...]:
     """RobustBench's 5,000 ImageNet validation images, relative to ``val/``, in its order."""
     return tuple(line.strip() for line in robustbench_helper_file(IDS_FILE).read_text().splitlines() if line.strip())
 

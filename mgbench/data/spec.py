@@ -169,7 +169,7 @@ def open_dataset(spec: DataSpec, *, train_transform: Any = None) -> OpenedData:
         preprocessing = "none"
     elif spec.name == "imagenet1k":
         # Subset the id list first: only the images evaluated need to exist.
-        ids = list(test_image_ids())
+        ids = list(robustbench_image_ids())
         ids = [ids[i] for i in subset_indices(len(ids), spec.limit)]
         preprocessing = spec.clean_preprocessing
         dataset = ListedImages(Path(spec.root or "") / split, ids, preprocessing, spec.on_bad_image)
