@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 # Which published field each measured quantity is compared with.
 PUBLISHED_FIELDS = {"clean": "clean_acc", "autoattack": "autoattack_acc"}
+AUTOATTACK = "autoattack-standard"  # the stored attack name of AutoAttack version 'standard'
 
 
 @lru_cache(maxsize=None)
@@ -84,7 +85,7 @@ def compare(name: str, threat_model: str, measured: dict[str, Measured]) -> list
 def measured_from_frame(frame: "pd.DataFrame") -> dict[str, Measured]:
     """The final top-1 rows of a clean cell and an AutoAttack cell from a store frame."""
     top1 = frame[(frame["metric"] == "top1") & frame["step"].isna()]
-    picks = {"clean": top1[top1["threat"] == "clean"], "autoattack": top1[top1["attack"] == "autoattack"]}
+    picks = {"clean": top1[top1["threat"] == "clean"], "autoattack": top1[top1["attack"] == AUTOATTACK]}
     return {
         quantity: Measured(float(rows.iloc[-1]["value"]), float(rows.iloc[-1]["ci_low"]),
                            float(rows.iloc[-1]["ci_high"]), int(rows.iloc[-1]["n"]))
@@ -130,4 +131,8 @@ def validate_robustbench(
         return []
     with Store(Path(store)) as results:
         frame = results.frame(cell_key=[o.cell_key for o in outcomes])
-    return compare(entry.name, entry.threat_model, measured_from_frame(frame))
+    measured = measured_from_frame(frame)
+    expected = ["clean", "autoattack"][: len(conditions)]
+    if sorted(measured) != sorted(expected):
+        raise RuntimeError(f"the store holds {sorted(measured)} of {expected} for {entry.spec}")
+    return compare(entry.name, entry.threat_model, measured)

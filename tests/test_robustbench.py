@@ -148,13 +148,14 @@ def test_every_imagenet_zoo_entry_builds(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def _jpeg(path: Path, size: tuple[int, int], seed: int) -> None:
-    """A real-size JPEG with some structure (a gradient plus a seeded colour)."""
+    """A real-size JPEG with some structure: a seeded background colour and a box."""
+    from PIL import ImageDraw
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(seed)
-    colour = torch.randint(0, 256, (3, 1, 1), generator=g)
-    ramp = torch.linspace(0, 255, size[0]).view(1, 1, -1).expand(3, size[1], size[0])
-    pixels = ((colour + ramp) % 256).to(torch.uint8).permute(1, 2, 0).numpy()
-    Image.fromarray(pixels).save(path, format="JPEG", quality=90)
+    colour = ((37 * seed) % 256, (91 * seed) % 256, (53 * seed + 100) % 256)
+    image = Image.new("RGB", size, colour)
+    ImageDraw.Draw(image).rectangle((size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2), fill=colour[::-1])
+    image.save(path, format="JPEG", quality=90)
 
 
 @pytest.fixture
@@ -250,6 +251,7 @@ def test_zoo_model_runs_through_mgbench_run_on_imagenet100(rb_dir: tuple[Path, t
                                                            one_thread: None) -> None:
     import torchvision.transforms as T
 
+    from mgbench.data import subset_indices
     from mgbench.store import Store
 
     folder, net = rb_dir
@@ -259,9 +261,10 @@ def test_zoo_model_runs_through_mgbench_run_on_imagenet100(rb_dir: tuple[Path, t
     code, out, err = run_cli("run", "--suite", "clean", "--model", "robustbench:Salman2020Do_R18",
                              "--data", "imagenet100", "--data-root", str(tmp_path / "imagenet"),
                              "--robustbench-dir", str(folder), "--store", str(store), "--workers", "0",
-                             "--batch-size", "50")
+                             "--limit", "10")
     assert code == 0, err
     # The same count, computed here with torchvision's own preprocessing and network.
+    samples = [samples[i] for i in subset_indices(len(samples), 10)]
     transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
     images = torch.stack([transform(Image.open(p).convert("RGB")) for p, _ in samples])
     labels = torch.tensor([label for _, label in samples])
@@ -270,8 +273,8 @@ def test_zoo_model_runs_through_mgbench_run_on_imagenet100(rb_dir: tuple[Path, t
     with Store(store) as results:
         frame = results.frame(model="robustbench:Salman2020Do_R18")
     row = frame[(frame["metric"] == "top1") & (frame["threat"] == "clean")].iloc[0]
-    assert row["dataset"] == "imagenet100-mgnet" and int(row["n"]) == 100
-    assert round(row["value"] * 100) == int((predictions == labels).sum())
+    assert row["dataset"] == "imagenet100-mgnet" and int(row["n"]) == 10
+    assert round(row["value"] * 10) == int((predictions == labels).sum())
     assert row["weights"] == frame["weights"].iloc[0] and row["arch"] == "robustbench:Linf/Salman2020Do_R18"
 
 
@@ -353,3 +356,42 @@ def test_published_file_is_valid_json_with_percentages() -> None:
     models = json.loads(text)["models"]
     values = [v for entries in models.values() for entry in entries.values() for k, v in entry.items() if k != "eps"]
     assert values and all(0 <= v <= 100 for v in values)
+
+
+@needs_robustbench
+def test_validate_robustbench_end_to_end(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch,
+                                         one_thread: None) -> None:
+    """The whole command on 12 images with a constant classifier (fc weights 0, bias on a class none
+    of the images has): clean and AutoAttack accuracy are 0 by construction, whose Wilson interval
+    at n=12 excludes both published numbers (52.92, 25.32): exit 1, two 'NO' rows, cells stored."""
+    import torchvision
+
+    from mgbench.data.imagenet1k import imagenet1k_class_index, robustbench_image_ids
+    from mgbench.data.spec import subset_indices
+    from mgbench.store import Store
+
+    ids = robustbench_image_ids()
+    chosen = [ids[k] for k in subset_indices(len(ids), 12)]
+    for k, image_id in enumerate(chosen):
+        _jpeg(tmp_path / "imagenet" / "val" / image_id, (300, 270), seed=k)
+    labels = {imagenet1k_class_index()[i.split("/")[0]] for i in chosen}
+    constant = next(c for c in range(1000) if c not in labels)
+    net = torchvision.models.resnet18()
+    state = net.state_dict()
+    state["fc.weight"] = torch.zeros_like(state["fc.weight"])
+    state["fc.bias"] = torch.nn.functional.one_hot(torch.tensor(constant), 1000).float()
+    path = tmp_path / "rb" / "imagenet" / "Linf" / "Salman2020Do_R18.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    monkeypatch.setenv("MGBENCH_ROBUSTBENCH_DIR", "restored-after-the-test")
+    store = tmp_path / "s.sqlite"
+    code, out, err = run_cli("validate", "robustbench", "--model", "Salman2020Do_R18", "--data-root",
+                             str(tmp_path / "imagenet"), "--limit", "12", "--robustbench-dir", str(tmp_path / "rb"),
+                             "--store", str(store), "--workers", "0")
+    assert code == 1, err
+    assert out.count(" NO ") == 2 and "52.92" in out and "25.32" in out
+    with Store(store) as results:
+        frame = results.frame(model="robustbench:Salman2020Do_R18", metric="top1")
+    assert set(frame["dataset"]) == {"imagenet1k"} and set(frame["n"]) == {12}
+    assert set(frame["preprocessing"]) == {"resize256-crop224"}
+    assert "autoattack-standard" in set(frame["attack"])
