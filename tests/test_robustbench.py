@@ -7,7 +7,7 @@ The tests that need robustbench itself skip where the ``[robustbench]`` extra is
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import json
 import math
 import subprocess
@@ -25,9 +25,17 @@ from mgbench.errors import InputError
 from mgbench.metrics import accuracy_row
 from mgbench.validate import Measured, compare, published, published_for
 
-needs_robustbench = pytest.mark.skipif(
-    importlib.util.find_spec("robustbench") is None, reason="robustbench (the [robustbench] extra) is not installed"
-)
+
+def _robustbench_installed() -> bool:
+    """An installed distribution (pip's record), not just a folder named robustbench on the path."""
+    try:
+        return importlib.metadata.version("robustbench") == "1.1.1"
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+needs_robustbench = pytest.mark.skipif(not _robustbench_installed(),
+                                       reason="robustbench 1.1.1 (the [robustbench] extra) is not installed")
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
