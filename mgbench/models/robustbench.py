@@ -237,8 +237,8 @@ def _load_weights(entry: ZooEntry, folder: Path, local_only: bool) -> tuple[nn.M
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         where = f"downloading {entry.spec} failed" if missing else f"{entry.spec}: loading {files[0]} failed"
         raise InputError(
-            f"{where} ({exc.__class__.__name__}: {first}): put the checkpoint at {files[0]} "
-            "and pass --robustbench-dir"
+            f"{where} ({exc.__class__.__name__}: {first}): put the checkpoint at {files[0]}, or at "
+            f"DIR/imagenet/{entry.threat_model}/{files[0].name} and pass --robustbench-dir DIR"
         ) from exc
     present = [f for f in files if f.is_file()]
     weights = _files_hash(present) if entry.from_files and len(present) == len(files) else state_hash(module)
