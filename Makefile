@@ -19,7 +19,7 @@ install: $(STAMP)
 # runtime dependency; --no-deps so that it can never pull in another torch.
 $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints-cpu.txt -e '.[test]'
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints-cpu.txt -e '.[test,robustbench]'
 	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 

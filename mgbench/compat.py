@@ -53,3 +53,40 @@ def ensure_torchvision() -> None:
 
 
 ensure_torchvision()
+
+
+# ----------------------------------------------------------------------------- robustbench
+
+# The ``autoattack`` submodules robustbench 1.1.1 imports (robustbench/eval.py).
+_AUTOATTACK_SUBMODULES = ("state",)
+
+
+def ensure_autoattack_alias() -> bool:
+    """Make ``import autoattack`` resolve to pyautoattack, so that ``import robustbench`` works.
+
+    robustbench 1.1.1 declares the PyPI package ``pyautoattack`` but imports the original
+    repository's module name: ``from autoattack import AutoAttack`` and ``from autoattack.state
+    import EvaluationState``. pyautoattack 0.2.0 ships the same modules under its own name. This
+    registers ``pyautoattack`` (and ``pyautoattack.state``) under the ``autoattack`` names in
+    ``sys.modules``, only when no real ``autoattack`` package is installed (that one, e.g. a git
+    install of fra31/auto-attack, is then used untouched). Called by
+    :func:`mgbench.models.robustbench.import_robustbench` before robustbench is imported, never
+    on ``import mgbench``. Returns whether the alias is in place (False: a real ``autoattack``
+    exists, or pyautoattack is missing).
+    """
+    import importlib
+    import sys
+
+    current = sys.modules.get("autoattack")
+    if current is not None:
+        return getattr(current, "__name__", "") == "pyautoattack"
+    if importlib.util.find_spec("autoattack") is not None:
+        return False  # a real autoattack package: leave it alone
+    try:
+        package = importlib.import_module("pyautoattack")
+    except ImportError:
+        return False
+    sys.modules["autoattack"] = package
+    for name in _AUTOATTACK_SUBMODULES:
+        sys.modules[f"autoattack.{name}"] = importlib.import_module(f"pyautoattack.{name}")
+    return True

@@ -245,7 +245,7 @@ def evaluate(
     # Conditions that read files of their own (pre-generated ImageNet-C) open them now, so a
     # missing folder is reported before the store is touched.
     cells = [(condition, _open_cell_data(condition, data, opened)) for condition in conditions]
-    loaded = [load_model(name) for name in names]
+    loaded = [load_model(name, data=data) for name in names]
     probe = _probe_images(opened, device)
     for item in loaded:
         _check_dataset(item, data)

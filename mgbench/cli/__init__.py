@@ -41,7 +41,8 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--data, --data-root, --class-list, --limit, --on-bad-image."""
     decorators = [
         click.option("--data", "data_name", default=None,
-                     help="Dataset: digits (embedded default, no download) or imagenet100."),
+                     help="Dataset: digits (embedded default, no download), imagenet100, or imagenet1k "
+                          "(RobustBench's 5,000 validation images)."),
         click.option("--data-root", type=click.Path(), default=None,
                      help="ImageNet folder with train/ and val/ (WNID sub-folders)."),
         click.option("--class-list", default="mgnet", show_default=True,
@@ -215,4 +216,5 @@ from mgbench.cli import (  # noqa: E402
     corruptions,  # noqa: F401
     mgnet,  # noqa: F401
     report,  # noqa: F401
+    validate,  # noqa: F401
 )

@@ -18,6 +18,7 @@ from mgbench.cli import (
     progress_option,
     runtime_options,
 )
+from mgbench.cli.validate import robustbench_dir_option
 
 if TYPE_CHECKING:
     from mgbench.runner import RunOptions
@@ -60,6 +61,7 @@ def _default_models() -> list[str]:
               help="Run the gradient-masking checks and store the verdicts.")
 @click.option("--square-queries", type=int, default=None, help="Queries of the checks' Square attack [default: 1000].")
 @data_options
+@robustbench_dir_option
 @runtime_options
 @progress_option
 def attack(model_names: tuple[str, ...], eps: str, attacks: str, norm: str, steps: int | None,

@@ -22,6 +22,7 @@ from mgbench.cli import (
     progress_option,
     runtime_options,
 )
+from mgbench.cli.validate import robustbench_dir_option
 from mgbench.errors import InputError
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 @click.option("--model", "model_names", multiple=True,
               help="Zoo card, architecture, or FILE.py:FACTORY (repeatable, or comma-separated).")
 @data_options
+@robustbench_dir_option
 @runtime_options
 @click.option("--corruptions", "corruption_names", default=None,
               help="[corruption suites] common, extra, all or comma-separated names.")

@@ -28,6 +28,12 @@ CLASS_LISTS = ("mgnet", "cmc")
 PREPROCESSING: dict[str, Callable[[], T.Compose]] = {
     "resize256-crop224": lambda: T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()]),
     "crop224": lambda: T.Compose([T.CenterCrop(224), T.PILToTensor()]),
+    # RobustBench's other ImageNet recipes (robustbench/data.py PREPROCESSINGS), used by some zoo models.
+    "crop288": lambda: T.Compose([T.CenterCrop(288), T.PILToTensor()]),
+    "resize224": lambda: T.Compose([T.Resize([224, 224]), T.PILToTensor()]),
+    "bicubic-resize256-crop224": lambda: T.Compose(
+        [T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.PILToTensor()]
+    ),
 }
 
 

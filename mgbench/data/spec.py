@@ -1,6 +1,7 @@
 """Which data a suite runs on, and how it is opened.
 
-A :class:`DataSpec` names a dataset (``digits``, the embedded default, or ``imagenet100``), its
+A :class:`DataSpec` names a dataset (``digits``, the embedded default, ``imagenet100``, or
+``imagenet1k``: RobustBench's fixed 5,000 ImageNet validation images), its
 split, class list, preprocessing and ``limit``; :func:`open_dataset` turns it into a torch
 dataset plus the facts the results store records (n, a hash of the exact image ids, the
 preprocessing). ``limit`` takes a fixed, seeded subset (like RobustBench's fixed ImageNet
@@ -20,9 +21,10 @@ from torch.utils.data import Dataset, Subset
 
 from mgbench.data.digits import DigitsSpec, load_digits
 from mgbench.data.folders import CLASS_LISTS, ClassListFolder, ImageFiles, class_list, imagenet_c_path
+from mgbench.data.imagenet1k import ListedImages, robustbench_image_ids
 from mgbench.errors import InputError
 
-DATASETS = ("digits", "imagenet100")
+DATASETS = ("digits", "imagenet100", "imagenet1k")
 SUBSET_SEED = 0
 
 
@@ -46,7 +48,7 @@ class ArrayDataset(Dataset):
 
 @dataclass(frozen=True)
 class DataSpec:
-    """A dataset selection. ``root`` is required for ImageNet100 and ignored for digits."""
+    """A dataset selection. ``root`` is required for the ImageNet sets and ignored for digits."""
 
     name: str = "digits"
     root: str | None = None
@@ -69,6 +71,10 @@ class DataSpec:
             raise InputError(f"digits has splits train and test, not {self.split!r}")
         if self.name == "imagenet100" and self.split not in (None, "train", "val"):
             raise InputError(f"imagenet100 has splits train and val, not {self.split!r}")
+        if self.name == "imagenet1k" and not self.root:
+            raise InputError("imagenet1k needs --data-root pointing at an ImageNet folder with val/")
+        if self.name == "imagenet1k" and self.split not in (None, "val"):
+            raise InputError(f"imagenet1k is RobustBench's 5,000 validation images: it has no split {self.split!r}")
 
     @property
     def eval_split(self) -> str:
@@ -76,11 +82,13 @@ class DataSpec:
 
     @property
     def num_classes(self) -> int:
-        return 10 if self.name == "digits" else 100
+        return {"digits": 10, "imagenet100": 100}.get(self.name, 1000)
 
     @property
     def input_size(self) -> int:
-        return DigitsSpec().canvas if self.name == "digits" else 224
+        if self.name == "digits":
+            return DigitsSpec().canvas
+        return 288 if self.clean_preprocessing == "crop288" else 224
 
     @property
     def clean_preprocessing(self) -> str:
@@ -90,8 +98,8 @@ class DataSpec:
 
     @property
     def label(self) -> str:
-        """Dataset name as stored in results, e.g. ``digits`` or ``imagenet100-mgnet``."""
-        return self.name if self.name == "digits" else f"{self.name}-{self.class_list}"
+        """Dataset name as stored in results, e.g. ``digits``, ``imagenet100-mgnet`` or ``imagenet1k``."""
+        return f"{self.name}-{self.class_list}" if self.name == "imagenet100" else self.name
 
     def with_split(self, split: str) -> "DataSpec":
         return replace(self, split=split)
@@ -159,6 +167,13 @@ def open_dataset(spec: DataSpec, *, train_transform: Any = None) -> OpenedData:
         dataset = ArrayDataset(arrays[f"{split}_images"], arrays[f"{split}_labels"], train_transform)
         ids = [f"digits-v{DigitsSpec().version}/{split}/{i}" for i in range(len(dataset))]
         preprocessing = "none"
+    elif spec.name == "imagenet1k":
+        # Subset the id list first: only the images evaluated need to exist.
+        ids = list(robustbench_image_ids())
+        ids = [ids[i] for i in subset_indices(len(ids), spec.limit)]
+        preprocessing = spec.clean_preprocessing
+        dataset = ListedImages(Path(spec.root or "") / split, ids, preprocessing, spec.on_bad_image)
+        return OpenedData(dataset, len(ids), _ids_hash(ids), preprocessing, split)
     else:
         preprocessing = spec.clean_preprocessing
         dataset, _ = imagenet_selection(spec)

@@ -6,7 +6,8 @@ Three ways in, one function (:func:`load_model`):
 - a zoo card (``resnet-tiny.digits``): ``models/<name>.toml`` names the architecture, its
   arguments and a checkpoint with its sha256;
 - a user factory, ``path/to/file.py:factory`` or ``package.module:factory``, returning an
-  ``nn.Module`` that takes [0, 1] NCHW images and returns logits.
+  ``nn.Module`` that takes [0, 1] NCHW images and returns logits;
+- a RobustBench zoo model, ``robustbench:NAME`` (:mod:`mgbench.models.robustbench`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn as nn
@@ -35,6 +36,11 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 RANDOM_INIT = "random-init"  # the weights of a model nobody trained
+
+if TYPE_CHECKING:
+    from mgbench.data import DataSpec
+
+ROBUSTBENCH_PREFIX = "robustbench:"
 
 
 def zoo_dir() -> Path:
@@ -316,12 +322,19 @@ def _from_factory(spec: str) -> LoadedModel:
     return LoadedModel(model, spec, "user", weights)
 
 
-def load_model(name: str, *, init_seed: int | None = 0, **overrides: Any) -> LoadedModel:
-    """Resolve ``name`` (zoo card, user factory or registered architecture) to a model.
+def load_model(name: str, *, init_seed: int | None = 0, data: "DataSpec | None" = None,
+               **overrides: Any) -> LoadedModel:
+    """Resolve ``name`` (zoo card, user factory, ``robustbench:NAME`` or registered architecture) to a model.
 
-    A bare architecture is initialised from ``init_seed`` without disturbing the caller's random
-    state, so the same name always means the same weights; with ``init_seed=None`` it draws from
-    the global generator as it stands (the training loop seeds that itself)."""
+    ``data``, where given, is the dataset the model will be evaluated on: a RobustBench model
+    keeps only the logits of an ImageNet100 class list. A bare architecture is initialised from
+    ``init_seed`` without disturbing the caller's random state, so the same name always means the
+    same weights; with ``init_seed=None`` it draws from the global generator as it stands (the
+    training loop seeds that itself)."""
+    if name.startswith(ROBUSTBENCH_PREFIX):
+        from mgbench.models import robustbench
+
+        return robustbench.load(name, data)
     if ":" in name:
         return _from_factory(name)
     cards = list_cards()
