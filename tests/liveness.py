@@ -33,9 +33,13 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def dead_parameters(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[str]:
-    """Parameters without a gradient after one SGD step (train mode, float64)."""
+    """Parameters without a gradient after one optimiser step (train mode, float64).
+
+    The step is Adam's first (each parameter with a gradient moves by about 1e-3 times its sign):
+    zero-initialised gammas come off zero whatever the size of their gradient, a parameter without
+    gradient stays where it is, and no layer jumps far enough to saturate what follows it."""
     model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     _loss(model, x, y).backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

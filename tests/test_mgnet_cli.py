@@ -147,7 +147,7 @@ def test_location_stats_match_numpy_on_known_glimpses() -> None:
     assert stats[1].saturated == pytest.approx(float((s[1] > 0.49).double().mean()))
     assert stats[2].saturated == pytest.approx(90 / 101 + float((s[2, 90:] > 0.49).double().sum()) / 101)
     assert f"s>0.49 {100 * stats[2].saturated:.0f}%" in stats_lines(stats)[2]
-    assert "s>0.49 - (whole image)" in stats_lines(stats)[0]
+    assert stats_lines(stats)[0] == "glimpse 1: the whole image (s = 1)"
 
 
 def test_glimpses_stats_cli_prints_each_step(run_cli, tmp_path: Path) -> None:

@@ -1,11 +1,13 @@
 """Every registered architecture: no dead parameters, no counted compute that cannot reach the output.
 
 A parameter that is meant to learn must get a gradient from the model's training loss (its
-``training_loss`` when it has one, else cross-entropy). The check runs after one SGD step, so
-that zero-initialised gammas (timm's ``zero_init_last_bn``) have moved off zero, and in float64,
-so that a term the softmax removes exactly (gradient 0 up to rounding, ~1e-7 in float32) is told
+``training_loss`` when it has one, else cross-entropy; MGNet's auxiliary ``glimpse_fc`` learns
+only through it). The check runs after one optimiser step (Adam's first), so that
+zero-initialised gammas (timm's ``zero_init_last_bn``) have moved off zero, and in float64, so
+that a term the softmax removes exactly (gradient 0 up to rounding, ~1e-7 in float32) is told
 apart from a small live gradient: dead means ``max |grad| <= 1e-9 x`` the largest gradient of
-the model. A branch that is dead for the whole training (not only at initialisation) fails it.
+the model. A branch that is dead for the whole training (not only at initialisation) fails it,
+and so does a parameter behind a saturated softmax or sigmoid.
 
 Compute: fvcore counts the forward pass. Every leaf module that fvcore counts must have its
 output reach the model's outputs (all steps' logits for anytime models): a module call whose

@@ -144,12 +144,9 @@ def stats_lines(stats: list[StepStats]) -> list[str]:
     def spread(values: tuple[float, ...]) -> str:
         return f"{values[3]:.2f} [{values[1]:.2f}, {values[5]:.2f}]"
 
-    return [f"glimpse {st.step}: s {spread(st.s)}, s>{SATURATED_S} {_share(st.saturated)}, "
+    return [f"glimpse {st.step}: the whole image (s = 1)" if st.saturated is None else
+            f"glimpse {st.step}: s {spread(st.s)}, s>{SATURATED_S} {100 * st.saturated:.0f}%, "
             f"tx {spread(st.tx)}, ty {spread(st.ty)}" for st in stats]
-
-
-def _share(saturated: float | None) -> str:
-    return "- (whole image)" if saturated is None else f"{100 * saturated:.0f}%"
 
 
 def combine_maps(maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
