@@ -51,7 +51,7 @@ leaderboard: install
 reference: install
 	for suite in clean corruptions attacks attacks-mgnet-paper; do \
 		$(BIN)/mgbench run --suite $$suite --store $(STORE) || exit 1; done
-	for model in mgnet-tiny.digits ltpa-tiny.digits; do \
+	for model in mgnet-tiny.digits.s0 ltpa-tiny.digits.s0; do \
 		$(BIN)/mgbench glimpses --model $$model --n 16 --out results/glimpses/$$model.png || exit 1; done
 
 regress: install

@@ -3,8 +3,8 @@
 The API at the top level, as timm has it::
 
     mgbench.list_models("mgnet*")           # zoo cards and registered architectures
-    mgbench.create_model("mgnet-tiny.digits")  # an nn.Module (card: trained weights)
-    mgbench.evaluate("clean", ["mgnet-tiny.digits"], limit=200)  # tidy rows of the suite's cells
+    mgbench.create_model("mgnet-tiny.digits.s0")  # an nn.Module (card: trained weights)
+    mgbench.evaluate("clean", ["mgnet-tiny.digits.s0"], limit=200)  # tidy rows of the suite's cells
 
 These names load their modules on first use (``mgbench/api.py``), so ``import mgbench`` stays cheap.
 """

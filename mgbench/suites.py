@@ -5,7 +5,7 @@ A suite file::
     name = "clean"
     description = "Clean top-1 accuracy"
     dataset = "digits"                                # default dataset
-    models = ["resnet-tiny.digits"]                   # default models when --model is not given
+    models = ["resnet-tiny.digits.s0"]                   # default models when --model is not given
     limit = 1000                                      # optional: default --limit (a fixed seeded subset)
 
     [[conditions]]

@@ -101,7 +101,6 @@ def validate_robustbench(
     limit: int | None = None,
     on_bad_image: str = "fail",
     options: "RunOptions | None" = None,
-    progress: Any = None,
 ) -> list[Comparison]:
     """Run RobustBench's protocol for ``robustbench:NAME`` (clean; AutoAttack standard at the
     published eps for Linf models) on RobustBench's ImageNet images and compare with its numbers."""
@@ -126,7 +125,7 @@ def validate_robustbench(
     suite = Suite(name="validate-robustbench", description="RobustBench's published protocol", dataset=data.name,
                   models=[f"{PREFIX}{entry.threat_model}/{entry.name}"], conditions=conditions,
                   source=Path("<mgbench validate robustbench>"))
-    outcomes = evaluate(suite, data=data, store=store, options=options, progress=progress)
+    outcomes = evaluate(suite, data=data, store=store, options=options)
     if not distributed.is_main():
         return []
     with Store(Path(store)) as results:

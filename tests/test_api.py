@@ -17,7 +17,7 @@ def test_names_resolve_to_the_library() -> None:
 
     names = mgbench.list_models()
     assert set(list_cards()) <= set(names) and set(list_architectures()) <= set(names)
-    assert mgbench.list_models("mgnet-tiny*") == ["mgnet-tiny", "mgnet-tiny.digits"]
+    assert mgbench.list_models("mgnet-tiny*") == ["mgnet-tiny", "mgnet-tiny.digits.s0"]
     assert mgbench.list_models(architectures=False) == sorted(list_cards())
     with pytest.raises(AttributeError):
         mgbench.no_such_name  # noqa: B018
@@ -33,11 +33,11 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
     (tmp_path / "results").mkdir()
     exec(compile(code.replace("limit=200", "limit=12"), "README.md", "exec"), {})
     printed = capsys.readouterr().out
-    assert "mgnet-tiny.digits" in printed and "resnet-tiny.digits" in printed
+    assert "mgnet-tiny.digits.s0" in printed and "resnet-tiny.digits.s0" in printed
     from mgbench.store import Store
 
     with Store(tmp_path / "results" / "example.sqlite") as store:
         frame = store.frame(metric="top1")
     final = frame[frame["step"].isna()]
-    assert sorted(final["model"]) == ["mgnet-tiny.digits", "resnet-tiny.digits"]
+    assert sorted(final["model"]) == ["mgnet-tiny.digits.s0", "resnet-tiny.digits.s0"]
     assert (final["n"] == 12).all()

@@ -84,4 +84,4 @@ def test_default_models_are_the_attack_suites() -> None:
     from mgbench.suites import load_suite
 
     models = load_suite("attacks").models
-    assert _default_models() == models and "resnet-tiny.digits" in models
+    assert _default_models() == models and "resnet-tiny.digits.s0" in models

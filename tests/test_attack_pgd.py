@@ -159,7 +159,7 @@ def test_pgd_is_close_to_autoattack_apgd(data: tuple[torch.Tensor, torch.Tensor]
 
 
 def test_zoo_baseline_resnet_tiny_against_torchattacks() -> None:
-    model = load_model("resnet-tiny.digits").module.eval()
+    model = load_model("resnet-tiny.digits.s0").module.eval()
     x, y = digits("test", 64)
     eps = 2 / 255
     torch.manual_seed(1)

@@ -24,7 +24,7 @@ from mgbench.suites import Suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-MODEL = "resnet-tiny.digits"
+MODEL = "resnet-tiny.digits.s0"
 DATA = Path(__file__).parent / "data"
 
 
@@ -137,9 +137,9 @@ def test_corruption_means_cover_one_named_set(tmp_path: Path, store_path: Path) 
 
 def test_mce_is_undefined_when_the_normaliser_lacks_cells(tmp_path: Path, store_path: Path) -> None:
     baseline = _suite(tmp_path, "base", CORRUPTIONS.format(names="fog", severities="1"))
-    evaluate(baseline, models=["ltpa-tiny.digits"], data=DataSpec(limit=20), store=store_path,
+    evaluate(baseline, models=["ltpa-tiny.digits.s0"], data=DataSpec(limit=20), store=store_path,
              options=RunOptions(device="cpu", batch_size=20))
-    body = CORRUPTIONS.format(names="fog,contrast", severities="1") + '    mce_baseline = "ltpa-tiny.digits"\n'
+    body = CORRUPTIONS.format(names="fog,contrast", severities="1") + '    mce_baseline = "ltpa-tiny.digits.s0"\n'
     _run(_suite(tmp_path, "mine", body), store_path)
     with Store(store_path) as store:
         frame = store.frame(model=MODEL)
@@ -160,7 +160,7 @@ def test_bumped_corruption_version_recomputes(tmp_path: Path, store_path: Path,
 
 
 def test_migrated_store_keeps_its_leaderboard(tmp_path: Path) -> None:
-    """A schema-0 store (mgnet-tiny.digits' cells of the reference results before schema 2, with
+    """A schema-0 store (mgnet-tiny.digits.s0' cells of the reference results before schema 2, with
     the per-example details dropped) migrates in place; its leaderboard numbers are those the
     leaderboard code of that time printed (tests/data/store_v1_mgnet_leaderboard.csv)."""
     path = tmp_path / "old.sqlite"

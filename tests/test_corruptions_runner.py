@@ -256,7 +256,7 @@ def test_trained_model_accuracy_agrees_across_backends(tmp_path: Path) -> None:
     data, options = DataSpec(limit=300), RunOptions(device="cpu", batch_size=100)
     store = tmp_path / "agree.sqlite"
     for backend in ("torch", "reference"):
-        evaluate(suite, models=["resnet-tiny.digits"], data=data, store=store, options=options,
+        evaluate(suite, models=["resnet-tiny.digits.s0"], data=data, store=store, options=options,
                  overrides={"corruption": {"backend": backend}})
     with Store(store) as db:
         frame = db.frame(threat="corruption", metric="top1")

@@ -26,7 +26,7 @@ def _top1(store: Path, **filters: object) -> list[tuple[float, int, str]]:
 def test_bf16_and_channels_last_agree_with_fp32(store_path: Path) -> None:
     suite = load_suite("clean")
     for options in (RunOptions(), RunOptions(precision="bf16"), RunOptions(channels_last=True, force=True)):
-        evaluate(suite, models=["resnet-tiny.digits"], data=DATA, store=store_path, options=options)
+        evaluate(suite, models=["resnet-tiny.digits.s0"], data=DATA, store=store_path, options=options)
     rows = _top1(store_path)
     assert len(rows) == 2  # bf16 is its own cell; channels_last replaced the fp32 cell (same numbers)
     fp32 = next(r for r in rows if '"precision": "fp32"' in r[2])
@@ -38,7 +38,7 @@ def test_bf16_and_channels_last_agree_with_fp32(store_path: Path) -> None:
 def test_channels_last_gives_the_same_logits() -> None:
     from mgbench.models import load_model
 
-    model = load_model("resnet-tiny.digits").module.eval()
+    model = load_model("resnet-tiny.digits.s0").module.eval()
     x = torch.rand(8, 3, 64, 64)
     reference = model(x)
     fast = RunOptions(channels_last=True).prepare(model, torch.device("cpu"))
@@ -48,13 +48,13 @@ def test_channels_last_gives_the_same_logits() -> None:
 @pytest.mark.slow
 def test_compiled_model_gives_the_same_accuracy(store_path: Path) -> None:
     suite = load_suite("clean")
-    evaluate(suite, models=["resnet-tiny.digits"], data=DataSpec(limit=64), store=store_path)
-    evaluate(suite, models=["resnet-tiny.digits"], data=DataSpec(limit=64), store=store_path,
+    evaluate(suite, models=["resnet-tiny.digits.s0"], data=DataSpec(limit=64), store=store_path)
+    evaluate(suite, models=["resnet-tiny.digits.s0"], data=DataSpec(limit=64), store=store_path,
              options=RunOptions(compile=True, force=True))
     (value, n, config), = _top1(store_path)
     assert '"compile": true' in config
     plain = store_path.with_name("plain.sqlite")
-    evaluate(suite, models=["resnet-tiny.digits"], data=DataSpec(limit=64), store=plain)
+    evaluate(suite, models=["resnet-tiny.digits.s0"], data=DataSpec(limit=64), store=plain)
     # Compiled kernels fuse and reorder float operations: a near-tied prediction may flip.
     assert _top1(plain)[0][0] == pytest.approx(value, abs=1 / 64 + 1e-12)
 

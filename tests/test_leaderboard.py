@@ -129,7 +129,7 @@ def test_built_from_a_real_corruption_run(tmp_path: Path) -> None:
     suite = tmp_path / "small.toml"
     suite.write_text('''name = "small"
 dataset = "digits"
-models = ["resnet-tiny.digits", "mgnet-tiny.digits"]
+models = ["resnet-tiny.digits.s0", "mgnet-tiny.digits.s0"]
 limit = 24
 
 [[conditions]]
@@ -140,20 +140,20 @@ type = "corruption"
 corruptions = ["fog", "contrast"]
 severities = [2]
 backend = "torch"
-mce_baseline = "resnet-tiny.digits"
+mce_baseline = "resnet-tiny.digits.s0"
 ''')
     store = tmp_path / "r.sqlite"
     evaluate(load_suite(str(suite)), store=store)
     with Store(store) as db:
         result = build(db.frame(), tmp_path / "board", None, source=str(store))
     entries = {e.model: e for e in result.entries}
-    assert entries["mgnet-tiny.digits"].mce_normaliser == "resnet-tiny.digits"
-    assert entries["resnet-tiny.digits"].mce == pytest.approx(1.0)
-    assert len(entries["mgnet-tiny.digits"].corruption_steps) == 4  # mean accuracy after each glimpse
+    assert entries["mgnet-tiny.digits.s0"].mce_normaliser == "resnet-tiny.digits.s0"
+    assert entries["resnet-tiny.digits.s0"].mce == pytest.approx(1.0)
+    assert len(entries["mgnet-tiny.digits.s0"].corruption_steps) == 4  # mean accuracy after each glimpse
     md = (tmp_path / "board" / "index.md").read_text()
-    assert "mCE normalised by resnet-tiny.digits on the same data" in md
+    assert "mCE normalised by resnet-tiny.digits.s0 on the same data" in md
     record = json.loads((tmp_path / "board" / "json" / "digits" / "mgnet-tiny.digits.json").read_text())
-    assert record["corruptions_mce"] is not None and "resnet-tiny.digits" in record["footnote"]
+    assert record["corruptions_mce"] is not None and "resnet-tiny.digits.s0" in record["footnote"]
 
 
 def _chromium() -> tuple[str, str]:

@@ -43,11 +43,11 @@ def _shard(tmp_path: Path, store: Path, models: list[str]) -> None:
 
 def test_merge_shards(tmp_path: Path, run_cli) -> None:
     a, b, merged = tmp_path / "a.sqlite", tmp_path / "b.sqlite", tmp_path / "merged.sqlite"
-    _shard(tmp_path, a, ["resnet-tiny.digits"])
-    _shard(tmp_path, b, ["resnet-tiny.digits", "ltpa-tiny.digits"])  # resnet's cells twice
+    _shard(tmp_path, a, ["resnet-tiny.digits.s0"])
+    _shard(tmp_path, b, ["resnet-tiny.digits.s0", "ltpa-tiny.digits.s0"])  # resnet's cells twice
     # a job whose clean cell of ltpa disagrees with b's, and whose fog summary of ltpa too
     c = tmp_path / "c.sqlite"
-    _shard(tmp_path, c, ["ltpa-tiny.digits"])
+    _shard(tmp_path, c, ["ltpa-tiny.digits.s0"])
     conn = sqlite3.connect(c)
     conn.execute("UPDATE results SET value = value / 2 WHERE threat = 'clean' AND metric = 'top1'")
     conn.execute("UPDATE results SET value = value / 2 WHERE corruption = 'mean' AND severity IS NULL")
@@ -62,8 +62,8 @@ def test_merge_shards(tmp_path: Path, run_cli) -> None:
     assert {p: _digest(p) for p in (a, b, c)} == digests  # sources only read
     conflicts = [line for line in err.splitlines() if line.startswith("conflict:")]
     dropped = [line for line in err.splitlines() if line.startswith("summary dropped")]
-    assert len(conflicts) == 1 and "ltpa-tiny.digits" in conflicts[0] and "clean" in conflicts[0]
-    assert len(dropped) == 1 and "ltpa-tiny.digits" in dropped[0]
+    assert len(conflicts) == 1 and "ltpa-tiny.digits.s0" in conflicts[0] and "clean" in conflicts[0]
+    assert len(dropped) == 1 and "ltpa-tiny.digits.s0" in dropped[0]
     with Store(merged) as store:
         frame = store.frame()
     # b holds every cell: all of them once, less the summary the sources disagree on
@@ -76,7 +76,7 @@ def test_merge_shards(tmp_path: Path, run_cli) -> None:
     assert "2 conflict" not in out and "1 conflict(s)" in out
 
     # a rerun of the suite on the merged store recomputes the dropped summary, computing no cell
-    _shard(tmp_path, merged, ["ltpa-tiny.digits"])
+    _shard(tmp_path, merged, ["ltpa-tiny.digits.s0"])
     with Store(merged) as store:
         assert store.counts()[0] == cells_b
 

@@ -154,7 +154,7 @@ def test_glimpses_stats_cli_prints_each_step(run_cli, tmp_path: Path) -> None:
     from mgbench.models import forward_steps, load_model
     from mgbench.report.glimpses import location_stats
 
-    code, out, err = run_cli("glimpses", "--model", "mgnet-tiny.digits", "--stats", "--n", "40", "--device", "cpu",
+    code, out, err = run_cli("glimpses", "--model", "mgnet-tiny.digits.s0", "--stats", "--n", "40", "--device", "cpu",
                              "--out", str(tmp_path / "g.png"))
     assert code == 0, err
     assert "over 40 images" in out and "s > 0.49" in out and (tmp_path / "g.png").is_file()
@@ -164,7 +164,7 @@ def test_glimpses_stats_cli_prints_each_step(run_cli, tmp_path: Path) -> None:
     opened = open_dataset(DataSpec(name="digits", limit=40))
     images = next(iter(make_loader(opened.dataset, 40, device=torch.device("cpu"), workers=0)))[0]
     with torch.no_grad():
-        boxes = forward_steps(load_model("mgnet-tiny.digits").module.eval(), images.float() / 255).boxes
+        boxes = forward_steps(load_model("mgnet-tiny.digits.s0").module.eval(), images.float() / 255).boxes
     expected = location_stats(boxes)
     rows = [line for line in out.splitlines() if re.search(r"[│|]\s+(s|tx|ty)\s+[│|]", line)]
     assert len(rows) == 3 * len(expected)

@@ -17,7 +17,7 @@ from mgbench.report.regress import compare, failed, margin
 SUITE = """
 name = "regression"
 dataset = "digits"
-models = ["resnet-tiny.digits", "mgnet-tiny.digits"]
+models = ["resnet-tiny.digits.s0", "mgnet-tiny.digits.s0"]
 limit = 300
 
 [[conditions]]
@@ -95,12 +95,12 @@ def test_guard_passes_then_catches_a_degraded_model_and_more_compute(guard, run_
     generator = torch.Generator().manual_seed(0)
     noisy = {k: v + 0.5 * v.std() * torch.randn(v.shape, generator=generator) if v.dim() > 1 else v
              for k, v in state.items()}  # noise on the conv and linear weights only
-    _rewrite_card(zoo, "resnet-tiny.digits", state=noisy)
+    _rewrite_card(zoo, "resnet-tiny.digits.s0", state=noisy)
     code, out, _ = run_cli("regress", "--baseline", str(baseline))
     assert code == 1 and "FAILED" in out and "accuracy-drop" in out
 
-    _rewrite_card(zoo, "resnet-tiny.digits", state=state)
-    _rewrite_card(zoo, "mgnet-tiny.digits", extra_argument="glimpses = 5")
+    _rewrite_card(zoo, "resnet-tiny.digits.s0", state=state)
+    _rewrite_card(zoo, "mgnet-tiny.digits.s0", extra_argument="glimpses = 5")
     code, out, _ = run_cli("regress", "--baseline", str(baseline))
     assert code == 1 and "compute-rise" in out and "accuracy-drop" not in out
 

@@ -148,7 +148,7 @@ def _digest(path: Path) -> bytes:
 
 
 @pytest.mark.parametrize("command", [
-    ["run", "--suite", "clean", "--model", "resnet-tiny.digits", "--limit", "8", "--device", "cpu"],
+    ["run", "--suite", "clean", "--model", "resnet-tiny.digits.s0", "--limit", "8", "--device", "cpu"],
     ["results", "show"],
     ["leaderboard"],
 ])
@@ -172,7 +172,7 @@ def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path: Path, run_cli, com
 def test_a_store_under_a_file_or_in_a_read_only_folder_is_one_line(tmp_path: Path, run_cli) -> None:
     regular = tmp_path / "file.txt"
     regular.write_text("x")
-    run = ["run", "--suite", "clean", "--model", "resnet-tiny.digits", "--limit", "8", "--device", "cpu"]
+    run = ["run", "--suite", "clean", "--model", "resnet-tiny.digits.s0", "--limit", "8", "--device", "cpu"]
     code, _, err = run_cli(*run, "--store", str(regular / "sub" / "r.sqlite"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "is a file" in err, err
     if os.geteuid() == 0:

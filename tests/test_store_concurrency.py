@@ -31,7 +31,7 @@ def test_two_processes_run_the_same_cells(tmp_path: Path) -> None:
     suite.write_text(textwrap.dedent("""
         name = "shared"
         dataset = "digits"
-        models = ["resnet-tiny.digits"]
+        models = ["resnet-tiny.digits.s0"]
         limit = 40
 
         [[conditions]]

@@ -9,7 +9,7 @@
    speed must not come from a weaker attack).
 3. AutoAttack (pyautoattack, the cascade as mgbench drives it): seconds per example.
 
-The model is the zoo's ``resnet-tiny.digits`` when present (real weights, true labels); otherwise
+The model is the zoo's ``resnet-tiny.digits.s0`` when present (real weights, true labels); otherwise
 the same architecture randomly initialised and attacked on its own predictions (so every example
 starts correctly classified), which the output says. Writes ``results/perf/attacks-<device>.csv``
 and ``results/perf/attacks-<device>-machine.json``.
@@ -47,14 +47,14 @@ EPS = 4 / 255
 
 
 def load(device: torch.device, n: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
-    trained = "resnet-tiny.digits" in list_cards()
+    trained = "resnet-tiny.digits.s0" in list_cards()
     torch.manual_seed(0)  # the same random initialisation in every run when there is no card
-    model = load_model("resnet-tiny.digits" if trained else "resnet-tiny").module.to(device).eval()
+    model = load_model("resnet-tiny.digits.s0" if trained else "resnet-tiny").module.to(device).eval()
     opened = open_dataset(DataSpec("digits", limit=n))
     images = torch.stack([opened.dataset[i][0] for i in range(n)]).to(device).float().div(255)
     if trained:
         labels = torch.tensor([opened.dataset[i][1] for i in range(n)], device=device)
-        note = "resnet-tiny.digits (trained), true labels"
+        note = "resnet-tiny.digits.s0 (trained), true labels"
     else:
         with torch.no_grad():
             labels = model(images).argmax(dim=1)

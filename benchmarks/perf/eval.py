@@ -36,7 +36,7 @@ from mgbench.suites import load_suite  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="default: the resnet-tiny.digits card (else resnet-tiny)")
+    parser.add_argument("--model", default=None, help="default: the resnet-tiny.digits.s0 card (else resnet-tiny)")
     parser.add_argument("--data", default="digits")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--limit", type=int, default=2000)
@@ -50,7 +50,7 @@ def main() -> None:
         args.limit, args.repeats = 500, 2
 
     device = resolve_device(args.device)
-    name = args.model or ("resnet-tiny.digits" if "resnet-tiny.digits" in list_cards() else "resnet-tiny")
+    name = args.model or ("resnet-tiny.digits.s0" if "resnet-tiny.digits.s0" in list_cards() else "resnet-tiny")
     data = DataSpec(name=args.data, root=args.data_root, limit=args.limit)
     opened = open_dataset(data)
     loaded = load_model(name)

@@ -23,7 +23,7 @@ from mgbench.cli.validate import robustbench_dir_option
 if TYPE_CHECKING:
     from mgbench.runner import RunOptions
 
-DEFAULT_MODELS = ["resnet-tiny.digits"]
+DEFAULT_MODELS = ["resnet-tiny.digits.s0"]
 
 
 def _default_models() -> list[str]:
@@ -79,7 +79,7 @@ def attack(model_names: tuple[str, ...], eps: str, attacks: str, norm: str, step
     Examples:
       mgbench attack --eps 4/255
       mgbench attack --eps 1/255,2/255,4/255,8/255 --attack fgsm,pgd --limit 500
-      mgbench attack --eps 4/255 --attack pgd --protocol honest,mgnet-paper --model mgnet-tiny.digits
+      mgbench attack --eps 4/255 --attack pgd --protocol honest,mgnet-paper --model mgnet-tiny.digits.s0
     """
     from mgbench.runner import evaluate
     from mgbench.store import DEFAULT_STORE

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from mgbench import distributed
-from mgbench.cli import _CellProgress, _split_names, cli, console, runtime_options
+from mgbench.cli import _split_names, cli, console, progress_option, runtime_options
 
 if TYPE_CHECKING:
     from mgbench.runner import RunOptions
@@ -48,6 +48,7 @@ def validate() -> None:
 @click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True)
 @robustbench_dir_option
 @runtime_options
+@progress_option
 def validate_robustbench_command(model_names: tuple[str, ...], data_root: str, limit: int | None,
                                  on_bad_image: str, options: "RunOptions", store: str | None) -> None:
     """Reproduce RobustBench's ImageNet numbers: clean and AutoAttack (standard, Linf 4/255).
@@ -70,9 +71,8 @@ def validate_robustbench_command(model_names: tuple[str, ...], data_root: str, l
     store_path = Path(store) if store else DEFAULT_STORE
     comparisons = []
     for name in _split_names(model_names):
-        with _CellProgress() as progress:
-            comparisons += validate_robustbench(name, data_root, store=store_path, limit=limit,
-                                                on_bad_image=on_bad_image, options=options, progress=progress)
+        comparisons += validate_robustbench(name, data_root, store=store_path, limit=limit,
+                                            on_bad_image=on_bad_image, options=options)
     if not distributed.is_main():
         return
     table = Table(title="mgbench vs RobustBench (published)")

@@ -10,7 +10,7 @@ A suite table::
     scaling = "native"              # native | resample224 (see mgbench.corruptions.scaling)
     preprocessing = "hendrycks"     # hendrycks | mgnet
     imagenet_c_root = "/data/imagenet-c"   # folder backend only
-    mce_baseline = "resnet-tiny.digits"    # normaliser of CE/mCE (a model, or "alexnet")
+    mce_baseline = "resnet-tiny.digits.s0"    # normaliser of CE/mCE (a model, or "alexnet")
     workers = 2                     # reference backend: processes (default: one per core)
 
 expands to one condition per corruption x severity. ``torch`` and ``reference`` corrupt each

@@ -3,7 +3,7 @@
 Three ways in, one function (:func:`load_model`):
 - a registered architecture (``resnet18``): randomly initialised (weights ``random-init``, which
   tables mark and the leaderboard leaves out unless asked), for FLOPs, timing or training;
-- a zoo card (``resnet-tiny.digits``): ``models/<name>.toml`` names the architecture, its
+- a zoo card (``resnet-tiny.digits.s0``): ``models/<name>.toml`` names the architecture, its
   arguments and a checkpoint with its sha256;
 - a user factory, ``path/to/file.py:factory`` or ``package.module:factory``, returning an
   ``nn.Module`` that takes [0, 1] NCHW images and returns logits;
