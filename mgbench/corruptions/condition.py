@@ -248,10 +248,14 @@ def _clean(ctx: SummaryContext, model: str, weights: str | None) -> pd.DataFrame
                          "accuracy": rows["value"].values})
 
 
-def _baseline(ctx: SummaryContext, name: str, wanted: set[str]) -> pd.DataFrame:
-    """The baseline's stored cells with the same canonical condition, data and run options."""
+def _baseline(ctx: SummaryContext, name: str, wanted: set[str], backend: str) -> pd.DataFrame:
+    """The baseline's stored cells with the same canonical condition, data and run options (a
+    folder's cells read the folder's images, named by the condition, not the run's clean data)."""
     rows = ctx.store.frame(model=name, dataset=ctx.data.label, threat="corruption", metric="top1")
-    rows = _same_run(rows, ctx)
+    if backend == "folder":
+        rows = rows[rows["options_json"] == canonical_json(ctx.options)]
+    else:
+        rows = _same_run(rows, ctx)
     rows = rows[rows["condition_json"].isin(wanted)]
     return _tidy(_latest(rows, ["corruption", "severity"]))
 
@@ -309,7 +313,7 @@ def summarise(ctx: SummaryContext, settings: Settings) -> list[Summary]:
             if set(settings.severities) != {1, 2, 3, 4, 5}:
                 notes.append("AlexNet errors are means over severities 1-5; other severity sets are not comparable")
         else:
-            base = _baseline(ctx, settings.mce_baseline, wanted)
+            base = _baseline(ctx, settings.mce_baseline, wanted, settings.backend)
             base_clean = _clean(ctx, settings.mce_baseline, None)
             normaliser = {"kind": "model", "model": settings.mce_baseline, "same_data": ctx.opened.key(ctx.data)}
         have = {(str(c), int(s)) for c, s in zip(base["corruption"], base["severity"])}
