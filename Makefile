@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: install demo test test-fast leaderboard reference regress bench clean
+.PHONY: install demo test test-fast mutate leaderboard reference regress bench clean
 
 # The committed reference results (every suite, every zoo model) and the demo's own fresh store.
 STORE := results/mgbench.sqlite
@@ -30,6 +30,15 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Mutation testing of the modules that produce numbers against their fast tests (mutmut, in a
+# scratch copy; survivors are printed and explained in results/mutation.md). MUTATE names the
+# groups (default: all, hours of CPU; `$(BIN)/python tests/mutate.py --list`), e.g.
+# `make mutate MUTATE="corruption-metrics attack-examples"` (minutes).
+MUTATE ?=
+mutate: install
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints-cpu.txt -e '.[mutate]'
+	$(BIN)/python tests/mutate.py $(MUTATE)
 
 leaderboard: install
 	$(BIN)/mgbench leaderboard --store $(STORE) $(if $(wildcard $(DEMO_STORE)),--store $(DEMO_STORE))
