@@ -126,3 +126,22 @@ def test_stored_intervals_are_wilson(correct: int, n: int) -> None:
     expected = wilson(correct, n)
     assert low == pytest.approx(max(expected[0], 0.0), abs=1e-9)
     assert high == pytest.approx(min(expected[1], 1.0), abs=1e-9)
+
+
+def test_example_sets_store_the_documented_encoding() -> None:
+    """``ExampleSet`` writes exactly what this test's encoder writes (the format of
+    mgbench.attacks.examples: size = largest index + 1, n = members, packbits in base64) and
+    reads it back into boolean masks."""
+    from mgbench.attacks.examples import ExampleSet
+
+    members, correct = [2, 3, 7, 40], [3, 40]
+    stored = ExampleSet.from_ids(np.array(members), np.isin(members, correct)).to_detail()
+    assert stored == per_example_detail(members, correct, 41)
+    again = ExampleSet.from_detail(per_example_detail(members, correct, 41))
+    assert again.members.dtype == bool and again.correct.dtype == bool
+    assert list(np.flatnonzero(again.members)) == members and list(np.flatnonzero(again.correct)) == correct
+    assert list(np.flatnonzero(~again.correct & again.members)) == [2, 7]
+    empty = ExampleSet.from_ids(np.array([], dtype=np.int64), np.array([], dtype=bool))
+    assert (empty.n, empty.n_correct, empty.to_detail()["size"]) == (0, 0, 0)
+    with pytest.raises(ValueError, match="unknown per-example encoding 'bits/v0'"):
+        ExampleSet.from_detail({**stored, "encoding": "bits/v0"})
