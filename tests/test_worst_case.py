@@ -135,7 +135,9 @@ def test_example_sets_store_the_documented_encoding() -> None:
     from mgbench.attacks.examples import ExampleSet
 
     members, correct = [2, 3, 7, 40], [3, 40]
-    stored = ExampleSet.from_ids(np.array(members), np.isin(members, correct)).to_detail()
+    made = ExampleSet.from_ids(np.array(members), np.isin(members, correct))
+    assert made.members.dtype == bool and made.correct.dtype == bool
+    stored = made.to_detail()
     assert stored == per_example_detail(members, correct, 41)
     again = ExampleSet.from_detail(per_example_detail(members, correct, 41))
     assert again.members.dtype == bool and again.correct.dtype == bool
