@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: install demo test test-fast test-kernels leaderboard reference regress bench clean
+.PHONY: install demo test test-fast test-kernels mutate leaderboard reference regress bench clean
 
 # The committed reference results (every suite, every zoo model; only `make reference` writes them)
 # and the git-ignored local store (every command's default --store, the demo's too).
@@ -43,6 +43,15 @@ test-kernels: install
 	ATEN_CPU_CAPABILITY=$(SECOND_KERNEL_PATH) $(BIN)/python -c \
 		"import torch; print('second CPU kernel path:', torch.backends.cpu.get_cpu_capability())"
 	ATEN_CPU_CAPABILITY=$(SECOND_KERNEL_PATH) $(BIN)/python -m pytest -q -m "kernels and not slow"
+
+# Mutation testing of the modules that produce numbers against their fast tests (mutmut, in a
+# scratch copy; survivors are printed and explained in results/mutation.md). MUTATE names the
+# groups (default: all, hours of CPU; `$(BIN)/python tests/mutate.py --list`), e.g.
+# `make mutate MUTATE="corruption-metrics attack-examples"` (minutes).
+MUTATE ?=
+mutate: install
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints-cpu.txt -e '.[mutate]'
+	$(BIN)/python tests/mutate.py $(MUTATE)
 
 leaderboard: install
 	$(BIN)/mgbench leaderboard --store $(STORE) $(if $(wildcard $(LOCAL_STORE)),--store $(LOCAL_STORE))

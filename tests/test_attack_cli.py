@@ -39,8 +39,41 @@ def test_attack_command_stores_rows_and_verdicts(run_cli, store_path: Path, mode
     verdict = frame[frame["metric"] == "unreliable"]
     assert len(verdict) == 1 and json.loads(verdict["detail"].item())["reasons"] == []
 
-    code, out, _ = run_cli(*args)  # resumable: attack cells skipped, derived cells recomputed to the same numbers
+    before = _provenance(store_path)
+    code, out, _ = run_cli(*args)  # resumable: attack cells are skipped, derived cells recomputed
     assert code == 0 and "0 cell(s) computed" in out and "already in" in out
+    _assert_attack_cells_kept(before, _provenance(store_path))
+
+
+DERIVED = ("worst-case", "verdict")
+
+
+def _provenance(store_path: Path) -> dict[str, tuple]:
+    """Per stored cell: its attack, when it was computed, how long it took, and its row count."""
+    with Store(store_path) as store:
+        frame = store.frame()
+    return {key: (rows["attack"].iloc[0], rows["started_at"].iloc[0], rows["runtime_s"].iloc[0], len(rows))
+            for key, rows in frame.groupby("cell_key")}
+
+
+def _assert_attack_cells_kept(before: dict[str, tuple], after: dict[str, tuple]) -> None:
+    """Every stored attack cell is still there, untouched (same start time, runtime and rows); only
+    derived cells (worst case, verdict) may have been rewritten."""
+    kept = {k: v for k, v in before.items() if v[0] not in DERIVED}
+    assert kept and {k: after.get(k) for k in kept} == kept
+    assert set(after) == set(before)
+
+
+def test_a_second_run_recomputes_no_attack_cell(run_cli, store_path: Path, model: str) -> None:
+    args = ("attack", "--eps", "4/255", "--attack", "fgsm,pgd", "--steps", "2", "--no-checks", "--model", model,
+            "--limit", "8", "--store", str(store_path), "--device", "cpu")
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    before = _provenance(store_path)
+    assert {v[0] for v in before.values()} >= {"fgsm", "pgd", "worst-case"}
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    _assert_attack_cells_kept(before, _provenance(store_path))
 
 
 def test_both_protocols_side_by_side(run_cli, store_path: Path, model: str) -> None:

@@ -55,8 +55,8 @@ def test_compiled_model_gives_the_same_accuracy(store_path: Path) -> None:
     assert '"compile": true' in config
     plain = store_path.with_name("plain.sqlite")
     evaluate(suite, models=["resnet-tiny.digits.s0"], data=DataSpec(limit=64), store=plain)
-    # Compiled kernels fuse and reorder float operations: a near-tied prediction may flip.
-    assert _top1(plain)[0][0] == pytest.approx(value, abs=1 / 64 + 1e-12)
+    # Compiled kernels may round differently: one borderline image may flip, no more.
+    assert abs(_top1(plain)[0][0] - value) * n <= 1
 
 
 def test_bad_precision() -> None:

@@ -111,8 +111,11 @@ def test_flops_table_matches_the_reference(mgnet: str, per_glimpse: list[float],
                                            single_gmacs: float) -> None:
     """MGNet after each glimpse, and one one-step model of the table (ResNet-18: plain ResNet above)."""
     profile = flops.profile(create_model(mgnet), 224)
-    assert profile.gmacs == pytest.approx(per_glimpse, rel=1e-2)
-    assert flops.profile(create_model(single), 224).gmacs == pytest.approx([single_gmacs], rel=1e-2)
+    assert profile.gmacs == pytest.approx(per_glimpse, rel=1e-3)  # docs/mgnet.md: all within 0.1%
+    increments = [b - a for a, b in zip([0.0] + per_glimpse, per_glimpse)]
+    measured = [b - a for a, b in zip([0.0] + profile.gmacs, profile.gmacs)]
+    assert measured == pytest.approx(increments, abs=1e-3)  # each glimpse, to the table's last digit
+    assert flops.profile(create_model(single), 224).gmacs == pytest.approx([single_gmacs], rel=1e-3)
     rows = profile.rows()
     assert [r.step for r in rows if r.metric == "gmacs"] == [None, 1, 2, 3, 4]
 

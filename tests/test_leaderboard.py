@@ -157,16 +157,25 @@ mce_baseline = "resnet-tiny.digits.s0"
 
 
 def _chromium() -> tuple[str, str]:
-    """Debian's chromium and chromedriver, installed here when missing (the test setup)."""
+    """Debian's chromium and chromedriver, installed here when missing (the test setup); the test
+    is skipped, not failed, where they cannot be installed (no apt-get, no root, offline)."""
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (browser and driver):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"]
-        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
-            subprocess.run(install, env=env, capture_output=True, check=True)
+
+        def ok(*command: str) -> bool:
+            try:
+                return subprocess.run(command, env=env, capture_output=True, timeout=600).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                return False
+
+        install = ("apt-get", "install", "-y", "-q", "chromium", "chromium-driver")
+        if not ok(*install) and ok("apt-get", "update", "-q"):
+            ok(*install)
         browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert browser and driver, "chromium and chromium-driver could not be installed"
+    if not (browser and driver):
+        pytest.skip("chromium and chromium-driver are missing and could not be installed "
+                    "(apt-get install chromium chromium-driver)")
     return browser, driver
 
 
