@@ -389,7 +389,7 @@ class _SuiteRun:
         for group in (g for g in groups if g):
             torch.manual_seed(self.options.seed)
             started, clock = now_iso(), time.perf_counter()
-            names = ", ".join(loaded[i].name for i, _ in group)
+            names = ", ".join(loaded[i].name for i, _ in group) if len(group) <= 3 else f"{len(group)} models"
             if self.cell_task is not None:
                 self.cell_task.update(status=f"{names}: {condition_label(condition.key)}")
             with progress.task("batches") as batches:
