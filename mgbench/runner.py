@@ -348,7 +348,10 @@ class _SuiteRun:
         """(model index, outcome) of every model's cell of one condition."""
         data_key = opened.key(self.data)
         out, pending = [], []
+        applies = getattr(condition, "applies_to", None)  # optional: a condition for some models only
         for index, item in enumerate(loaded):
+            if applies is not None and not applies(item):
+                continue
             key = stable_hash({"model": item.identity(), "data": data_key, "condition": condition.key,
                                "seed": self.options.seed, **self.options.key()})
             if self._done(key):

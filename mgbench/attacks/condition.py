@@ -15,6 +15,10 @@ forward pass. Besides accuracy a cell stores:
 
 A table may set ``limit = N`` to evaluate only N of the run's images (the same fixed seeded
 subset the data options use), e.g. to keep AutoAttack affordable on a CPU.
+
+Conditions marked ``optional`` (the default rescaler-off run, ``per_step`` attacks) run only on
+models they apply to (:meth:`AttackCondition.applies_to`, asked by the runner); the verdict's
+probes (``checks``) are ordinary conditions too, cached and resumed like any other cell.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import torch.nn as nn
 from mgbench import distributed
 from mgbench.attacks.bounds import PerturbationStats, check_ball
 from mgbench.attacks.examples import ExampleSet
-from mgbench.attacks.spec import AttackOutput, AttackSpec, check_attack_target, specs_from_table
+from mgbench.attacks.spec import AttackOutput, AttackSpec, Planned, check_attack_target, plan_table
+from mgbench.attacks.variants import numbered
 from mgbench.conditions import register_condition_type
 from mgbench.errors import InputError
 from mgbench.metrics import accuracy_row
@@ -59,11 +64,13 @@ class AttackCondition:
     spec: AttackSpec
     source: "LoadedModel | None" = None
     needs_grad: bool = True
+    optional: bool = False
     key: dict[str, Any] = field(init=False)
     _cell: _CellRecord = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.key = self.spec.key()
+        self.needs_grad = self.spec.attack != "noise"
         if self.source is not None:
             # Not a store column, but part of the cell's hash: retraining the source recomputes.
             self.key["source_weights"] = self.source.weights
@@ -72,8 +79,23 @@ class AttackCondition:
     def check_model(self, model: "LoadedModel") -> None:
         """Called by the runner before the store is opened: fail early, with the model's name,
         when this attack cannot run on it (a transfer source was checked when it was loaded)."""
-        if not self.spec.transfer_from:
+        if not self.spec.transfer_from and not self.optional:
             check_attack_target(self.spec, model.module, model.name)
+
+    def applies_to(self, model: "LoadedModel") -> bool:
+        """Whether the runner should compute this cell for ``model``: always, except an optional
+        attack on a model it cannot run on (no gradient rescaler, too few anytime steps), and a
+        ``glimpse=T`` attack where step T is the final one (the default run covers it)."""
+        if not self.optional:
+            return True
+        try:
+            check_attack_target(self.spec, model.module, model.name)
+        except InputError:
+            return False
+        from mgbench.models import num_steps
+
+        step = numbered(self.spec.variants, "glimpse")
+        return step is None or step < num_steps(model.module)
 
     def _source_module(self, model: nn.Module, x: torch.Tensor) -> nn.Module | None:
         if self.source is None:
@@ -93,6 +115,10 @@ class AttackCondition:
         if self._cell.model is not model:
             self._cell = _CellRecord(model=model)
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # from the runner's seeded RNG
+        reseed = numbered(self.spec.variants, "seed")
+        if reseed is not None:  # seed=N: an independent random stream for this batch
+            seed = (seed * 1_000_003 + reseed) % (2**31 - 1)
+            torch.manual_seed(seed)
         out: AttackOutput = self.spec.run(model, x, y, source=self._source_module(model, x), seed=seed)
         eps, _, unit_range = self.spec.budget(model, x.device)
         check_ball(out.x_adv, x, norm=self.spec.norm, eps=eps, unit_range=unit_range, what=self.spec.label)
@@ -184,12 +210,10 @@ class LimitedAttackCondition(AttackCondition):
 
 
 def _check_table_extras(table: dict[str, Any]) -> int | None:
-    """Validate the keys the runner and the summary read (limit, checks, square_queries)."""
+    """Validate the keys the runner reads (limit) and the probes' (square_queries)."""
     limit = table.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InputError(f"attack table: limit must be a positive whole number, not {limit!r}")
-    if not isinstance(table.get("checks", True), bool):
-        raise InputError(f"attack table: checks must be true or false, not {table['checks']!r}")
     queries = table.get("square_queries")
     if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int) or queries < 1):
         raise InputError(f"attack table: square_queries must be a positive whole number, not {queries!r}")
@@ -202,17 +226,17 @@ def expand_attack_table(table: dict[str, Any]) -> list[AttackCondition]:
     from mgbench.models import load_model
 
     limit = _check_table_extras(table)
-    specs = specs_from_table(table)
-    sources = {name: load_model(name) for name in {s.transfer_from for s in specs if s.transfer_from}}
-    for spec in specs:
-        if spec.transfer_from:
-            check_attack_target(spec, sources[spec.transfer_from].module, spec.transfer_from)
+    planned: list[Planned] = plan_table(table)
+    sources = {name: load_model(name) for name in {p.spec.transfer_from for p in planned if p.spec.transfer_from}}
+    for item in planned:
+        if item.spec.transfer_from:
+            check_attack_target(item.spec, sources[item.spec.transfer_from].module, item.spec.transfer_from)
     out: list[AttackCondition] = []
-    for spec in specs:
-        source = sources[spec.transfer_from] if spec.transfer_from else None
+    for item in planned:
+        source = sources[item.spec.transfer_from] if item.spec.transfer_from else None
         if limit is not None:
-            out.append(LimitedAttackCondition(spec, source, limit=limit))
+            out.append(LimitedAttackCondition(item.spec, source, optional=item.optional, limit=limit))
         else:
-            out.append(AttackCondition(spec, source))
+            out.append(AttackCondition(item.spec, source, optional=item.optional))
     return out
 
