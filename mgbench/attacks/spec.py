@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from mgbench.attacks.autoattack import AA_ATTACKS, CascadeResult, check_attack_names, run_autoattack
 from mgbench.attacks.eps import Eps, parse_eps_list, parse_number
-from mgbench.attacks.gradient import LOSSES, NORMS, Budget, pgd
+from mgbench.attacks.gradient import LOSSES, NORMS, Budget, default_step_size, pgd
 from mgbench.attacks.noise import DEFAULT_DRAWS, random_noise
 from mgbench.attacks.protocols import PAPER_STEP_SIZE, PAPER_STEPS, PROTOCOLS, normalize_layer, paper_budget
 from mgbench.attacks.variants import (
@@ -368,9 +368,9 @@ def _probes(planned: list[Planned], table: dict[str, Any]) -> list[Planned]:
             out.append(Planned(_with(strongest, "seed=1"), probe=True))
     if honest:
         large = parse_eps_list(CHANCE_EPS)[0]
-        out.append(Planned(make_spec("pgd", "linf", large, steps=CHANCE_STEPS, step_size=Eps(
-            2.5 * large.value / CHANCE_STEPS, f"{2.5 * large.value / CHANCE_STEPS:g}"), restarts=1,
-            random_start=False), probe=True))
+        step = default_step_size(large.value, CHANCE_STEPS)
+        out.append(Planned(make_spec("pgd", "linf", large, steps=CHANCE_STEPS, step_size=Eps(step, f"{step:g}"),
+                                     restarts=1, random_start=False), probe=True))
     return out
 
 
