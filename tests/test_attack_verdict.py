@@ -86,10 +86,12 @@ def test_short_cross_entropy_pgd_on_saturated_logits_is_caught_by_apgd(factories
                                                                          tmp_path: Path) -> None:
     """Logits x 1e4: the cross-entropy's gradient underflows to exactly zero, so a short CE-PGD
     leaves the model looking robust; APGD-T's scale-invariant targeted DLR loss breaks it, and the
-    `converged` check (APGD vs PGD, per example) flags the PGD number. The healthy model passes."""
-    table = {"type": "attack", "attack": ["pgd", "apgd"], "eps": "8/255", "steps": 5, "restarts": 1, **ONE}
+    `converged` check (APGD vs PGD, per example) flags the PGD number. The healthy model under the
+    default PGD (100 steps, 2 restarts) passes; a 5-step PGD would be flagged there too."""
+    short = {"type": "attack", "attack": ["pgd", "apgd"], "eps": "8/255", "steps": 5, "restarts": 1, **ONE}
+    default = {"type": "attack", "attack": ["pgd", "apgd"], "eps": "8/255", **ONE}
     outcome = {}
-    for kind in ("scaled", "healthy"):
+    for kind, table in (("scaled", short), ("healthy", default)):
         cells = read_attacks(sweep(factories[kind], tmp_path / f"{kind}.sqlite", table))
         by_name = {c.attack: c.examples for c in cells}
         pgd, apgd = by_name["pgd"], by_name["autoattack-custom:apgd-ce+apgd-t"]
