@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from pyautoattack.autopgd_base import APGDAttack
 
 from mgbench.attacks import AttackBoundsError, all_steps_ce, check_ball, fgsm, make_spec, parse_eps, pgd
 from mgbench.attacks import gradient as gradient_module
+from mgbench.attacks.examples import ExampleSet
 from mgbench.conditions import expand
 from mgbench.errors import InputError
 from mgbench.models import forward_steps, load_model
@@ -244,8 +246,13 @@ def test_an_attack_aimed_at_one_step_reads_that_steps_logits() -> None:
         y = forward_steps(model, x).logits[0].argmax(dim=1)  # step 1 right everywhere
     adv = condition.apply(model, x, y, torch.arange(16))
     with torch.no_grad():
-        after = forward_steps(model, adv).logits[0].argmax(dim=1)
-    assert bool((after != y).any()), "attacking step 1's logits must break some step-1 predictions"
+        after = forward_steps(model, adv).logits.argmax(dim=2) == y  # [T, B]
+    assert bool((~after[0]).any()), "attacking step 1's logits must break some step-1 predictions"
+    detail = next(r for r in condition.extra_rows() if r.metric == "per_example").detail
+    stored = [ExampleSet.from_detail(step) for step in detail["steps"]]  # correctness after each step
+    assert len(stored) == model.num_steps
+    for t, step in enumerate(stored):
+        assert list(np.flatnonzero(step.correct)) == list(np.flatnonzero(after[t].numpy()))
 
 
 def test_rescaler_off_attacks_with_the_rescaler_disabled_and_restores_it() -> None:

@@ -190,3 +190,20 @@ def test_the_worst_case_is_the_exact_intersection_of_the_covered_attacks() -> No
     assert summary.key["eps"] == 4 / 255 and summary.key["attack"] == "worst-case"
     for covered in (a, b, c):
         assert row.value <= covered.examples.n_correct / covered.examples.n
+
+
+def test_anytime_worst_case_per_step_intersects_each_steps_correctness() -> None:
+    """Two attacks on a 2-step model: the default one (final logits) and one aimed at step 1
+    (glimpse=1). Step t's worst case is the examples every attack left correct at step t,
+    counted by hand."""
+    def sets(*correct: list[int]) -> list[ExampleSet]:
+        return [ExampleSet.from_ids(np.arange(10), np.array(c, dtype=bool)) for c in correct]
+
+    final_a, final_b = [1] * 6 + [0] * 4, [1] * 10
+    a = cell("pgd", 4 / 255, final_a)
+    a.step_examples = sets([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], final_a)          # step 1: {0, 1, 2, 3}
+    b = cell("pgd", 4 / 255, final_b, variant="glimpse=1")
+    b.step_examples = sets([0, 0, 1, 1, 1, 0, 0, 0, 0, 0], final_b)          # step 1: {2, 3, 4}
+    [summary] = _worst_case_summaries("linf", [a, b])
+    by_step = {row.step: (row.value, row.n) for row in summary.rows}
+    assert by_step == {None: (0.6, 10), 1: (0.2, 10), 2: (0.6, 10)}  # {0..5}; {2, 3}; {0..5}

@@ -45,6 +45,7 @@ class StoredAttack:
     random_start: bool | None
     examples: ExampleSet | None
     warnings: dict[str, int] = field(default_factory=dict)
+    step_examples: list[ExampleSet] = field(default_factory=list)  # anytime models: correct after each step
 
     @property
     def label(self) -> str:

@@ -8,8 +8,9 @@ forward pass. Besides accuracy a cell stores:
   hyperparameter, the protocol, the budget actually used in pixels and the library versions in
   its detail (for ``mgnet-paper`` also the share of pixels outside [0, 1]);
 - ``per_example``: which examples stayed correctly classified (bitset, see
-  :mod:`mgbench.attacks.examples`), from the attack's own check pass on the returned batch; the
-  summary uses it for the per-example worst case and the checks;
+  :mod:`mgbench.attacks.examples`), from the attack's own check pass on the returned batch, and
+  for anytime models after each step too (``steps``); the summary uses it for the per-example
+  worst case (per step as well) and the checks;
 - AutoAttack only: ``autoattack:<stage>`` robust accuracy after each attack of the cascade, and
   ``autoattack_checks`` with the warnings of pyautoattack's checks.
 
@@ -37,6 +38,7 @@ from mgbench.attacks.variants import numbered
 from mgbench.conditions import register_condition_type
 from mgbench.errors import InputError
 from mgbench.metrics import accuracy_row
+from mgbench.models import forward_steps
 from mgbench.provenance import library_versions
 from mgbench.store import MetricRow
 
@@ -52,6 +54,7 @@ class _CellRecord:
     model: nn.Module | None = None
     ids: list[torch.Tensor] = field(default_factory=list)
     correct: list[torch.Tensor] = field(default_factory=list)
+    steps: list[torch.Tensor] = field(default_factory=list)  # [T, B] per batch, correctness after each step
     stats: PerturbationStats = field(default_factory=PerturbationStats)
     stages: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     warnings: dict[str, int] = field(default_factory=dict)
@@ -123,10 +126,11 @@ class AttackCondition:
         eps, _, unit_range = self.spec.budget(model, x.device)
         check_ball(out.x_adv, x, norm=self.spec.norm, eps=eps, unit_range=unit_range, what=self.spec.label)
         with torch.no_grad():
-            correct = model(out.x_adv).argmax(dim=1) == y
+            hits = forward_steps(model, out.x_adv).logits.argmax(dim=2) == y  # [T, B]
         cell = self._cell
         cell.ids.append(ids.detach().cpu())
-        cell.correct.append(correct.cpu())
+        cell.correct.append(hits[-1].cpu())
+        cell.steps.append(hits.cpu())
         cell.stats.update(out.x_adv, x)
         cell.budget = eps.flatten().tolist() if isinstance(eps, torch.Tensor) else eps
         if out.cascade is not None:
@@ -146,6 +150,7 @@ class AttackCondition:
         for part in distributed.gather_objects(replace(self._cell, model=None)):
             merged.ids += part.ids
             merged.correct += part.correct
+            merged.steps += part.steps
             merged.stats = merged.stats.merged(part.stats)
             for stage, flags in part.stages.items():
                 merged.stages.setdefault(stage, []).extend(flags)
@@ -161,7 +166,12 @@ class AttackCondition:
             self.source.module.cpu()
         if not cell.ids:
             return []
-        examples = ExampleSet.from_ids(torch.cat(cell.ids).numpy(), torch.cat(cell.correct).numpy())
+        ids = torch.cat(cell.ids).numpy()
+        examples = ExampleSet.from_ids(ids, torch.cat(cell.correct).numpy())
+        per_example = examples.to_detail()
+        steps = torch.cat(cell.steps, dim=1).numpy()
+        if steps.shape[0] > 1:  # anytime model: which examples each step's prediction got right
+            per_example["steps"] = [ExampleSet.from_ids(ids, hits).to_detail() for hits in steps]
         n = examples.n
         versions = library_versions()
         detail: dict[str, Any] = {
@@ -179,7 +189,7 @@ class AttackCondition:
         value = cell.stats.max_linf if self.spec.norm == "linf" else cell.stats.max_l2
         rows = [
             MetricRow("perturbation", value, n=n, detail=detail),
-            MetricRow("per_example", examples.n_correct / n, n=n, detail=examples.to_detail()),
+            MetricRow("per_example", examples.n_correct / n, n=n, detail=per_example),
         ]
         if cell.stages:
             for stage, flags in cell.stages.items():

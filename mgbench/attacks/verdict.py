@@ -54,13 +54,15 @@ def read_attacks(frame: pd.DataFrame) -> list[StoredAttack]:
         if "per_example" not in final:
             continue
         first = cell.iloc[0]
-        examples = None
+        examples, step_sets = None, []
         detail = final["per_example"].detail
         if isinstance(detail, str):
             try:
-                examples = ExampleSet.from_detail(json.loads(detail))
+                parsed = json.loads(detail)
+                examples = ExampleSet.from_detail(parsed)
+                step_sets = [ExampleSet.from_detail(step) for step in parsed.get("steps", [])]
             except (KeyError, ValueError, TypeError):
-                examples = None
+                examples, step_sets = None, []
         warnings: dict[str, int] = {}
         checks = final.get("autoattack_checks")
         if checks is not None and isinstance(checks.detail, str):
@@ -72,7 +74,7 @@ def read_attacks(frame: pd.DataFrame) -> list[StoredAttack]:
             steps=None if steps is None else int(steps), step_size=_optional(first["step_size"]),
             restarts=None if restarts is None else int(restarts),
             random_start=None if random_start is None else bool(random_start),
-            examples=examples, warnings=warnings,
+            examples=examples, warnings=warnings, step_examples=step_sets,
         ))
     return out
 
@@ -150,9 +152,26 @@ def _worst_case_summaries(norm: str, cells: list[StoredAttack]) -> list[Summary]
                           "evaluated; excluded attacks evaluated fewer examples"}
         key = {"threat": norm, "attack": "worst-case", "protocol": "honest", "variant": DEFAULT, "norm": norm,
                "eps": eps, "eps_str": at[0].eps_str}
-        out.append(Summary(key, [MetricRow("top1", worst.n_correct / worst.n, low, high, worst.n,
-                                           detail=detail)]))
+        rows = [MetricRow("top1", worst.n_correct / worst.n, low, high, worst.n, detail=detail)]
+        out.append(Summary(key, rows + _step_rows([c for c in at if c.label in labels], worst)))
     return out
+
+
+def _step_rows(cells: list[StoredAttack], worst: ExampleSet) -> list[MetricRow]:
+    """Anytime models: top-1 after each step t, the per-example worst case of every covered
+    attack's step-t correctness (attacks aimed at step t, ``glimpse=t``, included) on the worst
+    case's examples. Empty unless every covered attack stored the same number (> 1) of steps."""
+    counts = {len(c.step_examples) for c in cells}
+    if len(counts) != 1 or counts == {0} or counts == {1}:
+        return []
+    rows = []
+    for t in range(counts.pop()):
+        step = ExampleSet(worst.members, worst.members.copy())  # every example of the worst case, then cut
+        for cell in cells:
+            step = step.worst_with(cell.step_examples[t])
+        low, high = binomial_ci(step.n_correct, step.n)
+        rows.append(MetricRow("top1", step.n_correct / max(step.n, 1), low, high, step.n, step=t + 1))
+    return rows
 
 
 def _checks_enabled(tables: list[dict[str, Any]]) -> bool:
