@@ -68,7 +68,7 @@ def test_both_protocols_side_by_side(run_cli, store_path: Path, model: str) -> N
     (["--eps", "4/255", "--norm", "l3"], "unknown norm 'l3'"),
     (["--eps", "4/255", "--steps", "0"], "steps must be a positive whole number"),
     (["--eps", "4/255", "--protocol", "mgnet-paper", "--norm", "l2"], "L-inf only"),
-    (["--eps", "4/255", "--version", "custom"], "custom needs its attacks"),
+    (["--eps", "4/255", "--attack", "autoattack", "--version", "custom"], "custom needs its attacks"),
     (["--eps", "4/255", "--variant", "rescaler-off"], "has none: drop the variant"),
     (["--eps", "4/255", "--variant", "glimpse=2"], "at least 2 anytime steps"),
     (["--eps", "4/255", "--loss", "hinge"], "unknown loss 'hinge'"),
