@@ -378,7 +378,10 @@ class _SuiteRun:
         """(model index, outcome) of every model's cell of one condition."""
         data_key = opened.key(self.data)
         out, pending = [], []
+        applies = getattr(condition, "applies_to", None)  # optional: a condition for some models only
         for index, item in enumerate(loaded):
+            if applies is not None and not applies(item):
+                continue
             key = condition_key(condition, item.identity(), data_key, self.options.key())
             if self._done(key):
                 out.append((index, CellOutcome(key.hash, item.name, key.condition, computed=False)))

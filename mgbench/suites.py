@@ -66,9 +66,14 @@ class Suite:
         )
 
     def expand(self, overrides: dict[str, dict[str, Any]] | None = None) -> list[Condition]:
-        """All conditions of the suite, with per-type overrides applied."""
-        return [c for kind in dict.fromkeys(t.get("type") for t in self.conditions)
-                for table in self.tables(kind, overrides) for c in expand(table)]
+        """All conditions of the suite, with per-type overrides applied; a condition two tables
+        both declare (the same key on the same data, e.g. a verdict probe) is listed once."""
+        out: dict[str, Condition] = {}
+        for kind in dict.fromkeys(t.get("type") for t in self.conditions):
+            for table in self.tables(kind, overrides):
+                for c in expand(table):
+                    out.setdefault(str((sorted(c.key.items()), getattr(c, "limit", None))), c)
+        return list(out.values())
 
     def types(self) -> set[str]:
         return {table.get("type") for table in self.conditions}

@@ -23,6 +23,9 @@ from mgbench.models.layers import DIGITS_MEAN, DIGITS_STD, Classifier
 
 TRAIN_STEPS = 300
 BATCH = 64
+# Table keys that make an attack table expand to exactly the attack it names: no verdict
+# probes, no default rescaler-off run, the cross-entropy only.
+ONE = {"checks": False, "variant": "default", "loss": "ce"}
 
 
 @contextmanager
@@ -161,6 +164,20 @@ class SoftmaxOutput(nn.Module):
         return torch.softmax(self.model(x) * self.temperature, dim=1)
 
 
+class ScaledLogits(nn.Module):
+    """Logits multiplied by a large factor: the softmax saturates in float32, so the
+    cross-entropy's input gradient is exactly zero on confidently classified examples and
+    cross-entropy PGD cannot move them, while a scale-invariant loss (APGD-T's targeted DLR, the
+    margin) still can. A model whose robustness a short CE-PGD overstates."""
+
+    def __init__(self, model: nn.Module, scale: float = 1e4):
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.scale
+
+
 class NoisyInput(nn.Module):
     """A randomised model: Gaussian noise on the input at every forward pass."""
 
@@ -173,7 +190,8 @@ class NoisyInput(nn.Module):
 
 
 def wrapped(model: nn.Module, kind: str) -> nn.Module:
-    wrappers = {"healthy": lambda m: m, "quantised": Quantised, "softmax": SoftmaxOutput, "noisy": NoisyInput}
+    wrappers = {"healthy": lambda m: m, "quantised": Quantised, "softmax": SoftmaxOutput, "noisy": NoisyInput,
+                "scaled": ScaledLogits}
     return wrappers[kind](model).eval()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from attack_support import Quantised, SoftmaxOutput, digits, one_thread, trained_cnn  # noqa: F401
+from attack_support import ONE, Quantised, SoftmaxOutput, digits, one_thread, trained_cnn  # noqa: F401
 from pyautoattack import AutoAttack
 
 from mgbench.attacks import check_ball
@@ -80,7 +80,7 @@ def test_fewer_classes_use_fewer_targets_and_too_few_is_a_clear_error() -> None:
 def test_the_condition_stores_the_cascade_and_its_checks() -> None:
     x, y = digits("test", 32)
     model = trained_cnn()
-    [condition] = expand({"type": "attack", "attack": "autoattack", "version": "custom",
+    [condition] = expand({"type": "attack", "attack": "autoattack", "version": "custom", **ONE,
                           "aa_attacks": "apgd-ce,apgd-dlr", "eps": "4/255"})
     assert condition.key["attack"] == "autoattack-custom:apgd-ce+apgd-dlr" and condition.key["steps"] is None
     torch.manual_seed(0)

@@ -24,20 +24,29 @@ def test_attack_command_stores_rows_and_verdicts(run_cli, store_path: Path, mode
             "--device", "cpu", "--square-queries", "100")
     code, out, err = run_cli(*args)
     assert code == 0, err
-    assert "gradient-masking verdicts" in out and "reliable" in out and "autoattack-standard linf 4/255" in out
+    assert "gradient-masking verdicts" in out and "worst-case" in out
     with Store(store_path) as store:
         frame = store.frame()
     attacks = set(frame["attack"].dropna())
-    assert {"fgsm", "pgd", "autoattack-standard", "worst-case", "verdict"} <= attacks
-    cascade = frame[frame["metric"].str.startswith("autoattack:")]["metric"]
-    assert list(dict.fromkeys(cascade)) == ["autoattack:clean", "autoattack:apgd-ce", "autoattack:apgd-t",
-                                            "autoattack:fab-t", "autoattack:square"]
-    pgd = frame[(frame["attack"] == "pgd") & (frame["metric"] == "perturbation")].iloc[0]
-    detail = json.loads(pgd["detail"])
-    assert detail["hyperparameters"]["steps"] == 20 and detail["versions"]["torch"]
+    assert {"fgsm", "pgd", "pgd-margin", "autoattack-custom:apgd-ce+apgd-t", "noise", "autoattack-custom:square",
+            "worst-case", "verdict"} <= attacks
+    apgd = frame[frame["attack"] == "autoattack-custom:apgd-ce+apgd-t"]
+    cascade = apgd[apgd["metric"].str.startswith("autoattack:")]["metric"]
+    assert list(dict.fromkeys(cascade)) == ["autoattack:clean", "autoattack:apgd-ce", "autoattack:apgd-t"]
+    pgd = frame[(frame["attack"] == "pgd") & (frame["metric"] == "perturbation") & (frame["eps_str"] == "4/255")]
+    detail = json.loads(pgd.iloc[0]["detail"])
+    assert detail["hyperparameters"]["steps"] == 100 and detail["hyperparameters"]["restarts"] == 2
+    assert detail["versions"]["torch"]
+    pgd = pgd.iloc[0]
     assert pgd["value"] <= 4 / 255 + 1e-6 and pgd["n"] == 12
     verdict = frame[frame["metric"] == "unreliable"]
-    assert len(verdict) == 1 and json.loads(verdict["detail"].item())["reasons"] == []
+    assert len(verdict) == 1
+    detail = json.loads(verdict["detail"].item())
+    # Every check ran from the stored cells (the probes are cells); at n = 12 one example APGD
+    # finds and PGD misses is already past the margin, so the outcome itself is not asserted.
+    ran = {name for name, passed in detail["checks"].items() if passed is not None}
+    assert {"converged", "seed", "square", "noise", "chance-level", "pgd-vs-fgsm", "zero-gradients"} <= ran
+    assert len(detail["reasons"]) == sum(passed is False for passed in detail["checks"].values())
 
     before = _provenance(store_path)
     code, out, _ = run_cli(*args)  # resumable: attack cells are skipped, derived cells recomputed
@@ -87,7 +96,7 @@ def test_both_protocols_side_by_side(run_cli, store_path: Path, model: str) -> N
     pgd = frame[frame["attack"] == "pgd"].set_index("protocol")
     assert set(pgd.index) == {"honest", "mgnet-paper"}
     assert pgd.loc["mgnet-paper", "step_size"] == pytest.approx(1 / 255) and pgd.loc["mgnet-paper", "steps"] == 10
-    assert pgd.loc["honest", "steps"] == 20 and pgd.loc["honest", "random_start"] == 1
+    assert pgd.loc["honest", "steps"] == 100 and pgd.loc["honest", "random_start"] == 1
     assert pgd.loc["mgnet-paper", "value"] >= pgd.loc["honest", "value"]  # 1/255 in pixels vs 4/255
 
 
@@ -98,8 +107,10 @@ def test_both_protocols_side_by_side(run_cli, store_path: Path, model: str) -> N
     (["--eps", "4/255", "--norm", "l3"], "unknown norm 'l3'"),
     (["--eps", "4/255", "--steps", "0"], "steps must be a positive whole number"),
     (["--eps", "4/255", "--protocol", "mgnet-paper", "--norm", "l2"], "L-inf only"),
-    (["--eps", "4/255", "--version", "custom"], "custom needs its attacks"),
+    (["--eps", "4/255", "--attack", "autoattack", "--version", "custom"], "custom needs its attacks"),
     (["--eps", "4/255", "--variant", "rescaler-off"], "has none: drop the variant"),
+    (["--eps", "4/255", "--variant", "glimpse=2"], "at least 2 anytime steps"),
+    (["--eps", "4/255", "--loss", "hinge"], "unknown loss 'hinge'"),
     (["--eps", "4/255", "--transfer-from", "no-such-model"], "unknown model 'no-such-model'"),
     (["--eps", "4/255", "--limit", "0"], "--limit must be a positive whole number"),
 ])

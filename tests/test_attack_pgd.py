@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
 from attack_support import (  # noqa: F401
     AGREE_PIXEL_SHARE,
+    ONE,
     Quantised,
     ToyAnytime,
     assert_attacks_agree,
@@ -24,6 +26,7 @@ from pyautoattack.autopgd_base import APGDAttack
 
 from mgbench.attacks import AttackBoundsError, all_steps_ce, check_ball, fgsm, make_spec, parse_eps, pgd
 from mgbench.attacks import gradient as gradient_module
+from mgbench.attacks.examples import ExampleSet
 from mgbench.conditions import expand
 from mgbench.errors import InputError
 from mgbench.models import forward_steps, load_model
@@ -71,7 +74,7 @@ def test_check_ball_accepts_the_ball_and_rejects_everything_else() -> None:
 def test_a_broken_attack_is_caught_before_its_images_are_used(monkeypatch: pytest.MonkeyPatch,
                                                               data: tuple[torch.Tensor, torch.Tensor]) -> None:
     x, y = data[0][:16], data[1][:16]
-    [condition] = expand({"type": "attack", "attack": "pgd", "eps": "4/255", "steps": 3})
+    [condition] = expand({"type": "attack", "attack": "pgd", "eps": "4/255", "steps": 3, **ONE})
     model = trained_cnn()
     condition.apply(model, x, y, torch.arange(16))  # the real attack passes
     condition.extra_rows()
@@ -219,7 +222,8 @@ def test_mgnet_paper_protocol_reproduces_the_official_loop(data: tuple[torch.Ten
     with pytest.raises(AttackBoundsError):  # ... so the honest check would reject it
         check_ball(x_adv, x, norm="linf", eps=eps.value)
 
-    [condition] = expand({"type": "attack", "attack": "pgd", "eps": "4/255", "protocol": "mgnet-paper"})
+    [condition] = expand({"type": "attack", "attack": "pgd", "eps": "4/255", "protocol": "mgnet-paper",
+                          "checks": False})
     condition.apply(model, x, y, torch.arange(64))  # asserts the protocol's own ball, not [0, 1]
     detail = next(r for r in condition.extra_rows() if r.metric == "perturbation").detail
     assert detail["max_linf_255"] == pytest.approx(4 * std, rel=1e-3)
@@ -228,7 +232,7 @@ def test_mgnet_paper_protocol_reproduces_the_official_loop(data: tuple[torch.Ten
 
 # ----------------------------------------------------------------------------- adaptive variants
 
-def test_all_glimpses_loss_is_the_mean_over_steps() -> None:
+def test_all_glimpses_loss_is_the_mean_over_steps_and_success_is_the_final_prediction() -> None:
     torch.manual_seed(0)
     model = ToyAnytime().eval()
     x, y = digits("test", 8)
@@ -236,8 +240,46 @@ def test_all_glimpses_loss_is_the_mean_over_steps() -> None:
     logits = forward_steps(model, x).logits
     expected = torch.stack([F.cross_entropy(step, y, reduction="none") for step in logits]).mean(dim=0)
     assert torch.allclose(losses, expected)
-    wrong = logits.argmax(dim=2) != y  # [steps, batch]
-    assert torch.equal(fooled, wrong.all(dim=0))
+    assert torch.equal(fooled, logits[-1].argmax(dim=1) != y)
+
+
+def test_all_glimpses_keeps_the_iterate_that_fooled_the_final_prediction() -> None:
+    """Labels chosen so that the clean image already fools the final step while an earlier
+    step is right: the attack must return that iterate (the old rule, fooled only when every
+    step is wrong, kept attacking and returned the last iterate, losing the success)."""
+    torch.manual_seed(0)
+    model = ToyAnytime().eval()
+    x, _ = digits("test", 64)
+    with torch.no_grad():
+        steps = forward_steps(model, x).logits.argmax(dim=2)  # [T, B]
+    pick = (steps[0] != steps[-1]).nonzero().squeeze(1)
+    assert pick.numel() >= 3, "the toy's first and last steps should disagree on some images"
+    x, y = x[pick], steps[0][pick]  # step 1 right, the final step wrong
+    out = pgd(model, x, y, norm="linf", eps=8 / 255, steps=5, step_size=2 / 255, random_start=False,
+              loss=all_steps_ce)
+    assert torch.equal(out, x)
+    with torch.no_grad():
+        assert bool((model(out).argmax(dim=1) != y).all())
+
+
+def test_an_attack_aimed_at_one_step_reads_that_steps_logits() -> None:
+    torch.manual_seed(0)
+    model = ToyAnytime().eval()
+    x, y = digits("test", 16)
+    [condition] = expand({"type": "attack", "attack": "pgd", "eps": "8/255", "steps": 3, **ONE,
+                          "variant": "glimpse=1"})
+    assert condition.key["variant"] == "glimpse=1"
+    with torch.no_grad():
+        y = forward_steps(model, x).logits[0].argmax(dim=1)  # step 1 right everywhere
+    adv = condition.apply(model, x, y, torch.arange(16))
+    with torch.no_grad():
+        after = forward_steps(model, adv).logits.argmax(dim=2) == y  # [T, B]
+    assert bool((~after[0]).any()), "attacking step 1's logits must break some step-1 predictions"
+    detail = next(r for r in condition.extra_rows() if r.metric == "per_example").detail
+    stored = [ExampleSet.from_detail(step) for step in detail["steps"]]  # correctness after each step
+    assert len(stored) == model.num_steps
+    for t, step in enumerate(stored):
+        assert list(np.flatnonzero(step.correct)) == list(np.flatnonzero(after[t].numpy()))
 
 
 def test_rescaler_off_attacks_with_the_rescaler_disabled_and_restores_it() -> None:
@@ -259,7 +301,7 @@ def test_rescaler_off_attacks_with_the_rescaler_disabled_and_restores_it() -> No
     assert not torch.allclose(free, input_grad()), "the rescaler must change the gradient"
 
     for variant, expected in (("default", True), ("rescaler-off", False)):
-        [condition] = expand({"type": "attack", "attack": "pgd", "eps": "4/255", "steps": 2, "variant": variant})
+        [condition] = expand({"type": "attack", "attack": "pgd", "eps": "4/255", "steps": 2, **ONE, "variant": variant})
         seen.clear()
         condition.apply(model, x, y, torch.arange(8))
         attack_calls = seen[:-1]  # the last forward is the condition's own check pass, outside the attack
@@ -269,7 +311,7 @@ def test_rescaler_off_attacks_with_the_rescaler_disabled_and_restores_it() -> No
 
 
 def test_rescaler_off_without_a_rescaler_is_an_input_error(data: tuple[torch.Tensor, torch.Tensor]) -> None:
-    [condition] = expand({"type": "attack", "attack": "pgd", "eps": "4/255", "variant": "rescaler-off"})
+    [condition] = expand({"type": "attack", "attack": "pgd", "eps": "4/255", **ONE, "variant": "rescaler-off"})
     with pytest.raises(InputError, match="gradient_rescaler"):
         condition.apply(trained_cnn(), data[0][:4], data[1][:4], torch.arange(4))
 
@@ -278,8 +320,10 @@ def test_transfer_breaks_a_gradient_masked_model(tmp_path: Path, data: tuple[tor
     x, y = data
     source = write_factory(tmp_path, "healthy")
     target = Quantised(trained_cnn()).eval()
-    [white_box] = expand({"type": "attack", "attack": "pgd", "eps": "8/255", "steps": 10, "random_start": False})
-    [transfer] = expand({"type": "attack", "attack": "pgd", "eps": "8/255", "steps": 10, "transfer_from": source})
+    [white_box] = expand({"type": "attack", "attack": "pgd", "eps": "8/255", "steps": 10, "random_start": False,
+                           **ONE})
+    [transfer] = expand({"type": "attack", "attack": "pgd", "eps": "8/255", "steps": 10, "transfer_from": source,
+                         **ONE})
     assert transfer.key["variant"] == f"transfer-from={source}"
     clean = accuracy(target, x, y)
     white = accuracy(target, white_box.apply(target, x, y, torch.arange(N)), y)

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from mgbench.attacks.checks import TOLERANCE, beats, unique_breaks
 from mgbench.attacks.eps import parse_eps, parse_eps_list, parse_number
 from mgbench.attacks.examples import ExampleSet
-from mgbench.attacks.spec import DEFAULT_STEPS, make_spec, specs_from_table
-from mgbench.attacks.verdict import TOLERANCE, beats, unique_breaks
+from mgbench.attacks.spec import DEFAULT_STEPS, make_spec, plan_table, specs_from_table
 from mgbench.conditions import expand
 from mgbench.errors import InputError
 from mgbench.suites import load_suite
@@ -53,8 +53,13 @@ def test_step_size_errors_name_the_option() -> None:
 def test_defaults_are_resolved_and_stored() -> None:
     eps = parse_eps("4/255")
     pgd = make_spec("pgd", "linf", eps)
-    assert (pgd.steps, pgd.restarts, pgd.random_start) == (DEFAULT_STEPS, 1, True)
-    assert math.isclose(pgd.step_size, 2.5 * eps.value / DEFAULT_STEPS)
+    assert (pgd.steps, pgd.restarts, pgd.random_start, pgd.name) == (100, 2, True, "pgd")
+    assert DEFAULT_STEPS == 100 and math.isclose(pgd.step_size, eps.value / 4)
+    assert make_spec("pgd", "linf", eps, loss="margin").name == "pgd-margin"
+    apgd = make_spec("apgd", "linf", eps)
+    assert apgd.name == "autoattack-custom:apgd-ce+apgd-t" and apgd.steps is None
+    square = make_spec("square", "linf", eps, square_queries=300).key()
+    assert (square["attack"], square["steps"]) == ("autoattack-custom:square", 300)
     fgsm = make_spec("fgsm", "linf", eps, steps=50, random_start=True)  # PGD keys do not apply to FGSM
     assert (fgsm.steps, fgsm.step_size, fgsm.random_start) == (1, eps.value, False)
     paper = make_spec("pgd", "linf", eps, protocol="mgnet-paper")
@@ -64,13 +69,35 @@ def test_defaults_are_resolved_and_stored() -> None:
 
 
 def test_table_expands_to_every_combination_and_all_respects_the_protocol() -> None:
-    specs = specs_from_table({"type": "attack", "attack": "all", "eps": "2/255,4/255",
-                              "protocol": ["honest", "mgnet-paper"]})
+    specs = specs_from_table({"type": "attack", "attack": "all", "eps": "2/255,4/255", "checks": False,
+                              "protocol": ["honest", "mgnet-paper"], "variant": "default"})
     labels = sorted(s.label for s in specs)
-    assert len(specs) == 2 * 3 + 2 * 2  # mgnet-paper has no AutoAttack
-    assert "autoattack-standard linf 4/255" in labels and "pgd linf 4/255 [mgnet-paper]" in labels
-    transfer = specs_from_table({"type": "attack", "attack": "all", "eps": "4/255", "transfer_from": "x"})
-    assert [s.name for s in transfer] == ["fgsm", "pgd"] and transfer[0].variant == "transfer-from=x"
+    assert len(specs) == 2 * 4 + 2 * 2  # fgsm, pgd, pgd-margin, apgd; mgnet-paper: fgsm, pgd (CE only)
+    assert "autoattack-custom:apgd-ce+apgd-t linf 4/255" in labels and "pgd linf 4/255 [mgnet-paper]" in labels
+    transfer = specs_from_table({"type": "attack", "attack": "all", "eps": "4/255", "transfer_from": "x",
+                                 "checks": False})
+    assert [s.name for s in transfer] == ["fgsm", "pgd", "pgd-margin"]
+    assert transfer[0].variant == "transfer-from=x"
+
+
+def test_default_plan_adds_rescaler_off_where_it_applies_and_the_probes() -> None:
+    plan = plan_table({"type": "attack", "attack": ["pgd", "autoattack"], "eps": "1/255,4/255", "per_step": True})
+    labels = {p.spec.label: p for p in plan}
+    # Gradient rescaler off: optional (only models that have one), for every gradient attack.
+    assert labels["pgd linf 4/255 (rescaler-off)"].optional and not labels["pgd linf 4/255"].optional
+    assert labels["autoattack-standard linf 4/255 (rescaler-off)"].optional
+    # Attacks aimed at single anytime steps (optional: models with more steps).
+    assert labels["pgd linf 4/255 (glimpse=2)"].optional and "pgd-margin linf 4/255 (glimpse=2)" not in labels
+    # Probes at every eps, as ordinary attacks: noise, Square, a second seed of the strongest attack.
+    for eps in ("1/255", "4/255"):
+        for probe in (f"noise linf {eps}", f"autoattack-custom:square linf {eps}",
+                      f"autoattack-standard linf {eps} (seed=1)"):
+            assert labels[probe].probe, probe
+    chance = [p.spec for p in plan if p.spec.eps.text == "1/2"]
+    assert len(chance) == 1 and (chance[0].steps, chance[0].random_start, chance[0].restarts) == (20, False, 1)
+    assert len({str(sorted(p.spec.key().items())) for p in plan}) == len(plan)
+    assert not any(p.probe for p in plan_table({"type": "attack", "attack": "pgd", "eps": "4/255",
+                                                 "checks": False}))
 
 
 @pytest.mark.parametrize("table, words", [
@@ -83,6 +110,11 @@ def test_table_expands_to_every_combination_and_all_respects_the_protocol() -> N
     ({"attack": "pgd", "eps": "4/255", "stpes": 10}, "unknown key 'stpes'"),
     ({"attack": "pgd", "eps": "2"}, "above 1"),
     ({"attack": "pgd", "eps": "4/255", "variant": "rescaler"}, "unknown attack variant 'rescaler'"),
+    ({"attack": "pgd", "eps": "4/255", "variant": "glimpse=0"}, "glimpse needs a whole number >= 1"),
+    ({"attack": "pgd", "eps": "4/255", "variant": "all-glimpses+glimpse=2"}, "exclude each other"),
+    ({"attack": "pgd", "eps": "4/255", "loss": "hinge"}, "unknown loss 'hinge'"),
+    ({"attack": "noise", "eps": "4/255", "variant": "rescaler-off"}, "noise uses no gradient"),
+    ({"attack": "pgd", "eps": "4/255", "per_step": "yes"}, "per_step must be true or false"),
     ({"attack": "pgd", "eps": "4/255", "protocol": "paper"}, "unknown protocol 'paper'"),
     ({"attack": "autoattack", "eps": "4/255", "protocol": "mgnet-paper"}, "the paper ran no AutoAttack"),
     ({"attack": "pgd", "eps": "4/255", "protocol": "mgnet-paper", "norm": "l2"}, "L-inf only"),

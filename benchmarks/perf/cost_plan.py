@@ -7,12 +7,17 @@ to the input), then multiplies them by the work of the complete protocol:
 - clean: 5,000 validation images, one forward each;
 - corruptions: 15 corruptions x 5 severities x 5,000 images, one forward each (pre-generated
   ImageNet100-C read from disk; generating it is a separate one-off CPU job, see docs);
-- FGSM and PGD-20 at 1, 2, 4 and 8/255: one step per FGSM image, 20 per PGD image (an upper
-  bound: mgbench stops attacking an example once it is fooled);
-- AutoAttack standard at 4/255: APGD-CE 100 steps on every image, then APGD-T (9 x 100 steps),
-  FAB-T (9 x 100 steps, about 2 passes each) and Square (5,000 forwards) on the images still
-  robust, ``--robust-share`` of them (0.5 by default; near 0 for an undefended ResNet);
-- the verdict's probes: PGD 40 steps x 3 restarts, PGD at large eps, Square 1,000 queries, noise.
+- FGSM and the default PGD at 1, 2, 4 and 8/255: one step per FGSM image; PGD with the
+  cross-entropy and with the margin loss, 100 steps x 2 restarts each, on the images still robust
+  (mgbench stops attacking an example once it is fooled; ``--robust-share`` of them, 0.5 by
+  default, near 0 for an undefended ResNet);
+- APGD-CE (100 steps on every image) + APGD-T (9 x 100 steps on the survivors) at 1, 2 and 8/255;
+- AutoAttack standard at 4/255: APGD-CE, then APGD-T, FAB-T (9 x 100 steps, about 2 passes
+  each) and Square (5,000 forwards) on the survivors;
+- the verdict's probe cells at every eps: noise (10 forwards), Square (1,000 queries on the
+  survivors), a second seed of the strongest attack (counted as APGD-CE+T), and once the
+  chance-level PGD (20 steps);
+- MGNet: every gradient attack twice (its gradient rescaler on and off).
 
 Prints the plan per model and writes ``results/perf/cost-plan-<device>.csv``. On a GPU, run it
 there: the per-image costs are what change.
@@ -48,10 +53,15 @@ def protocol_work(robust_share: float) -> dict[str, tuple[float, float]]:
         "clean": (1, 0),
         "corruptions (75 cells)": (75, 0),
         "FGSM x4 eps": (EPS_SWEEP, EPS_SWEEP * 1),
-        "PGD-20 x4 eps": (EPS_SWEEP, EPS_SWEEP * 20),
+        "PGD CE+margin 100x2 x4 eps": (EPS_SWEEP, EPS_SWEEP * 2 * 2 * 100 * aa_survivors),
+        "APGD-CE+T x3 eps": (EPS_SWEEP - 1, (EPS_SWEEP - 1) * (100 + aa_survivors * 900)),
         "AutoAttack standard": (1 + aa_survivors * 5000, 100 + aa_survivors * (900 + 1800)),
-        "verdict probes": (1 + 1000 * aa_survivors + 10, 40 * 3 + 50),
+        "verdict probes x4 eps": (EPS_SWEEP * (1 + 1000 * aa_survivors + 10),
+                                  EPS_SWEEP * (100 + aa_survivors * 900) + 20),
     }
+
+
+GRADIENT_PHASES = ("FGSM x4 eps", "PGD CE+margin 100x2 x4 eps", "APGD-CE+T x3 eps", "AutoAttack standard")
 
 
 def main() -> None:
@@ -91,6 +101,8 @@ def main() -> None:
         per_image = {k: v / args.batch_size for k, v in medians.items()}
         total = 0.0
         for phase, (forwards, steps) in protocol_work(args.robust_share).items():
+            if name.startswith("mgnet") and phase in GRADIENT_PHASES:  # rescaler on and off
+                forwards, steps = 2 * forwards, 2 * steps
             seconds = N * (forwards * per_image["forward"] + steps * per_image["attack step"])
             total += seconds
             rows.append({"model": name, "phase": phase, "forwards_per_image": forwards, "steps_per_image": steps,

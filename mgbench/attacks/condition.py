@@ -8,13 +8,18 @@ forward pass. Besides accuracy a cell stores:
   hyperparameter, the protocol, the budget actually used in pixels and the library versions in
   its detail (for ``mgnet-paper`` also the share of pixels outside [0, 1]);
 - ``per_example``: which examples stayed correctly classified (bitset, see
-  :mod:`mgbench.attacks.examples`), from the attack's own check pass on the returned batch; the
-  summary uses it for the per-example worst case and the checks;
+  :mod:`mgbench.attacks.examples`), from the attack's own check pass on the returned batch, and
+  for anytime models after each step too (``steps``); the summary uses it for the per-example
+  worst case (per step as well) and the checks;
 - AutoAttack only: ``autoattack:<stage>`` robust accuracy after each attack of the cascade, and
   ``autoattack_checks`` with the warnings of pyautoattack's checks.
 
 A table may set ``limit = N`` to evaluate only N of the run's images (the same fixed seeded
 subset the data options use), e.g. to keep AutoAttack affordable on a CPU.
+
+Conditions marked ``optional`` (the default rescaler-off run, ``per_step`` attacks) run only on
+models they apply to (:meth:`AttackCondition.applies_to`, asked by the runner); the verdict's
+probes (``checks``) are ordinary conditions too, cached and resumed like any other cell.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import torch.nn as nn
 from mgbench import distributed
 from mgbench.attacks.bounds import PerturbationStats, check_ball
 from mgbench.attacks.examples import ExampleSet
-from mgbench.attacks.spec import AttackOutput, AttackSpec, check_attack_target, specs_from_table
+from mgbench.attacks.spec import AttackOutput, AttackSpec, Planned, check_attack_target, plan_table
+from mgbench.attacks.variants import numbered
 from mgbench.conditions import register_condition_type
 from mgbench.errors import InputError
 from mgbench.metrics import accuracy_row
+from mgbench.models import forward_steps
 from mgbench.provenance import library_versions
 from mgbench.store import MetricRow
 
@@ -47,6 +54,7 @@ class _CellRecord:
     model: nn.Module | None = None
     ids: list[torch.Tensor] = field(default_factory=list)
     correct: list[torch.Tensor] = field(default_factory=list)
+    steps: list[torch.Tensor] = field(default_factory=list)  # [T, B] per batch, correctness after each step
     stats: PerturbationStats = field(default_factory=PerturbationStats)
     stages: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     warnings: dict[str, int] = field(default_factory=dict)
@@ -55,7 +63,8 @@ class _CellRecord:
 
 
 # Bump when a change of the attacks moves their numbers: stored attack cells are then recomputed.
-CONDITION_VERSION = 1
+# 2: all-glimpses keeps the iterate that fooled the final prediction; cells store per-step correctness.
+CONDITION_VERSION = 2
 
 
 @dataclass
@@ -65,11 +74,13 @@ class AttackCondition:
     spec: AttackSpec
     source: "LoadedModel | None" = None
     needs_grad: bool = True
+    optional: bool = False
     key: dict[str, Any] = field(init=False)
     _cell: _CellRecord = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.key = self.spec.key()
+        self.needs_grad = self.spec.attack != "noise"
         if self.source is not None:
             # Not a wide store column, but part of the cell's key: retraining the source recomputes.
             self.key["source_weights"] = self.source.weights
@@ -78,8 +89,23 @@ class AttackCondition:
     def check_model(self, model: "LoadedModel") -> None:
         """Called by the runner before the store is opened: fail early, with the model's name,
         when this attack cannot run on it (a transfer source was checked when it was loaded)."""
-        if not self.spec.transfer_from:
+        if not self.spec.transfer_from and not self.optional:
             check_attack_target(self.spec, model.module, model.name)
+
+    def applies_to(self, model: "LoadedModel") -> bool:
+        """Whether the runner should compute this cell for ``model``: always, except an optional
+        attack on a model it cannot run on (no gradient rescaler, too few anytime steps), and a
+        ``glimpse=T`` attack where step T is the final one (the default run covers it)."""
+        if not self.optional:
+            return True
+        try:
+            check_attack_target(self.spec, model.module, model.name)
+        except InputError:
+            return False
+        from mgbench.models import num_steps
+
+        step = numbered(self.spec.variants, "glimpse")
+        return step is None or step < num_steps(model.module)
 
     def _source_module(self, model: nn.Module, x: torch.Tensor) -> nn.Module | None:
         if self.source is None:
@@ -99,14 +125,19 @@ class AttackCondition:
         if self._cell.model is not model:
             self._cell = _CellRecord(model=model)
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # from the runner's seeded RNG
+        reseed = numbered(self.spec.variants, "seed")
+        if reseed is not None:  # seed=N: an independent random stream for this batch
+            seed = (seed * 1_000_003 + reseed) % (2**31 - 1)
+            torch.manual_seed(seed)
         out: AttackOutput = self.spec.run(model, x, y, source=self._source_module(model, x), seed=seed)
         eps, _, unit_range = self.spec.budget(model, x.device)
         check_ball(out.x_adv, x, norm=self.spec.norm, eps=eps, unit_range=unit_range, what=self.spec.label)
         with torch.no_grad():
-            correct = model(out.x_adv).argmax(dim=1) == y
+            hits = forward_steps(model, out.x_adv).logits.argmax(dim=2) == y  # [T, B]
         cell = self._cell
         cell.ids.append(ids.detach().cpu())
-        cell.correct.append(correct.cpu())
+        cell.correct.append(hits[-1].cpu())
+        cell.steps.append(hits.cpu())
         cell.stats.update(out.x_adv, x)
         cell.budget = eps.flatten().tolist() if isinstance(eps, torch.Tensor) else eps
         if out.cascade is not None:
@@ -126,6 +157,7 @@ class AttackCondition:
         for part in distributed.gather_objects(replace(self._cell, model=None)):
             merged.ids += part.ids
             merged.correct += part.correct
+            merged.steps += part.steps
             merged.stats = merged.stats.merged(part.stats)
             for stage, flags in part.stages.items():
                 merged.stages.setdefault(stage, []).extend(flags)
@@ -141,7 +173,12 @@ class AttackCondition:
             self.source.module.cpu()
         if not cell.ids:
             return []
-        examples = ExampleSet.from_ids(torch.cat(cell.ids).numpy(), torch.cat(cell.correct).numpy())
+        ids = torch.cat(cell.ids).numpy()
+        examples = ExampleSet.from_ids(ids, torch.cat(cell.correct).numpy())
+        per_example = examples.to_detail()
+        steps = torch.cat(cell.steps, dim=1).numpy()
+        if steps.shape[0] > 1:  # anytime model: which examples each step's prediction got right
+            per_example["steps"] = [ExampleSet.from_ids(ids, hits).to_detail() for hits in steps]
         n = examples.n
         versions = library_versions()
         detail: dict[str, Any] = {
@@ -159,7 +196,7 @@ class AttackCondition:
         value = cell.stats.max_linf if self.spec.norm == "linf" else cell.stats.max_l2
         rows = [
             MetricRow("perturbation", value, n=n, detail=detail),
-            MetricRow("per_example", examples.n_correct / n, n=n, detail=examples.to_detail()),
+            MetricRow("per_example", examples.n_correct / n, n=n, detail=per_example),
         ]
         if cell.stages:
             for stage, flags in cell.stages.items():
@@ -190,12 +227,10 @@ class LimitedAttackCondition(AttackCondition):
 
 
 def _check_table_extras(table: dict[str, Any]) -> int | None:
-    """Validate the keys the runner and the summary read (limit, checks, square_queries)."""
+    """Validate the keys the runner reads (limit) and the probes' (square_queries)."""
     limit = table.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InputError(f"attack table: limit must be a positive whole number, not {limit!r}")
-    if not isinstance(table.get("checks", True), bool):
-        raise InputError(f"attack table: checks must be true or false, not {table['checks']!r}")
     queries = table.get("square_queries")
     if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int) or queries < 1):
         raise InputError(f"attack table: square_queries must be a positive whole number, not {queries!r}")
@@ -208,17 +243,17 @@ def expand_attack_table(table: dict[str, Any]) -> list[AttackCondition]:
     from mgbench.models import load_model
 
     limit = _check_table_extras(table)
-    specs = specs_from_table(table)
-    sources = {name: load_model(name) for name in {s.transfer_from for s in specs if s.transfer_from}}
-    for spec in specs:
-        if spec.transfer_from:
-            check_attack_target(spec, sources[spec.transfer_from].module, spec.transfer_from)
+    planned: list[Planned] = plan_table(table)
+    sources = {name: load_model(name) for name in {p.spec.transfer_from for p in planned if p.spec.transfer_from}}
+    for item in planned:
+        if item.spec.transfer_from:
+            check_attack_target(item.spec, sources[item.spec.transfer_from].module, item.spec.transfer_from)
     out: list[AttackCondition] = []
-    for spec in specs:
-        source = sources[spec.transfer_from] if spec.transfer_from else None
+    for item in planned:
+        source = sources[item.spec.transfer_from] if item.spec.transfer_from else None
         if limit is not None:
-            out.append(LimitedAttackCondition(spec, source, limit=limit))
+            out.append(LimitedAttackCondition(item.spec, source, optional=item.optional, limit=limit))
         else:
-            out.append(AttackCondition(spec, source))
+            out.append(AttackCondition(item.spec, source, optional=item.optional))
     return out
 

@@ -11,7 +11,7 @@ One engine serves every gradient attack of mgbench:
 What an attack returns per example (``keep``):
 
 - ``"first-success"`` (white-box default): the first iterate that fools the model (its final
-  prediction is wrong; with the all-glimpses loss, every step's prediction); the example is then
+  prediction is wrong; for an attack aimed at step t's logits, step t's prediction); the example is then
   dropped from the batch, so later steps only cost what is still
   correctly classified. Examples never broken get the final iterate with the highest loss over
   the restarts. Restarts only run on examples that are still correctly classified, so an
@@ -45,25 +45,54 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, t
 Budget = float | torch.Tensor  # a number, or a [1, C, 1, 1] per-channel L-inf budget
 
 
-def final_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of the final logits (what ``model(x)`` returns); fooled = the final
-    prediction is wrong."""
-    logits = model(x)
-    return F.cross_entropy(logits, y, reduction="none"), logits.detach().argmax(dim=1) != y
+LOSSES = ("ce", "margin")
 
 
-def all_steps_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean over the anytime steps of each step's cross-entropy (MGNet: every glimpse's
-    prediction is attacked, not only the last); fooled = every step's prediction is wrong, so
-    the anytime accuracies after each step are attacked too, not only the final one."""
-    logits = forward_steps(model, x).logits  # [T, B, K]
-    steps = logits.shape[0]
-    losses = F.cross_entropy(logits.flatten(0, 1), y.repeat(steps), reduction="none").view(steps, -1)
-    return losses.mean(dim=0), (logits.detach().argmax(dim=2) != y).all(dim=0)
+def _loss_of(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-example loss of one set of logits [B, K]: cross-entropy, or the margin
+    ``max_{j != y} z_j - z_y`` (Carlini-Wagner's; positive exactly when the prediction is wrong,
+    and it does not saturate when softmax does)."""
+    if kind == "ce":
+        return F.cross_entropy(logits, y, reduction="none")
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], -float("inf")).amax(dim=1)
+    return other - true
+
+
+def objective(kind: str = "ce", target: str = "final") -> LossFn:
+    """The attack's loss and success test. ``target``: ``"final"`` (the logits ``model(x)``
+    returns) or ``"all"`` (the mean of every anytime step's loss; success is still judged on the
+    final prediction, the number the cell reports, so ``keep="first-success"`` never drops an
+    iterate that fooled it). Attacks aimed at one step's logits wrap the model instead
+    (:class:`mgbench.attacks.variants.StepLogits`)."""
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}")
+    if target not in ("final", "all"):
+        raise ValueError(f"unknown attack target {target!r}")
+
+    def final(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(x)
+        return _loss_of(logits, y, kind), logits.detach().argmax(dim=1) != y
+
+    def every_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = forward_steps(model, x).logits  # [T, B, K]
+        steps = logits.shape[0]
+        losses = _loss_of(logits.flatten(0, 1), y.repeat(steps), kind).view(steps, -1)
+        return losses.mean(dim=0), logits[-1].detach().argmax(dim=1) != y
+
+    return final if target == "final" else every_step
+
+
+final_ce = objective("ce", "final")
+final_ce.__doc__ = "Cross-entropy of the final logits; fooled = the final prediction is wrong."
+all_steps_ce = objective("ce", "all")
+all_steps_ce.__doc__ = ("Mean over the anytime steps of each step's cross-entropy; fooled = the final prediction "
+                        "is wrong (the iterate that fooled it is kept, see :func:`objective`).")
 
 
 def default_step_size(eps: float, steps: int) -> float:
-    """2.5 * eps / steps (Madry et al. 2018): enough travel to cross the ball and come back."""
+    """2.5 * eps / steps (Madry et al. 2018): enough travel to cross the ball and come back (the
+    chance-level probe's step; the honest default PGD steps eps / 4, see ``spec.py``)."""
     return 2.5 * eps / steps
 
 

@@ -40,35 +40,44 @@ def _default_models() -> list[str]:
                    "[default: the attacks suite's models].")
 @click.option("--eps", required=True, help="Budget(s): 4/255, 0.0157, or a list 1/255,2/255,4/255,8/255.")
 @click.option("--attack", "attacks", default="all", show_default=True,
-              help="fgsm, pgd, autoattack or all (comma-separated list allowed).")
+              help="fgsm, pgd, apgd (APGD-CE + APGD-T), autoattack, noise, square, or all = fgsm,pgd,apgd "
+                   "(comma-separated list allowed).")
 @click.option("--norm", default="linf", show_default=True, help="linf or l2 (or linf,l2).")
-@click.option("--steps", type=int, default=None, help="PGD steps [default: 20; mgnet-paper: 10].")
+@click.option("--steps", type=int, default=None, help="PGD steps [default: 100; mgnet-paper: 10].")
 @click.option("--step-size", default=None,
-              help="PGD step size, e.g. 1/255 [default: 2.5*eps/steps; mgnet-paper: 1/255].")
-@click.option("--restarts", type=int, default=None, help="PGD restarts (per-example worst case) [default: 1].")
+              help="PGD step size, e.g. 1/255 [default: eps/4; mgnet-paper: 1/255].")
+@click.option("--restarts", type=int, default=None, help="PGD restarts (per-example worst case) [default: 2].")
+@click.option("--loss", default=None,
+              help="PGD loss: ce, margin or ce,margin (one cell each) [default: ce,margin; mgnet-paper: ce].")
 @click.option("--random-start/--no-random-start", default=None,
               help="PGD random start in the ball [default: on; mgnet-paper: off].")
 @click.option("--protocol", default="honest", show_default=True,
               help="honest, mgnet-paper (the official MGNet attack), or honest,mgnet-paper for both side by side.")
 @click.option("--variant", "variants", multiple=True,
-              help="default, rescaler-off, all-glimpses, or a combination like rescaler-off+all-glimpses (repeatable).")
+              help="default, rescaler-off, all-glimpses, glimpse=T, seed=N, or a combination like "
+                   "rescaler-off+all-glimpses (repeatable) [default: default, and rescaler-off on models "
+                   "with a gradient rescaler].")
+@click.option("--per-step/--no-per-step", default=False, show_default=True,
+              help="Also attack each earlier anytime step's logits (glimpse=T) on anytime models.")
 @click.option("--transfer-from", "transfer_from", default=None,
               help="Craft the attack on this model (card, architecture or FILE.py:FACTORY), evaluate on --model.")
 @click.option("--version", default=None, help="AutoAttack version: standard (default), rand (EOT) or custom.")
 @click.option("--aa-attacks", default=None,
               help="AutoAttack custom: some of apgd-ce,apgd-dlr,apgd-t,fab,fab-t,square.")
 @click.option("--checks/--no-checks", default=True, show_default=True,
-              help="Run the gradient-masking checks and store the verdicts.")
+              help="Run the verdict's probe attacks (noise, Square, a second seed, chance level) and store "
+                   "the gradient-masking verdicts.")
 @click.option("--square-queries", type=int, default=None, help="Queries of the checks' Square attack [default: 1000].")
 @data_options
 @robustbench_dir_option
 @runtime_options
 @progress_option
 def attack(model_names: tuple[str, ...], eps: str, attacks: str, norm: str, steps: int | None,
-           step_size: str | None, restarts: int | None, random_start: bool | None, protocol: str,
-           variants: tuple[str, ...], transfer_from: str | None, version: str | None, aa_attacks: str | None,
-           checks: bool, square_queries: int | None, data_name: str | None, data_root: str | None,
-           class_list: str, limit: int | None, on_bad_image: str, options: "RunOptions", store: str | None) -> None:
+           step_size: str | None, restarts: int | None, loss: str | None, random_start: bool | None, protocol: str,
+           variants: tuple[str, ...], per_step: bool, transfer_from: str | None, version: str | None,
+           aa_attacks: str | None, checks: bool, square_queries: int | None, data_name: str | None,
+           data_root: str | None, class_list: str, limit: int | None, on_bad_image: str, options: "RunOptions",
+           store: str | None) -> None:
     """Attack models (FGSM / PGD / AutoAttack) and judge the result for gradient masking.
 
     \b
@@ -78,7 +87,7 @@ def attack(model_names: tuple[str, ...], eps: str, attacks: str, norm: str, step
     \b
     Examples:
       mgbench attack --eps 4/255
-      mgbench attack --eps 1/255,2/255,4/255,8/255 --attack fgsm,pgd --limit 500
+      mgbench attack --eps 1/255,2/255,4/255,8/255 --attack fgsm,pgd,apgd --limit 500
       mgbench attack --eps 4/255 --attack pgd --protocol honest,mgnet-paper --model mgnet-tiny.digits.s0
     """
     from mgbench.runner import evaluate
@@ -86,9 +95,9 @@ def attack(model_names: tuple[str, ...], eps: str, attacks: str, norm: str, step
     from mgbench.suites import Suite
 
     table: dict[str, Any] = {"type": "attack", "attack": attacks, "eps": eps, "norm": norm, "protocol": protocol,
-                             "checks": checks}
+                             "checks": checks, "per_step": per_step}
     optional = {"steps": steps, "step_size": step_size, "restarts": restarts, "random_start": random_start,
-                "version": version, "aa_attacks": aa_attacks, "transfer_from": transfer_from,
+                "loss": loss, "version": version, "aa_attacks": aa_attacks, "transfer_from": transfer_from,
                 "square_queries": square_queries, "variant": list(variants) or None}
     table.update({key: value for key, value in optional.items() if value is not None})
     data = _data_spec(data_name, data_root, class_list, limit, on_bad_image)
