@@ -220,6 +220,7 @@ ATTACK = """
     norm = "linf"
     eps = "4/255"
     steps = 5
+    loss = "ce"
     checks = false
 """
 

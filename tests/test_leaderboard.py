@@ -152,7 +152,7 @@ mce_baseline = "resnet-tiny.digits.s0"
     assert len(entries["mgnet-tiny.digits.s0"].corruption_steps) == 4  # mean accuracy after each glimpse
     md = (tmp_path / "board" / "index.md").read_text()
     assert "mCE normalised by resnet-tiny.digits.s0 on the same data" in md
-    record = json.loads((tmp_path / "board" / "json" / "digits" / "mgnet-tiny.digits.json").read_text())
+    record = json.loads((tmp_path / "board" / "json" / "digits" / "mgnet-tiny.digits.s0.json").read_text())
     assert record["corruptions_mce"] is not None and "resnet-tiny.digits.s0" in record["footnote"]
 
 

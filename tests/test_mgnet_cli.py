@@ -117,9 +117,10 @@ def test_condition_shorthand(monkeypatch: pytest.MonkeyPatch) -> None:
     for kind in ("corruption", "attack"):
         monkeypatch.setitem(conditions._TYPES, kind, _expand_blackout)
     assert parse_condition("corruption:fog:3") == {"type": "corruption", "corruptions": ["fog"], "severities": [3]}
-    assert parse_condition("attack:pgd:4/255") == {"type": "attack", "attack": "pgd", "eps": "4/255"}
-    assert parse_condition("attack:pgd:4/255:steps=20:protocol=honest") == {
-        "type": "attack", "attack": "pgd", "eps": "4/255", "steps": 20, "protocol": "honest"}
+    one = {"loss": "ce", "variant": "default", "checks": False}  # one attack, not a suite's sweep
+    assert parse_condition("attack:pgd:4/255") == {"type": "attack", "attack": "pgd", "eps": "4/255", **one}
+    assert parse_condition("attack:pgd:4/255:steps=20:protocol=honest:loss=margin") == {
+        "type": "attack", "attack": "pgd", "eps": "4/255", "steps": 20, "protocol": "honest", **one, "loss": "margin"}
     assert parse_condition("clean") == {"type": "clean"}
 
 

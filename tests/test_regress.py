@@ -91,7 +91,7 @@ def test_guard_passes_then_catches_a_degraded_model_and_more_compute(guard, run_
     code, out, _ = run_cli("regress", "--baseline", str(baseline))
     assert code == 0 and "passed" in out
 
-    state = torch.load(zoo / "resnet-tiny.digits.pt", weights_only=True)
+    state = torch.load(zoo / "resnet-tiny.digits.s0.pt", weights_only=True)
     generator = torch.Generator().manual_seed(0)
     noisy = {k: v + 0.5 * v.std() * torch.randn(v.shape, generator=generator) if v.dim() > 1 else v
              for k, v in state.items()}  # noise on the conv and linear weights only

@@ -58,11 +58,17 @@ def _value(text: str) -> Any:
         return text
 
 
+# What an attack spec means when it does not say: the cross-entropy loss on the model as it is,
+# without the verdict's probe cells (a suite table's defaults would expand to several attacks).
+_ONE_ATTACK = {"loss": "ce", "variant": "default", "checks": False}
+
+
 def parse_condition(spec: str) -> dict[str, Any]:
     """``TYPE[:ARG...][:KEY=VALUE...]`` -> a suite ``[[conditions]]`` table.
 
     ``corruption:fog:3`` -> ``{"type": "corruption", "corruptions": ["fog"], "severities": [3]}``;
-    ``attack:pgd:4/255:steps=20`` -> ``{"type": "attack", "attack": "pgd", "eps": "4/255", "steps": 20}``;
+    ``attack:pgd:4/255:steps=20`` -> ``{"type": "attack", "attack": "pgd", "eps": "4/255", "steps": 20}``
+    plus, unless given, ``loss = "ce"``, ``variant = "default"`` and ``checks = false`` (one attack);
     any type takes ``KEY=VALUE`` items, e.g. ``clean``.
     """
     kind, *items = spec.split(":")
@@ -84,6 +90,9 @@ def parse_condition(spec: str) -> dict[str, Any]:
             table[key] = [value] if as_list else value
         else:
             raise InputError(f"--condition {spec!r}: unexpected {item!r}; write further arguments as KEY=VALUE")
+    if kind == "attack":  # one picture, one attack: not the suite's sweep of losses, variants and probes
+        for key, value in _ONE_ATTACK.items():
+            table.setdefault(key, value)
     return table
 
 
