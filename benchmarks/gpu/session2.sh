@@ -13,7 +13,7 @@ R=/tmp/ref; mkdir -p $R
 S0=(resnet-tiny.digits.s0 mgnet-tiny.digits.s0 ltpa-tiny.digits.s0 tdam-tiny.digits.s0 gwi-resnet-tiny.digits.s0)
 all=$(IFS=,; echo "${S0[*]}")
 suite() {  # suite, models, store name
-    timeout ${SUITE_S:-330} python3 -m mgbench run --suite "$1" --model "$2" --store "$R/$3.sqlite" --device cuda \
+    timeout ${SUITE_S:-290} python3 -m mgbench run --suite "$1" --model "$2" --store "$R/$3.sqlite" --device cuda \
         > "$R/$3.log" 2>&1
     echo "$3: rc=$? after $(( $(date +%s) - start )) s"
 }
@@ -24,7 +24,7 @@ suite attacks-mgnet-paper mgnet-tiny.digits.s0 paper &
 wait
 python3 -m mgbench results merge $R/*.sqlite --into $OUT/reference-s0.sqlite 2>&1 | tail -n 20
 if [ -f benchmarks/perf/autoattack.py ]; then
-    timeout ${PERF_S:-60} python3 benchmarks/perf/autoattack.py --device cuda --out $OUT 2>&1 | tail -n 20
+    timeout ${PERF_S:-70} python3 benchmarks/perf/autoattack.py --device cuda --repeats 1 --out $OUT 2>&1 | tail -n 20
 fi
 tar czf $OUT/logs.tar.gz -C $R $(cd $R && ls *.log)
 ls -la $OUT
