@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The device session that computed the reference results of the zoo's seed-0 models
-# (results/reference.sqlite): every reference suite, one process per suite (per model for the
-# attacks suite) on one lent H200, each into its own store, merged with `mgbench results merge`.
+# A device session for the reference results of the zoo's seed-0 models: every reference suite,
+# one process per suite (per model for the attacks suite) on one lent H200, each into its own
+# store, merged with `mgbench results merge`. Prepared, not yet run: no machine was lent when it
+# was ready. (The working tree the device receives is capped at 64 MiB: send it without the seed
+# 1 and 2 checkpoints, e.g. untracked and excluded for the call.)
 # A suite cut by the time limit keeps its finished cells (resumable: `make reference` on any
 # machine computes the rest). Run from the repository root; needs .whl/site (README of
 # benchmarks/gpu/session1.sh) and writes what it returns under $OUT.
