@@ -2,8 +2,10 @@
 
 The worst case is the share of examples that *every* attack left correct, on the examples all of
 them evaluated (Carlini et al. 2019, check 6). It is not the lowest accuracy of the attacks: here
-three attacks at one eps break different examples, so the intersection (2 of 8) is far below the
-lowest single accuracy (6 of 10). The stored ``per_example`` details are written by this test's
+two attacks at one eps on the same ten examples break different ones, so the intersection (4 of
+10) is below the lowest single accuracy (6 of 10). The worst case covers the attacks that
+evaluated the widest example set; a third attack that evaluated only eight of the ten is listed as
+excluded, not mixed in. The stored ``per_example`` details are written by this test's
 own encoder (the documented format: numpy packbits in base64), the expected values are counted
 by hand, and the interval is the Wilson score interval written out below.
 
@@ -85,7 +87,7 @@ ALL10 = list(range(10))
 
 def test_worst_case_is_the_per_example_intersection_not_the_lowest_accuracy() -> None:
     rows = (
-        # A: 6/10 correct, B: 8/10, C evaluated only examples 0..7 and left 6 of them correct.
+        # A: 6/10 correct, B: 8/10, on the same ten examples; C evaluated only examples 0..7.
         attack_rows("a", "fgsm", "linf", "8/255", ALL10, [0, 1, 2, 3, 8, 9])
         + attack_rows("b", "pgd", "linf", "8/255", ALL10, [2, 3, 4, 5, 6, 7, 8, 9])
         + attack_rows("c", "autoattack-standard", "linf", "8/255", list(range(8)), [0, 1, 2, 3, 4, 5])
@@ -97,14 +99,19 @@ def test_worst_case_is_the_per_example_intersection_not_the_lowest_accuracy() ->
     worst = summarise(rows)
     assert set(worst) == {("linf", EIGHT), ("linf", 2 / 255), ("l2", 0.5)}
     row = worst[("linf", EIGHT)]
-    # On the examples all three evaluated (0..7), only 2 and 3 survive every attack.
-    assert row.n == 8
-    assert row.value == pytest.approx(2 / 8)
-    low, high = wilson(2, 8)
+    # The widest example set is all ten (A and B evaluated it); C evaluated fewer and is excluded,
+    # not mixed in (mixing it in would cut the worst case to examples 0..7: 2 and 3 survive, 2/8).
+    # On the ten, 2, 3, 8 and 9 survive both A and B: 4/10, below the lowest accuracy (A, 6/10).
+    assert row.n == 10
+    assert row.value == pytest.approx(4 / 10)
+    low, high = wilson(4, 10)
     assert (row.ci_low, row.ci_high) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
-    assert row.value < min(6 / 10, 8 / 10, 6 / 8)  # not the lowest accuracy
+    assert row.value < min(6 / 10, 8 / 10)  # not the lowest accuracy
+    assert row.detail["attacks"] == ["fgsm 8/255", "pgd 8/255 (10 steps, 1 restart)"]
+    assert row.detail["excluded"] == ["autoattack-standard 8/255"]
     single = worst[("linf", 2 / 255)]
     assert (single.value, single.n) == (pytest.approx(0.7), 10)
+    assert single.detail["excluded"] == []
     assert (worst[("l2", 0.5)].value, worst[("l2", 0.5)].n) == (pytest.approx(0.1), 10)
 
 

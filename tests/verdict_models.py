@@ -5,8 +5,9 @@
   wrong way and leave the model's clean accuracy, while random noise of the same size breaks
   examples: the ``noise`` check must fail.
 - ``grid-masked``: the input gradient is exactly zero on the uint8 grid (where every clean image
-  lies) and exact elsewhere. PGD without a random start never leaves the clean point; the
-  ``converged`` probe (more steps, random restarts) steps off the grid and breaks examples.
+  lies) and exact elsewhere. PGD without a random start never leaves the clean point; a 5x
+  longer PGD with random restarts steps off the grid and breaks examples: the ``converged``
+  check must fail.
 - ``noisy-wrong``: Gaussian noise on the input (a randomised model) and the logits negated, so
   its prediction is the least likely class and every example is wrong from the start: AutoAttack
   ``rand`` (EOT) is stored without running an iteration, which keeps the ``randomised`` check's
