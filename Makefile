@@ -21,6 +21,9 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints-cpu.txt -e '.[test,robustbench]'
 	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps torchattacks==3.5.1
+	# pyautoattack's wheel carries a partial `robustbench` folder of its own: installed after
+	# robustbench (pip's order varies) it overwrites robustbench.eval. Reinstall robustbench last.
+	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps --force-reinstall robustbench==1.1.1
 	touch $(STAMP)
 
 demo: install
