@@ -115,7 +115,8 @@ FACTORY_SOURCE = '''
 import sys
 sys.path.insert(0, {tests!r})
 import torch
-from attack_support import small_cnn, wrapped
+from attack_support import small_cnn
+from {wrappers} import wrapped
 
 def factory():
     model = small_cnn()
@@ -124,11 +125,13 @@ def factory():
 '''
 
 
-def write_factory(folder: Path, kind: str = "healthy") -> str:
-    """A ``--model FILE.py:factory`` spec for the trained CNN (optionally wrapped, see :func:`wrapped`)."""
+def write_factory(folder: Path, kind: str = "healthy", wrappers: str = "attack_support") -> str:
+    """A ``--model FILE.py:factory`` spec for the trained CNN wrapped as ``kind`` by the ``wrapped``
+    of the test module ``wrappers`` (this one's, see :func:`wrapped`, or verdict_models')."""
     weights = save_trained(folder / "cnn.pt")
-    path = folder / f"model_{kind}.py"
-    path.write_text(FACTORY_SOURCE.format(tests=str(Path(__file__).parent), weights=str(weights), kind=kind))
+    path = folder / f"model_{kind.replace('-', '_')}.py"
+    path.write_text(FACTORY_SOURCE.format(tests=str(Path(__file__).parent), weights=str(weights), kind=kind,
+                                          wrappers=wrappers))
     return f"{path}:factory"
 
 

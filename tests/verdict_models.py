@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attack_support
 import torch
 import torch.nn as nn
-from attack_support import NoisyInput, save_trained
+from attack_support import NoisyInput
 
 
 class _Reverse(torch.autograd.Function):
@@ -75,23 +76,6 @@ def wrapped(model: nn.Module, kind: str) -> nn.Module:
     return wrappers[kind](model).eval()
 
 
-SOURCE = '''
-import sys
-sys.path.insert(0, {tests!r})
-import torch
-from attack_support import small_cnn
-from verdict_models import wrapped
-
-def factory():
-    model = small_cnn()
-    model.load_state_dict(torch.load({weights!r}, weights_only=True))
-    return wrapped(model.eval(), {kind!r})
-'''
-
-
 def write_factory(folder: Path, kind: str) -> str:
     """A ``--model FILE.py:factory`` spec for the trained CNN wrapped as ``kind``."""
-    weights = save_trained(folder / "cnn.pt")
-    path = folder / f"model_{kind.replace('-', '_')}.py"
-    path.write_text(SOURCE.format(tests=str(Path(__file__).parent), weights=str(weights), kind=kind))
-    return f"{path}:factory"
+    return attack_support.write_factory(folder, kind, wrappers="verdict_models")
