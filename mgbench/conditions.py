@@ -95,23 +95,34 @@ def _expand_clean(table: dict[str, Any]) -> list[Condition]:
 
 
 @dataclass
+class LiveModel:
+    """The loaded model and its data, present when a summary runs inside a suite (a merge
+    recomputes summaries from stored cells alone, without it)."""
+
+    loaded: "LoadedModel"
+    spec: "DataSpec"
+    opened: "OpenedData"
+    device: torch.device
+    batch_size: int
+
+
+@dataclass
 class SummaryContext:
     """What a summariser sees: the rows of every stored cell of this model on this data under
     this run's options (precision, seed), whichever suite or command wrote it, plus this run's
-    own cells (summary cells excluded); the suite's condition tables of its type (with
-    overrides); the model and data (to run extra checks); and the store (to read other models'
-    rows, e.g. an mCE normaliser). ``frame`` carries the canonical key columns
+    own cells (summary cells excluded); the condition tables of its type (the suite's, with
+    overrides, or rebuilt from stored summary keys by a merge); the identities that key its
+    cells; the store (to read other models' rows, e.g. an mCE normaliser); and, inside a suite,
+    the live model (to run extra checks). ``frame`` carries the canonical key columns
     (``condition_json``, ``data_json``, ...) beside the wide ones."""
 
     frame: "pd.DataFrame"
     tables: list[dict[str, Any]]
-    model: "LoadedModel"
-    data: "DataSpec"
-    opened: "OpenedData"
+    model: dict[str, Any]  # the model identity in the cells' keys (model, arch, weights, ...)
+    data: dict[str, Any]   # the data key of the run's images
     store: "Store"
-    device: torch.device
-    batch_size: int
     options: dict[str, Any] = field(default_factory=dict)  # the run options in the cells' keys
+    live: LiveModel | None = None
 
 
 @dataclass
@@ -123,14 +134,18 @@ class Summary:
 
 
 Summariser = Callable[[SummaryContext], list[Summary]]
-_SUMMARIES: dict[str, tuple[Summariser, int]] = {}
+# Rebuilds a summariser's condition tables from the condition keys of its stored summary cells
+# (what a merge has instead of the suite file).
+TablesFrom = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+_SUMMARIES: dict[str, tuple[Summariser, int, TablesFrom]] = {}
 
 
-def register_summary(condition_type: str, version: int) -> Callable[[Summariser], Summariser]:
+def register_summary(condition_type: str, version: int,
+                     tables_from: TablesFrom) -> Callable[[Summariser], Summariser]:
     """Register the summariser of a condition type; ``version`` enters its cells' keys (bump it
-    when a change moves the numbers)."""
+    when a change moves the numbers); ``tables_from`` rebuilds its tables from stored summary keys."""
     def decorate(summariser: Summariser) -> Summariser:
-        _SUMMARIES[condition_type] = (summariser, version)
+        _SUMMARIES[condition_type] = (summariser, version, tables_from)
         return summariser
 
     return decorate
@@ -143,6 +158,10 @@ def summariser(condition_type: str) -> Summariser | None:
 
 def summary_version(condition_type: str) -> int:
     return _SUMMARIES[condition_type][1]
+
+
+def summary_tables(condition_type: str, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return _SUMMARIES[condition_type][2](keys)
 
 
 # Condition types that live in their own packages register themselves when imported.

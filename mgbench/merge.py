@@ -2,10 +2,12 @@
 
 A cell is identified by its key (:mod:`mgbench.cellkey`), so the same cell computed by two
 jobs has one key: identical copies are stored once, and copies whose numbers differ are
-reported and the first one kept. Summary cells (corruption means, worst cases, verdicts) are
-functions of the cells they cover: a summary that the sources agree on is kept; one they
-disagree on (each job summarised its own share) is dropped and reported, and rerunning the
-suite on the merged store recomputes it from every merged cell (the cells themselves are cached).
+reported and the first one kept. Summary cells (corruption means and mCE, worst cases,
+verdicts) are functions of the cells they cover, so the merge recomputes every summary of the
+current code version from all merged cells, with the summariser the runner uses (its tables
+rebuilt from the stored summary keys, the verdict's model facts read from a stored verdict).
+A summary it cannot recompute (an older code version, a verdict stored without its facts) is
+kept when the sources agree on it, and dropped and reported when they disagree.
 """
 
 from __future__ import annotations
@@ -15,8 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from mgbench.cellkey import CellKey
+from mgbench.conditions import SummaryContext, summariser, summary_tables, summary_version
 from mgbench.errors import InputError
-from mgbench.store import Store, signature
+from mgbench.provenance import now_iso
+from mgbench.runner import cell_provenance, summarise, summary_frame
+from mgbench.store import CellRecord, MetricRow, Store, signature
+
+Copy = tuple[dict[str, Any], list[dict[str, Any]]]
 
 
 @dataclass
@@ -24,6 +34,7 @@ class MergeReport:
     copied: int = 0
     identical: int = 0
     conflicts: list[str] = field(default_factory=list)
+    summaries_recomputed: int = 0
     summaries_dropped: list[str] = field(default_factory=list)
 
 
@@ -35,6 +46,31 @@ def _describe(cell: dict[str, Any]) -> str:
     condition = json.loads(cell["condition_json"])
     shown = {k: v for k, v in condition.items() if k not in ("version",) and v is not None}
     return f"{cell['model']} on {cell['dataset']} {shown} ({cell['cell_key']})"
+
+
+def _recompute(target: Store, group: tuple[str, str, str, str], copies: list[Copy], sources: list[Path]) -> set[str]:
+    """Recompute one model's summaries of one kind on one data and run options; the keys written."""
+    kind, model_json, data_json, options_json = group
+    model, data, options = json.loads(model_json), json.loads(data_json), json.loads(options_json)
+    stored = target.frame(model_json=model_json, options_json=options_json)
+    # a folder-backed corruption cell names its images in the condition, not in the data key
+    own_images = stored.loc[stored["condition_json"].str.contains('"imagenet_c_root"'), "cell_key"]
+    frame = summary_frame(target, model, data, options, own_images.unique().tolist())
+    tables = summary_tables(kind, [json.loads(cell["condition_json"]) for cell, _ in copies])
+    params = next((r["params"] for _, rows in copies for r in rows if r.get("params") is not None), None)
+    written = set()
+    for key, rows in summarise(kind, SummaryContext(frame, tables, model, data, target, options)):
+        written.add(key.hash)
+        if not target.same_rows(key.hash, rows):
+            _write(target, key, rows, params, sources)
+    return written
+
+
+def _write(target: Store, key: CellKey, rows: list[MetricRow], params: int | None, sources: list[Path]) -> None:
+    config = {"suite": "merge", "sources": [str(s) for s in sources], "model": key.model, "data": key.data,
+              "condition": key.condition, "seed": key.options.get("seed")}
+    provenance = cell_provenance(config, key.options.get("seed", 0), torch.device("cpu"), now_iso(), 0.0)
+    target.write_cell(CellRecord(key, "merge", params, config, provenance, rows), replace=True)
 
 
 def merge(sources: list[Path], into: Path) -> MergeReport:
@@ -51,7 +87,7 @@ def merge(sources: list[Path], into: Path) -> MergeReport:
     report = MergeReport()
     try:
         with Store(into) as target:
-            summaries: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
+            summaries: dict[str, list[Copy]] = {}
             for key in target.cell_keys():
                 cell, rows = target.raw_cell(key)
                 if json.loads(cell["condition_json"])["type"] == "summary":
@@ -67,12 +103,23 @@ def merge(sources: list[Path], into: Path) -> MergeReport:
                         report.identical += 1
                     else:
                         report.conflicts.append(f"{_describe(cell)}: {source} differs from the copy kept")
+            groups: dict[tuple[str, str, str, str], list[Copy]] = {}
+            for copies in summaries.values():
+                target.insert_raw(*copies[0])  # a first copy, replaced below where recomputed
+                cell = copies[0][0]
+                condition = json.loads(cell["condition_json"])
+                kind = condition["of"]
+                if summariser(kind) is not None and condition["version"] == summary_version(kind):
+                    group = (kind, cell["model_json"], cell["data_json"], cell["options_json"])
+                    groups.setdefault(group, []).extend(copies)
+            recomputed: set[str] = set()
+            for group, copies in groups.items():
+                recomputed |= _recompute(target, group, copies, sources)
+            report.summaries_recomputed = len(recomputed)
             for key, copies in summaries.items():
-                if len({frozenset(_numbers(rows)) for _, rows in copies}) > 1:
+                if key not in recomputed and len({frozenset(_numbers(rows)) for _, rows in copies}) > 1:
                     target.delete_cell(key)
                     report.summaries_dropped.append(_describe(copies[0][0]))
-                elif target.insert_raw(*copies[0]):
-                    report.copied += 1
     finally:
         for store in opened:
             store.close()

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from mgbench import distributed, flops, progress
 from mgbench.cellkey import CellKey, canonical_json, compute_key, condition_key, run_options, summary_key
-from mgbench.conditions import Condition, SummaryContext, summariser, summary_version
+from mgbench.conditions import Condition, LiveModel, SummaryContext, summariser, summary_version
 from mgbench.data import DataSpec, OpenedData, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.metrics import AccuracyCounter
@@ -202,7 +202,7 @@ def _describe(condition: Condition) -> str:
     return " ".join(str(value) for value in condition.key.values())
 
 
-def _provenance(
+def cell_provenance(
     config: dict[str, Any], seed: int, device: torch.device, started: str, runtime: float
 ) -> dict[str, Any]:
     return {
@@ -357,7 +357,7 @@ class _SuiteRun:
             "world_size": distributed.world_size(),
         }
         record = CellRecord(key, self.suite.name, item.params, config,
-                            _provenance(config, self.options.seed, self.device, started, runtime), rows)
+                            cell_provenance(config, self.options.seed, self.device, started, runtime), rows)
         # Another writer that finished the same cell meanwhile wins: its rows are as good as ours.
         self.results.write_cell(record, replace=replace)
 
@@ -418,22 +418,17 @@ class _SuiteRun:
             data_key = self.opened.key(self.data)
             frame = summary_frame(self.results, item.identity(), data_key, self.options.key(),
                                   [c.cell_key for c in cells])
-            for kind in sorted(self.suite.types()):
-                summarise = summariser(kind)
-                if summarise is None:
-                    continue
-                context = SummaryContext(frame, self.suite.tables(kind, self.overrides), item, self.data,
-                                         self.opened, self.results, self.device, self.options.batch_size,
-                                         self.options.key())
-                for summary in summarise(context):
-                    key = summary_key(kind, summary_version(kind), summary.key, item.identity(), data_key,
-                                      self.options.key())
+            live = LiveModel(item, self.data, self.opened, self.device, self.options.batch_size)
+            for kind in sorted(k for k in self.suite.types() if summariser(k) is not None):
+                context = SummaryContext(frame, self.suite.tables(kind, self.overrides), item.identity(), data_key,
+                                         self.results, self.options.key(), live)
+                for key, rows in summarise(kind, context):
                     # Unchanged numbers are not rewritten: a rerun of a finished sweep changes nothing.
-                    changed = not self.results.same_rows(key.hash, summary.rows)
+                    changed = not self.results.same_rows(key.hash, rows)
                     if changed:
-                        self._write(item, key, summary.rows, now_iso(), 0.0, replace=True)
+                        self._write(item, key, rows, now_iso(), 0.0, replace=True)
                         self.results.drop_superseded(key)  # the same summary by an older version of its code
-                    out.append(CellOutcome(key.hash, item.name, key.condition, changed, summary.rows))
+                    out.append(CellOutcome(key.hash, item.name, key.condition, changed, rows))
         distributed.barrier()
         return out
 
@@ -455,6 +450,15 @@ def summary_frame(store: Store, model: dict[str, Any], data: dict[str, Any], opt
     keep = {text for text in stored["data_json"].unique() if _nested(json.loads(text), data)}
     frame = stored[stored["data_json"].isin(keep) | stored["cell_key"].isin(also)]
     return frame[frame["condition_json"].map(lambda c: json.loads(c)["type"] != "summary")].reset_index(drop=True)
+
+
+def summarise(kind: str, ctx: SummaryContext) -> list[tuple[CellKey, list[MetricRow]]]:
+    """The summary cells of ``kind`` for ``ctx``, keyed (the runner and a merge both call this)."""
+    found = summariser(kind)
+    if found is None:
+        return []
+    return [(summary_key(kind, summary_version(kind), s.key, ctx.model, ctx.data, ctx.options), s.rows)
+            for s in found(ctx)]
 
 
 def _open_cell_data(condition: Condition, data: DataSpec, opened: OpenedData) -> OpenedData:

@@ -113,11 +113,11 @@ def cell(attack: str, eps: float, correct: list[int], variant: str = "default", 
 
 
 def facts(n: int) -> ModelFacts:
-    return ModelFacts(False, False, ExampleSet.from_ids(np.arange(n), np.ones(n, dtype=bool)), 0, n)
+    return ModelFacts(False, False, ExampleSet.from_ids(np.arange(n), np.ones(n, dtype=bool)), 0, n, 10)
 
 
 def failed_checks(cells: list[StoredAttack], n: int) -> set[str]:
-    checks = verdict_checks(cells, facts(n), 10)
+    checks = verdict_checks(cells, facts(n))
     return {c.name for c in checks if c.passed is False}
 
 

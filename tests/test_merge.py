@@ -1,17 +1,19 @@
 """`mgbench results merge`: stores of separate jobs become one; identical cells once,
-conflicting copies reported, summaries the sources disagree on dropped for a rerun."""
+conflicting copies reported, summaries recomputed from every merged cell."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mgbench.data import DataSpec
-from mgbench.runner import RunOptions, evaluate
+from mgbench.runner import CellOutcome, RunOptions, evaluate
 from mgbench.store import Store
 from mgbench.suites import Suite
 
@@ -22,7 +24,7 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _shard(tmp_path: Path, store: Path, models: list[str]) -> None:
+def _shard(tmp_path: Path, store: Path, models: list[str]) -> list[CellOutcome]:
     suite = tmp_path / "shard.toml"
     suite.write_text(textwrap.dedent("""
         name = "shard"
@@ -37,8 +39,8 @@ def _shard(tmp_path: Path, store: Path, models: list[str]) -> None:
         corruptions = "fog"
         severities = "1"
     """))
-    evaluate(Suite.read(suite), models=models, data=DataSpec(limit=20), store=store,
-             options=RunOptions(device="cpu", batch_size=20))
+    return evaluate(Suite.read(suite), models=models, data=DataSpec(limit=20), store=store,
+                    options=RunOptions(device="cpu", batch_size=20))
 
 
 def test_merge_shards(tmp_path: Path, run_cli) -> None:
@@ -61,24 +63,66 @@ def test_merge_shards(tmp_path: Path, run_cli) -> None:
     assert code == 0, err
     assert {p: _digest(p) for p in (a, b, c)} == digests  # sources only read
     conflicts = [line for line in err.splitlines() if line.startswith("conflict:")]
-    dropped = [line for line in err.splitlines() if line.startswith("summary dropped")]
     assert len(conflicts) == 1 and "ltpa-tiny.digits.s0" in conflicts[0] and "clean" in conflicts[0]
-    assert len(dropped) == 1 and "ltpa-tiny.digits.s0" in dropped[0]
+    assert "summary dropped" not in err and "1 conflict(s)" in out
     with Store(merged) as store:
         frame = store.frame()
-    # b holds every cell: all of them once, less the summary the sources disagree on
-    assert frame["cell_key"].nunique() == cells_b - 1
+    # b holds every cell: all of them once
+    assert frame["cell_key"].nunique() == cells_b
     assert not frame.duplicated(["cell_key", "metric", "step"]).any()
     clean = frame[(frame["threat"] == "clean") & (frame["metric"] == "top1") & frame["step"].isna()]
     with Store(b) as store:
-        original = store.frame(threat="clean", metric="top1")
-    assert sorted(clean["value"]) == sorted(original[original["step"].isna()]["value"])  # the first copy kept
-    assert "2 conflict" not in out and "1 conflict(s)" in out
+        original = store.frame()
+    assert sorted(clean["value"]) == sorted(original[(original["threat"] == "clean") & (original["metric"] == "top1")
+                                                     & original["step"].isna()]["value"])  # the first copy kept
+    # c's summary disagreed with b's: recomputed from the merged cells, it is b's again (the cells agree)
+    means = ["model", "corruption", "metric", "value"]
+    merged_means = frame[frame["corruption"] == "mean"][means].sort_values(means).reset_index(drop=True)
+    b_means = original[original["corruption"] == "mean"][means].sort_values(means).reset_index(drop=True)
+    pd.testing.assert_frame_equal(merged_means, b_means)
 
-    # a rerun of the suite on the merged store recomputes the dropped summary, computing no cell
-    _shard(tmp_path, merged, ["ltpa-tiny.digits.s0"])
+    # a rerun of the suite on the merged store computes no cell and changes no summary
+    outcomes = _shard(tmp_path, merged, ["resnet-tiny.digits.s0", "ltpa-tiny.digits.s0"])
+    assert not any(o.computed for o in outcomes)
     with Store(merged) as store:
         assert store.counts()[0] == cells_b
+
+
+ATTACK = {"type": "attack", "norm": "linf", "eps": "8/255", "steps": 5, "loss": "ce", "square_queries": 20}
+
+
+def _attack(store: Path, attack: str) -> None:
+    suite = Suite("attack-shard", "", "digits", [], [{**ATTACK, "attack": attack}], Path("<test>"))
+    evaluate(suite, models=["resnet-tiny.digits.s0"], data=DataSpec(limit=32), store=store,
+             options=RunOptions(device="cpu", batch_size=32))
+
+
+def _summary_rows(store: Path) -> pd.DataFrame:
+    with Store(store) as results:
+        frame = results.frame()
+    kinds = frame["condition_json"].map(lambda c: json.loads(c)["type"])
+    rows = frame[kinds == "summary"][["cell_key", "attack", "eps", "metric", "step", "value", "n", "detail"]]
+    return rows.sort_values(["cell_key", "metric", "step"], na_position="first").reset_index(drop=True)
+
+
+def test_merge_recomputes_worst_cases_and_verdicts(tmp_path: Path, run_cli) -> None:
+    """Two jobs attack one model with different attacks: each stored a worst case and a verdict
+    of its own half. The merge recomputes both from every merged cell, exactly as one job that
+    ran both attacks on one store computes them."""
+    fgsm, pgd, both = tmp_path / "fgsm.sqlite", tmp_path / "pgd.sqlite", tmp_path / "both.sqlite"
+    _attack(fgsm, "fgsm")
+    _attack(pgd, "pgd")
+    _attack(both, "fgsm")
+    _attack(both, "pgd")
+    merged = tmp_path / "merged.sqlite"
+    code, out, err = run_cli("results", "merge", str(fgsm), str(pgd), "--into", str(merged))
+    assert code == 0, err
+    assert "summary dropped" not in err and "0 conflict(s)" in out
+    expected, got = _summary_rows(both), _summary_rows(merged)
+    assert (expected["metric"] == "unreliable").sum() == 1  # a verdict, recomputed from the stored facts
+    worst = got[(got["attack"] == "worst-case") & got["step"].isna()]
+    assert {a.split()[0] for a in json.loads(worst["detail"].item())["attacks"]} >= {"fgsm", "pgd"}
+    pd.testing.assert_frame_equal(got, expected)
 
 
 def test_merge_refuses_bad_sources(tmp_path: Path, run_cli) -> None:

@@ -108,6 +108,17 @@ class ModelFacts:
     clean: ExampleSet
     zero_grad: int
     n: int
+    num_classes: int
+
+    def to_detail(self) -> dict[str, Any]:
+        """Stored in the verdict, so that a merge can recompute the verdict without the model."""
+        return {"probabilities": self.probabilities, "randomised": self.randomised, "clean": self.clean.to_detail(),
+                "zero_grad": self.zero_grad, "n": self.n, "num_classes": self.num_classes}
+
+    @classmethod
+    def from_detail(cls, detail: dict[str, Any]) -> "ModelFacts":
+        return cls(bool(detail["probabilities"]), bool(detail["randomised"]), ExampleSet.from_detail(detail["clean"]),
+                   int(detail["zero_grad"]), int(detail["n"]), int(detail["num_classes"]))
 
 
 @dataclass
@@ -325,12 +336,12 @@ def autoattack_flags(cells: list[StoredAttack]) -> Check:
     return Check("autoattack-flags", not flags, reason, float(len(flags)), detail={"warnings": flags})
 
 
-def verdict_checks(cells: list[StoredAttack], facts: ModelFacts, num_classes: int) -> list[Check]:
+def verdict_checks(cells: list[StoredAttack], facts: ModelFacts) -> list[Check]:
     """Every check, in a fixed order, on one norm's honest cells."""
     return [
         *model_checks(facts, cells),
         monotone_check(cells),
-        chance_check(cells, num_classes),
+        chance_check(cells, facts.num_classes),
         fgsm_check(cells),
         converged_check(cells),
         seed_check(cells),

@@ -1,9 +1,10 @@
 """The ``attack`` summary: per-example worst cases and gradient-masking verdicts, a pure
 function of the stored attack cells of a model (``SummaryContext.frame``) plus one cheap pass
 over the data for model facts (clean accuracy, probability outputs, randomness, zero input
-gradients). The probes the checks need (noise, Square, the chance-level PGD, a second seed) are
-ordinary attack cells declared by the attack tables (``checks = true``), cached and resumed like
-any other; the checks themselves live in :mod:`mgbench.attacks.checks`.
+gradients), which the verdict stores so that a merge recomputes it from stored cells. The
+probes the checks need (noise, Square, the chance-level PGD, a second seed) are ordinary attack
+cells declared by the attack tables (``checks = true``), cached and resumed like any other; the
+checks themselves live in :mod:`mgbench.attacks.checks`.
 
 For every norm of the honest results the summary stores
 
@@ -28,22 +29,22 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from mgbench import progress
 from mgbench.attacks.checks import TOLERANCE, ModelFacts, StoredAttack, verdict_checks
 from mgbench.attacks.examples import ExampleSet
 from mgbench.attacks.variants import DEFAULT
-from mgbench.conditions import Summary, SummaryContext, register_summary
+from mgbench.cellkey import canonical_json
+from mgbench.conditions import LiveModel, Summary, SummaryContext, register_summary
 from mgbench.metrics import binomial_ci
 from mgbench.store import MetricRow
 
 FACTS_SEED = 0
 # Bump when a change moves the worst cases or the verdict (2: fed every stored attack cell of the
 # model, data and run options, whichever suite wrote it; 3: the checks read only stored cells, probes
-# included, and the worst case is per step for anytime models).
-SUMMARY_VERSION = 3
+# included, and the worst case is per step for anytime models; 4: the verdict stores its model facts).
+SUMMARY_VERSION = 4
 
 
 def _optional(value: Any) -> Any:
@@ -84,23 +85,24 @@ def read_attacks(frame: pd.DataFrame) -> list[StoredAttack]:
     return out
 
 
-def _batches(ctx: SummaryContext) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+def _batches(live: LiveModel) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
     """The evaluation data as [0, 1] tensors on the device, with dataset indices."""
     from mgbench.data import make_loader
     from mgbench.runner import to_unit
 
-    loader = make_loader(ctx.opened.dataset, ctx.batch_size, device=ctx.device, workers=0)
+    loader = make_loader(live.opened.dataset, live.batch_size, device=live.device, workers=0)
     for images, labels, ids, _ in progress.track(loader, "verdict checks: batch"):
         if images is None:
             continue
-        yield to_unit(images, ctx.device), labels.to(ctx.device), ids.numpy()
+        yield to_unit(images, live.device), labels.to(live.device), ids.numpy()
 
 
-def model_facts(model: nn.Module, ctx: SummaryContext) -> ModelFacts:
+def model_facts(live: LiveModel) -> ModelFacts:
+    model = live.loaded.module
     probabilities = randomised = False
     ids_all, clean_all = [], []
     zero = n = 0
-    for index, (x, y, ids) in enumerate(_batches(ctx)):
+    for index, (x, y, ids) in enumerate(_batches(live)):
         with torch.no_grad():
             out = model(x)
             if index == 0:
@@ -117,7 +119,7 @@ def model_facts(model: nn.Module, ctx: SummaryContext) -> ModelFacts:
         zero += int((grad.flatten(1).abs().sum(dim=1) == 0).sum())
         n += len(y)
     clean = ExampleSet.from_ids(np.concatenate(ids_all), np.concatenate(clean_all))
-    return ModelFacts(probabilities, randomised, clean, zero, n)
+    return ModelFacts(probabilities, randomised, clean, zero, n, live.spec.num_classes)
 
 
 def covered(parts: list[tuple[str, ExampleSet]]) -> tuple[ExampleSet, list[str], list[str]]:
@@ -183,16 +185,37 @@ def _checks_enabled(tables: list[dict[str, Any]]) -> bool:
     return any(t.get("checks", True) for t in tables) if tables else True
 
 
-@register_summary("attack", SUMMARY_VERSION)
+def stored_facts(ctx: SummaryContext) -> ModelFacts | None:
+    """The model facts a stored verdict of this model, data and run options carries (None when
+    none does, e.g. a verdict written before the facts were stored)."""
+    rows = ctx.store.frame(model_json=canonical_json(ctx.model), data_json=canonical_json(ctx.data),
+                           options_json=canonical_json(ctx.options), attack="verdict", metric="unreliable")
+    for detail in rows["detail"].dropna():
+        facts = json.loads(detail).get("facts")
+        if facts is not None:
+            return ModelFacts.from_detail(facts)
+    return None
+
+
+def tables_from_summaries(keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The only table setting a summary depends on: whether the checks ran (a stored verdict)."""
+    return [{"type": "attack", "checks": any(key.get("attack") == "verdict" for key in keys)}]
+
+
+@register_summary("attack", SUMMARY_VERSION, tables_from_summaries)
 def summarise_attacks(ctx: SummaryContext) -> list[Summary]:
-    """Per norm of the honest results: worst-case cells per eps and one verdict cell."""
+    """Per norm of the honest results: worst-case cells per eps and one verdict cell (without the
+    live model, the verdict needs the facts of a stored one; otherwise only worst cases)."""
     cells = [c for c in read_attacks(ctx.frame) if c.protocol == "honest"]
     if not cells:
         return []
     facts = None
     if _checks_enabled(ctx.tables):
-        torch.manual_seed(FACTS_SEED)
-        facts = model_facts(ctx.model.module, ctx)
+        if ctx.live is not None:
+            torch.manual_seed(FACTS_SEED)
+            facts = model_facts(ctx.live)
+        else:
+            facts = stored_facts(ctx)
     out: list[Summary] = []
     chance = [c for c in cells if c.chance]  # L-inf, but it judges the gradients for every norm
     for norm in sorted({c.norm for c in cells if not c.chance}):
@@ -200,7 +223,7 @@ def summarise_attacks(ctx: SummaryContext) -> list[Summary]:
         out += _worst_case_summaries(norm, mine)
         if facts is None:
             continue
-        checks = verdict_checks(mine + [c for c in chance if c.norm != norm], facts, ctx.data.num_classes)
+        checks = verdict_checks(mine + [c for c in chance if c.norm != norm], facts)
         reasons = [c.reason for c in checks if c.passed is False]
         verdict = MetricRow("unreliable", float(bool(reasons)), n=facts.n, detail={
             "verdict": "unreliable" if reasons else "reliable",
@@ -208,6 +231,7 @@ def summarise_attacks(ctx: SummaryContext) -> list[Summary]:
             "clean_top1": facts.clean.n_correct / max(facts.n, 1),
             "margin": f"fail when the lower end of the 95% Wilson interval of the share exceeds {TOLERANCE}",
             "checks": {c.name: c.passed for c in checks},
+            "facts": facts.to_detail(),
         })
         key = {"threat": norm, "attack": "verdict", "protocol": "honest", "variant": DEFAULT, "norm": norm}
         out.append(Summary(key, [verdict] + [c.row() for c in checks]))

@@ -198,18 +198,18 @@ def results_export(store: str | None, fmt: str, out: str, **filters: tuple[str, 
 @click.option("--into", required=True, type=click.Path(), help="The merged store (created when missing).")
 def results_merge(sources: tuple[str, ...], into: str) -> None:
     """Merge stores of separate jobs into one: identical cells once, conflicting copies reported
-    (the first kept), summaries the sources disagree on dropped for a rerun to recompute."""
+    (the first kept), every summary recomputed from all merged cells."""
     from mgbench.merge import merge
 
     report = merge([Path(s) for s in sources], Path(into))
     for line in report.conflicts:
         err_console.print(f"conflict: {line}", soft_wrap=True, markup=False)
     for line in report.summaries_dropped:
-        err_console.print(f"summary dropped (sources disagree; rerun its suite on {into} to recompute): {line}",
-                          soft_wrap=True, markup=False)
+        err_console.print(f"summary dropped (the sources disagree and it cannot be recomputed from stored cells; "
+                          f"rerun its suite on {into}): {line}", soft_wrap=True, markup=False)
     console.print(f"{report.copied} cell(s) copied, {report.identical} identical duplicate(s) skipped, "
-                  f"{len(report.conflicts)} conflict(s), {len(report.summaries_dropped)} summary(ies) dropped "
-                  f"-> {into}")
+                  f"{len(report.conflicts)} conflict(s), {report.summaries_recomputed} summary(ies) recomputed, "
+                  f"{len(report.summaries_dropped)} dropped -> {into}")
 
 
 @cli.command()

@@ -83,8 +83,10 @@ class Settings:
         return key
 
     def summary_key(self) -> dict[str, Any]:
+        """Everything a summary of this table depends on (:func:`tables_from_summaries` reads it back)."""
         key = {k: v for k, v in self.condition_key("mean", 0).items() if k not in ("corruption", "severity")}
-        return {**key, "corruptions": self.group, "severities": list(self.severities)}
+        return {**key, "corruptions": self.group, "severities": list(self.severities),
+                "mce_baseline": self.mce_baseline}
 
 
 def _choice(table: dict[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
@@ -149,9 +151,10 @@ def mgnet_zoom(x: torch.Tensor) -> torch.Tensor:
 
 # Bump when a change of a backend or of the preprocessing moves the numbers: stored corruption
 # cells are then recomputed. SUMMARY_VERSION: the same for the summaries (2: named sets only,
-# mCE only over a complete normaliser).
+# mCE only over a complete normaliser; 3: the normaliser in the key, so that summaries over two
+# normalisers are two cells).
 CONDITION_VERSION = 1
-SUMMARY_VERSION = 2
+SUMMARY_VERSION = 3
 
 
 @dataclass
@@ -231,13 +234,13 @@ def _latest(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def _same_run(rows: pd.DataFrame, ctx: SummaryContext) -> pd.DataFrame:
     """Rows of cells on this run's data under this run's options (precision, seed)."""
-    data, options = canonical_json(ctx.opened.key(ctx.data)), canonical_json(ctx.options)
+    data, options = canonical_json(ctx.data), canonical_json(ctx.options)
     return rows[(rows["data_json"] == data) & (rows["options_json"] == options)]
 
 
 def _clean(ctx: SummaryContext, model: str, weights: str | None) -> pd.DataFrame | None:
     """A model's clean top-1 per step on this run's clean data, from the store."""
-    rows = ctx.store.frame(model=model, dataset=ctx.data.label, threat="clean", metric="top1")
+    rows = ctx.store.frame(model=model, dataset=ctx.data["dataset"], threat="clean", metric="top1")
     if weights is not None:
         rows = rows[rows["weights"] == weights]
     rows = _same_run(rows, ctx)
@@ -251,7 +254,7 @@ def _clean(ctx: SummaryContext, model: str, weights: str | None) -> pd.DataFrame
 def _baseline(ctx: SummaryContext, name: str, wanted: set[str], backend: str) -> pd.DataFrame:
     """The baseline's stored cells with the same canonical condition, data and run options (a
     folder's cells read the folder's images, named by the condition, not the run's clean data)."""
-    rows = ctx.store.frame(model=name, dataset=ctx.data.label, threat="corruption", metric="top1")
+    rows = ctx.store.frame(model=name, dataset=ctx.data["dataset"], threat="corruption", metric="top1")
     if backend == "folder":
         rows = rows[rows["options_json"] == canonical_json(ctx.options)]
     else:
@@ -279,7 +282,7 @@ def summarise(ctx: SummaryContext, settings: Settings) -> list[Summary]:
     cells, is labelled partial; mCE needs the normaliser's every cell of the set."""
     rows = ctx.frame[(ctx.frame["threat"] == "corruption") & (ctx.frame["metric"] == "top1")]
     if settings.backend != "folder":  # a folder's cells read the folder's images, not the run's
-        rows = rows[rows["data_json"] == canonical_json(ctx.opened.key(ctx.data))]
+        rows = rows[rows["data_json"] == canonical_json(ctx.data)]
     wanted = {_canonical(settings, c, s) for c in settings.corruptions for s in settings.severities}
     mine = _latest(rows[rows["condition_json"].isin(wanted)], ["corruption", "severity"])
     if mine.empty:
@@ -315,7 +318,7 @@ def summarise(ctx: SummaryContext, settings: Settings) -> list[Summary]:
         else:
             base = _baseline(ctx, settings.mce_baseline, wanted, settings.backend)
             base_clean = _clean(ctx, settings.mce_baseline, None)
-            normaliser = {"kind": "model", "model": settings.mce_baseline, "same_data": ctx.opened.key(ctx.data)}
+            normaliser = {"kind": "model", "model": settings.mce_baseline, "same_data": ctx.data}
         have = {(str(c), int(s)) for c, s in zip(base["corruption"], base["severity"])}
         missing = sorted(set(covered) - have)
         if missing:
@@ -325,9 +328,9 @@ def summarise(ctx: SummaryContext, settings: Settings) -> list[Summary]:
                          f"run this suite for {settings.mce_baseline} first")
         else:
             ce = metrics.corruption_errors(cells, base)
-            clean = _clean(ctx, ctx.model.name, ctx.model.weights)
+            clean = _clean(ctx, ctx.model["model"], ctx.model["weights"])
             if clean is None or base_clean is None:
-                who = ctx.model.name if clean is None else settings.mce_baseline
+                who = ctx.model["model"] if clean is None else settings.mce_baseline
                 notes.append(f"relative mCE skipped: no clean accuracy of {who} on this data in the store "
                              "(add a clean condition to the suite)")
             else:
@@ -357,7 +360,20 @@ def summarise(ctx: SummaryContext, settings: Settings) -> list[Summary]:
     return out
 
 
-@register_summary("corruption", SUMMARY_VERSION)
+def tables_from_summaries(keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The corruption tables whose summaries have these condition keys (one per distinct set x
+    severities x settings): what a merge recomputes them from."""
+    tables: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        table = {"type": "corruption", "corruptions": key["corruptions"], "severities": key["severities"],
+                 "backend": key["backend"], "preprocessing": key["corruption_preprocessing"],
+                 "mce_baseline": key.get("mce_baseline")}
+        table.update({k: key[k] for k in ("scaling", "imagenet_c_root") if k in key})
+        tables[canonical_json(table)] = {k: v for k, v in table.items() if v is not None}
+    return list(tables.values())
+
+
+@register_summary("corruption", SUMMARY_VERSION, tables_from_summaries)
 def summarise_tables(ctx: SummaryContext) -> list[Summary]:
     return [summary for table in ctx.tables for summary in summarise(ctx, parse_table(table))]
 
