@@ -61,20 +61,20 @@ def test_perturbation_stats_by_hand() -> None:
     stats = PerturbationStats()
     assert stats.as_dict()["outside_unit_range_share"] == 0.0  # no pixels yet: no share, no division
     x = torch.full((2, 1, 2, 2), 0.5)
-    delta = torch.tensor([[0.1, -0.2, 0.0, 0.0], [0.3, 0.0, 0.0, 0.4]]).view(2, 1, 2, 2)
+    delta = torch.tensor([[0.1, -0.2, 0.0, 0.0], [0.3, 0.0, 0.0, 0.625]]).view(2, 1, 2, 2)  # 1.125: outside
     stats.update(x + delta, x)
     # a second batch of one example: pixels exactly 0 and 1 are inside, -0.25 and 1.25 outside
     x2 = torch.tensor([0.25, 0.75, 0.0, 1.0]).view(1, 1, 2, 2)
     x2_adv = torch.tensor([0.0, 1.0, -0.25, 1.25]).view(1, 1, 2, 2)
     stats.update(x2_adv, x2)
-    # per-example L-inf: 0.2, 0.4, 0.25; L2: sqrt(0.05), 0.5, sqrt(0.25 ** 2 * 4) = 0.5
-    expected = {"max_linf": 0.4, "max_linf_255": 0.4 * 255, "mean_linf": (0.2 + 0.4 + 0.25) / 3, "max_l2": 0.5,
-                "outside_unit_range_share": 2 / 12, "examples": 3}
+    # per-example L-inf: 0.2, 0.625, 0.25; L2: sqrt(0.05), sqrt(0.09 + 0.390625), sqrt(0.25 ** 2 * 4) = 0.5
+    expected = {"max_linf": 0.625, "max_linf_255": 0.625 * 255, "mean_linf": (0.2 + 0.625 + 0.25) / 3,
+                "max_l2": math.sqrt(0.480625), "outside_unit_range_share": 3 / 12, "examples": 3}
     got = stats.as_dict()
     assert set(got) == set(expected)
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
-    assert (stats.outside_pixels, stats.pixels) == (2, 12)
+    assert (stats.outside_pixels, stats.pixels) == (3, 12)
 
 
 def test_merged_stats_are_the_stats_of_all_examples() -> None:
@@ -82,8 +82,8 @@ def test_merged_stats_are_the_stats_of_all_examples() -> None:
     x_adv = torch.tensor([[0.1, 0, 0, 0], [0, 0.3, 0, 0], [0, 0, 0, -0.2]])
     whole, first, second = PerturbationStats(), PerturbationStats(), PerturbationStats()
     whole.update(x_adv, x)
-    first.update(x_adv[:1], x[:1])
-    second.update(x_adv[1:], x[1:])
+    first.update(x_adv[:2], x[:2])
+    second.update(x_adv[2:], x[2:])
     merged = first.merged(second)
     for key, value in whole.as_dict().items():
         assert merged.as_dict()[key] == pytest.approx(value), key

@@ -72,3 +72,14 @@ def test_top5_only_with_more_than_five_classes_and_for_top1() -> None:
     assert [r.metric for r in counter.rows(num_classes=6)] == ["top1", "top5"]
     assert [r.metric for r in counter.rows(prefix="adv_top1", num_classes=6)] == ["adv_top1"]
     assert counter.rows()[0].value == 0.5
+
+
+def test_top5_reaches_the_fifth_class_whatever_the_batch_size() -> None:
+    """One example, eight classes, its label ranked fifth: a top-5 hit (k is the number of
+    classes capped at 5, not the batch size or the number of steps)."""
+    logits = torch.tensor([[[0.0, 9.0, 8.0, 7.0, 6.0, 5.0, 1.0, 2.0]]])  # [T=1, B=1, K=8]: class 5 ranked fifth
+    counter = AccuracyCounter(steps=1)
+    counter.update(logits, torch.tensor([5]))
+    assert (counter.correct_steps, counter.correct_topk) == ([0], 1)
+    counter.update(logits, torch.tensor([0]))  # ranked last: no hit
+    assert counter.correct_topk == 1
