@@ -29,13 +29,14 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt
 demo: install
 	$(BIN)/mgbench run --suite clean --store $(LOCAL_STORE)
 
-# Lint first (ruff, configured in pyproject.toml): a cheap failure before the long test run.
+# Lint first (ruff, configured in pyproject.toml): a cheap failure before the long test run. The
+# tests run on every core (pytest-xdist: one worker per core, each with its share of torch threads).
 test: install
 	$(BIN)/ruff check mgbench tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n auto -m "not slow"
 
 # The tests that compare floats across implementations (marked `kernels`), again on a second CPU
 # kernel path: AVX2 on an AVX-512 machine, the scalar "default" path on an AVX2-only one. CI
@@ -45,7 +46,7 @@ SECOND_KERNEL_PATH = $$($(BIN)/python -c "import torch; \
 test-kernels: install
 	ATEN_CPU_CAPABILITY=$(SECOND_KERNEL_PATH) $(BIN)/python -c \
 		"import torch; print('second CPU kernel path:', torch.backends.cpu.get_cpu_capability())"
-	ATEN_CPU_CAPABILITY=$(SECOND_KERNEL_PATH) $(BIN)/python -m pytest -q -m "kernels and not slow"
+	ATEN_CPU_CAPABILITY=$(SECOND_KERNEL_PATH) $(BIN)/python -m pytest -q -n auto -m "kernels and not slow"
 
 # Mutation testing of the modules that produce numbers against their fast tests (mutmut, in a
 # scratch copy; survivors are printed and explained in results/mutation.md). MUTATE names the

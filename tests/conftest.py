@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
-import pytest
-import torch
+# pytest-xdist's workers (`make test` runs one per core) set COLUMNS=80 although their output is no
+# terminal; the CLI would then wrap its output at 80 columns instead of the 200 it uses in pipes and
+# CI logs, and what a test reads would depend on how pytest was started. Before the CLI is imported.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
-from mgbench.cli import main
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from mgbench.cli import main  # noqa: E402
+
+# One pytest-xdist worker per core: each gets its share of the cores, not torch's default of all.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 @pytest.fixture
