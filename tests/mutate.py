@@ -41,7 +41,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                         ["tests/test_attack_projection.py", "tests/test_attack_pgd.py"]),
     "verdict": (["mgbench/attacks/verdict.py"],
                 ["tests/test_worst_case.py", "tests/test_attack_spec.py", "tests/test_verdict_checks.py",
-                 "tests/test_attack_verdict.py"]),
+                 "tests/test_verdict_facts.py", "tests/test_attack_verdict.py"]),
     "store-keys": (["mgbench/data/spec.py", "mgbench/store.py"],
                    ["tests/test_cell_keys.py", "tests/test_store.py", "tests/test_data.py"]),
     "flops": (["mgbench/flops.py"], ["tests/test_flops_by_hand.py", "tests/test_flops.py"]),
