@@ -36,6 +36,7 @@ class MergeReport:
     conflicts: list[str] = field(default_factory=list)
     summaries_recomputed: int = 0
     summaries_dropped: list[str] = field(default_factory=list)
+    not_recomputed: list[str] = field(default_factory=list)  # groups whose settings no longer parse
 
 
 def _numbers(rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
@@ -114,7 +115,10 @@ def merge(sources: list[Path], into: Path) -> MergeReport:
                     groups.setdefault(group, []).extend(copies)
             recomputed: set[str] = set()
             for group, copies in groups.items():
-                recomputed |= _recompute(target, group, copies, sources)
+                try:
+                    recomputed |= _recompute(target, group, copies, sources)
+                except InputError as exc:  # e.g. a folder-backed set whose folder is not on this machine
+                    report.not_recomputed.append(f"{group[0]} summaries of {json.loads(group[1])['model']}: {exc}")
             report.summaries_recomputed = len(recomputed)
             for key, copies in summaries.items():
                 if key not in recomputed and len({frozenset(_numbers(rows)) for _, rows in copies}) > 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sqlite3
 import textwrap
 from pathlib import Path
@@ -133,3 +134,39 @@ def test_merge_refuses_bad_sources(tmp_path: Path, run_cli) -> None:
     assert not (tmp_path / "m.sqlite").exists()
     code, _, err = run_cli("results", "merge", str(tmp_path / "missing.sqlite"), "--into", str(tmp_path / "m.sqlite"))
     assert code == 2 and "no results store" in err
+
+
+def _doctor_summaries(store: Path, change: dict, halve: bool) -> None:
+    """Rewrite the stored corruption summaries' condition keys (and halve their numbers)."""
+    conn = sqlite3.connect(store)
+    for cell_key, text in conn.execute("SELECT cell_key, condition_json FROM cells").fetchall():
+        condition = json.loads(text)
+        if condition["type"] == "summary" and condition["of"] == "corruption":
+            conn.execute("UPDATE cells SET condition_json = ? WHERE cell_key = ?",
+                         (json.dumps({**condition, **change}, sort_keys=True), cell_key))
+            if halve:
+                conn.execute("UPDATE results SET value = value / 2 WHERE cell_key = ?", (cell_key,))
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"version": 1}, None),  # written by an older mgbench: not recomputed
+    ({"backend": "folder", "imagenet_c_root": "/nonexistent/imagenet-c"}, "summaries not recomputed"),
+])
+def test_summaries_that_cannot_be_recomputed_are_kept_or_dropped(tmp_path: Path, run_cli, change: dict,
+                                                                 said: str | None) -> None:
+    a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    _shard(tmp_path, a, ["resnet-tiny.digits.s0"])
+    shutil.copy(a, b)
+    _doctor_summaries(a, change, halve=False)
+    _doctor_summaries(b, change, halve=True)
+    code, out, err = run_cli("results", "merge", str(a), str(a), "--into", str(tmp_path / "same.sqlite"))
+    assert code == 0 and "summary dropped" not in err  # agreeing copies are kept
+    code, out, err = run_cli("results", "merge", str(a), str(b), "--into", str(tmp_path / "m.sqlite"))
+    assert code == 0, err
+    dropped = [line for line in err.splitlines() if line.startswith("summary dropped")]
+    summaries = set(_summary_rows(a)["cell_key"])
+    assert len(dropped) == len(summaries) == 3  # fog, severity 1, and the mean over both
+    assert (said in err) if said else ("not recomputed" not in err)
+    assert _summary_rows(tmp_path / "m.sqlite").empty

@@ -204,6 +204,9 @@ def results_merge(sources: tuple[str, ...], into: str) -> None:
     report = merge([Path(s) for s in sources], Path(into))
     for line in report.conflicts:
         err_console.print(f"conflict: {line}", soft_wrap=True, markup=False)
+    for line in report.not_recomputed:
+        err_console.print(f"summaries not recomputed (kept where the sources agree): {line}", soft_wrap=True,
+                          markup=False)
     for line in report.summaries_dropped:
         err_console.print(f"summary dropped (the sources disagree and it cannot be recomputed from stored cells; "
                           f"rerun its suite on {into}): {line}", soft_wrap=True, markup=False)
