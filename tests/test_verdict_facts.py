@@ -3,14 +3,17 @@ their round trip through the store, which lets a merge recompute a verdict witho
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
 
 from mgbench.attacks.checks import ModelFacts
 from mgbench.attacks.examples import ExampleSet
-from mgbench.attacks.verdict import SUMMARY_VERSION, model_facts, stored_facts, tables_from_summaries
+from mgbench.attacks.verdict import SUMMARY_VERSION, model_facts, read_attacks, stored_facts, tables_from_summaries
 from mgbench.cellkey import summary_key
 from mgbench.conditions import LiveModel, SummaryContext
 from mgbench.data import DataSpec, open_dataset
@@ -108,3 +111,89 @@ def test_tables_from_summaries_say_whether_the_checks_ran() -> None:
     worst = {"type": "summary", "of": "attack", "attack": "worst-case", "eps": 4 / 255}
     assert tables_from_summaries([worst]) == [{"type": "attack", "checks": False}]
     assert tables_from_summaries([worst, {**worst, "attack": "verdict"}]) == [{"type": "attack", "checks": True}]
+
+
+class Constant(nn.Module):
+    """Outputs fixed values for every image (plus ``jitter`` with the sign alternating per call:
+    two passes over one batch differ by exactly 2 * jitter)."""
+
+    def __init__(self, values: list[float], jitter: float = 0.0):
+        super().__init__()
+        self.values, self.jitter, self.calls = torch.tensor(values), jitter, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = self.values + self.jitter * (-1) ** self.calls
+        return out.expand(len(x), -1) + 0 * x.flatten(1)[:, :1]
+
+
+@pytest.mark.parametrize("values, probabilities", [
+    ([0.1] * 10, True),
+    (torch.softmax(torch.tensor([30.0] + [0.0] * 9), 0).tolist(), True),  # 1.0 and 9e-14: still probabilities
+    ([0.15] * 10, False),  # in [0, 1] but summing to 1.5 (sigmoid-like)
+    ([0.6, 0.6, -0.2] + [0.0] * 7, False),  # sums to 1 but negative
+    ([1 + 5e-5] + [-5e-6] * 9, False),  # sums to 1 within 1e-4, min above -1e-5, but max above 1 + 1e-5
+])
+def test_probability_outputs_by_their_range_and_sums(values: list[float], probabilities: bool) -> None:
+    assert model_facts(_live(Constant(values))).probabilities is probabilities
+
+
+@pytest.mark.parametrize("jitter, randomised", [
+    (0.0, False),
+    (2.5e-4, False),    # two passes differ by 5e-4 < 1e-4 x (1 + max |logit| = 10): float noise, not randomness
+    (5.25e-4, True),    # 1.05e-3 > 1e-4 x (1 + 9.000525)
+])
+def test_randomness_is_judged_relative_to_the_logits_scale(jitter: float, randomised: bool) -> None:
+    assert model_facts(_live(Constant([9.0] + [0.0] * 9, jitter))).randomised is randomised
+
+
+def test_stored_facts_come_from_this_model_data_and_options_verdict_only(tmp_path) -> None:
+    mine = ModelFacts(False, False, ExampleSet.from_ids(np.array([1, 2]), np.array([True, True])), 0, 2, 10)
+    other = ModelFacts(True, True, ExampleSet.from_ids(np.array([1, 2]), np.array([False, False])), 2, 2, 10)
+    model, data, options = {"model": "m", "arch": "a", "weights": "w"}, {"dataset": "digits", "n_images": 2}, {}
+    provenance = cell_provenance({}, 0, torch.device("cpu"), now_iso(), 0.0)
+
+    def write(store: Store, key: dict, data: dict, options: dict, facts: ModelFacts) -> None:
+        row = MetricRow("unreliable" if key["attack"] == "verdict" else "top1", 0.0, n=2,
+                        detail={"facts": facts.to_detail()})
+        full = summary_key("attack", SUMMARY_VERSION, {"threat": "linf", "norm": "linf", **key}, model, data, options)
+        store.write_cell(CellRecord(full, "test", None, {}, provenance, [row]))
+
+    with Store(tmp_path / "s.sqlite") as store:
+        # decoys written first: another attack row with facts, the verdicts of other data and other options
+        write(store, {"attack": "worst-case", "eps": 0.1}, data, options, other)
+        write(store, {"attack": "verdict"}, {**data, "n_images": 3}, options, other)
+        write(store, {"attack": "verdict"}, data, {"precision": "bf16"}, other)
+        write(store, {"attack": "verdict"}, data, options, mine)
+        found = stored_facts(SummaryContext(store.frame(), [], model, data, store, options))
+    assert found is not None and found.to_detail() == mine.to_detail()
+
+
+def _cell(key: str, rows: list[tuple[str, object]], attack: str = "pgd") -> list[dict]:
+    """Rows of one stored attack cell, as a summary's frame holds them."""
+    common = {"cell_key": key, "threat": "linf", "attack": attack, "protocol": "honest", "variant": "default",
+              "norm": "linf", "eps": 4 / 255, "eps_str": "4/255", "steps": 10, "step_size": 1 / 255,
+              "restarts": 1, "random_start": True, "step": None}
+    return [{**common, "metric": metric, "detail": detail if isinstance(detail, str) else json.dumps(detail)}
+            for metric, detail in rows]
+
+
+def test_read_attacks_keeps_every_cell_steps_and_warnings() -> None:
+    ids = np.array([0, 1, 2])
+    final = ExampleSet.from_ids(ids, np.array([True, False, True]))
+    steps = [ExampleSet.from_ids(ids, np.array([True, True, True])), final]
+    frame = pd.DataFrame(
+        _cell("old", [("top1", None)])  # stored before per-example results: skipped, not the end
+        + _cell("anytime", [("top1", None), ("per_example", {**final.to_detail(), "steps": [s.to_detail()
+                                                                                            for s in steps]})])
+        + _cell("broken", [("per_example", "{not json")])
+        + _cell("aa", [("per_example", final.to_detail()), ("autoattack_checks", {"warnings": {"flag": 2}})],
+                attack="autoattack")
+        + [{"cell_key": "clean", "threat": "clean", "attack": None, "metric": "top1", "step": None, "detail": None}])
+    cells = {c.attack + ("-broken" if c.examples is None else ""): c for c in read_attacks(frame)}
+    assert sorted(cells) == ["autoattack", "pgd", "pgd-broken"]
+    anytime = cells["pgd"]
+    assert [s.correct.tolist() for s in anytime.step_examples] == [s.correct.tolist() for s in steps]
+    assert anytime.examples is not None and anytime.examples.n_correct == 2
+    assert cells["pgd-broken"].step_examples == []
+    assert cells["autoattack"].warnings == {"flag": 2} and anytime.warnings == {}

@@ -186,10 +186,10 @@ def _checks_enabled(tables: list[dict[str, Any]]) -> bool:
 
 
 def stored_facts(ctx: SummaryContext) -> ModelFacts | None:
-    """The model facts a stored verdict of this model, data and run options carries (None when
-    none does, e.g. a verdict written before the facts were stored)."""
+    """The model facts a stored verdict (the only "unreliable" rows) of this model, data and run
+    options carries (None when none does, e.g. a verdict written before the facts were stored)."""
     rows = ctx.store.frame(model_json=canonical_json(ctx.model), data_json=canonical_json(ctx.data),
-                           options_json=canonical_json(ctx.options), attack="verdict", metric="unreliable")
+                           options_json=canonical_json(ctx.options), metric="unreliable")
     for detail in rows["detail"].dropna():
         facts = json.loads(detail).get("facts")
         if facts is not None:
