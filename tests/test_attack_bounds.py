@@ -78,8 +78,8 @@ def test_perturbation_stats_by_hand() -> None:
 
 
 def test_merged_stats_are_the_stats_of_all_examples() -> None:
-    x = torch.zeros(3, 4)
-    x_adv = torch.tensor([[0.1, 0, 0, 0], [0, 0.3, 0, 0], [0, 0, 0, -0.2]])
+    x = torch.zeros(4, 4)
+    x_adv = torch.tensor([[0.1, 0, 0, 0], [0, 0.3, 0, 0], [0, 0, 0, -0.2], [0, 0, 0.4, 0]])
     whole, first, second = PerturbationStats(), PerturbationStats(), PerturbationStats()
     whole.update(x_adv, x)
     first.update(x_adv[:2], x[:2])
@@ -87,5 +87,5 @@ def test_merged_stats_are_the_stats_of_all_examples() -> None:
     merged = first.merged(second)
     for key, value in whole.as_dict().items():
         assert merged.as_dict()[key] == pytest.approx(value), key
-    assert math.isclose(merged.mean_linf, 0.2, abs_tol=1e-7) and merged.outside_pixels == 1
+    assert math.isclose(merged.mean_linf, 0.25, abs_tol=1e-7) and merged.outside_pixels == 1
     assert PerturbationStats().merged(PerturbationStats()).mean_linf == 0.0
