@@ -44,7 +44,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                  "tests/test_verdict_facts.py", "tests/test_attack_verdict.py"]),
     "store-keys": (["mgbench/data/spec.py", "mgbench/store.py"],
                    ["tests/test_cell_keys.py", "tests/test_store.py", "tests/test_data.py"]),
-    "flops": (["mgbench/flops.py"], ["tests/test_flops_units.py", "tests/test_flops_by_hand.py", "tests/test_flops.py"]),
+    "flops": (["mgbench/flops.py"],
+              ["tests/test_flops_units.py", "tests/test_flops_by_hand.py", "tests/test_flops.py"]),
 }
 COPY = ("mgbench", "tests", "models", "benchmarks", "setup.cfg", "pyproject.toml")
 
