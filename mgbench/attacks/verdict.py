@@ -75,7 +75,8 @@ def read_attacks(frame: pd.DataFrame) -> list[StoredAttack]:
             warnings = json.loads(checks.detail).get("warnings", {})
         steps, restarts, random_start = (_optional(first[k]) for k in ("steps", "restarts", "random_start"))
         out.append(StoredAttack(
-            attack=first["attack"], protocol=first["protocol"] or "honest", variant=first["variant"] or DEFAULT,
+            attack=first["attack"], protocol=_optional(first["protocol"]) or "honest",
+            variant=_optional(first["variant"]) or DEFAULT,
             norm=first["norm"] or first["threat"], eps=float(first["eps"]), eps_str=first["eps_str"],
             steps=None if steps is None else int(steps), step_size=_optional(first["step_size"]),
             restarts=None if restarts is None else int(restarts),
