@@ -206,11 +206,12 @@ def test_read_attacks_reads_each_setting() -> None:
         row.update(protocol="mgnet-paper", step_size=0.5 / 255)
     legacy = _cell("legacy", [("per_example", examples), ("autoattack_checks", {})], attack="autoattack")
     for row in legacy:
-        row.update(protocol=None, variant=None, steps=None, restarts=None, random_start=None, step_size=float("nan"))
+        row.update(protocol=None, variant=None, steps=None, restarts=None, random_start=None, step_size=float("nan"),
+                   threat="l2", norm=None)
     cells = {c.attack: c for c in read_attacks(pd.DataFrame(paper + legacy))}
     assert cells["pgd"].protocol == "mgnet-paper" and cells["pgd"].step_size == pytest.approx(0.5 / 255)
     assert (cells["pgd"].steps, cells["pgd"].restarts, cells["pgd"].random_start) == (10, 1, True)
     old = cells["autoattack"]  # written before these columns existed: the defaults
-    assert (old.protocol, old.variant, old.steps, old.restarts, old.random_start, old.step_size) == (
-        "honest", "default", None, None, None, None)
+    assert (old.protocol, old.variant, old.norm, old.steps, old.restarts, old.random_start, old.step_size) == (
+        "honest", "default", "l2", None, None, None, None)
     assert old.warnings == {}  # AutoAttack's checks stored without warnings
