@@ -77,7 +77,7 @@ def read_attacks(frame: pd.DataFrame) -> list[StoredAttack]:
         out.append(StoredAttack(
             attack=first["attack"], protocol=_optional(first["protocol"]) or "honest",
             variant=_optional(first["variant"]) or DEFAULT,
-            norm=first["norm"] or first["threat"], eps=float(first["eps"]), eps_str=first["eps_str"],
+            norm=_optional(first["norm"]) or first["threat"], eps=float(first["eps"]), eps_str=first["eps_str"],
             steps=None if steps is None else int(steps), step_size=_optional(first["step_size"]),
             restarts=None if restarts is None else int(restarts),
             random_start=None if random_start is None else bool(random_start),
