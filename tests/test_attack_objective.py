@@ -1,0 +1,92 @@
+"""The attack objective (which loss, on which logits, and when an example counts as fooled),
+FGSM's use of it, and the L2 random start, against hand computations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mgbench.attacks.bounds import l2_norms
+from mgbench.attacks.gradient import _random_start, fgsm, objective
+from mgbench.models import forward_steps
+from mgbench.models.anytime import StepOutputs
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_the_default_objective_is_the_final_cross_entropy() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5)).eval()
+    x, y = torch.rand(6, 3, 2, 2), torch.tensor([0, 1, 2, 3, 4, 0])
+    loss, fooled = objective()(model, x, y)
+    logits = model(x)
+    assert torch.allclose(loss, F.cross_entropy(logits, y, reduction="none"))
+    assert fooled.tolist() == (logits.argmax(dim=1) != y).tolist()
+
+
+class ThreeSteps(nn.Module):
+    """An anytime model: three linear heads, one prediction per step."""
+
+    num_steps = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.heads = nn.ModuleList(nn.Linear(12, 10) for _ in range(3))
+
+    def forward_steps(self, x: torch.Tensor, steps: int | None = None) -> StepOutputs:
+        return StepOutputs(torch.stack([head(x.flatten(1)) for head in self.heads[:steps]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_steps(x).logits[-1]
+
+
+def test_all_steps_is_the_mean_of_each_steps_loss_and_fooled_is_the_final_step() -> None:
+    model = ThreeSteps().eval()
+    torch.manual_seed(1)
+    x = torch.rand(64, 3, 2, 2)
+    with torch.no_grad():
+        logits = forward_steps(model, x).logits  # [3, 64, 10]
+    final, middle = logits[-1].argmax(dim=1), logits[-2].argmax(dim=1)
+    y = torch.where(torch.arange(64) % 2 == 0, final, (final + 1) % 10)  # the final step fools the odd ones
+    assert bool((middle != final).any())  # the steps disagree somewhere: the final step is the one judged
+    for kind in ("ce", "margin"):
+        loss, fooled = objective(kind, "all")(model, x, y)
+        per_step = [objective(kind)(lambda _, t=t: logits[t], x, y)[0] for t in range(3)]
+        assert loss.shape == (64,)
+        assert torch.allclose(loss, (per_step[0] + per_step[1] + per_step[2]) / 3, atol=1e-6)
+        assert fooled.tolist() == (final != y).tolist() == [i % 2 == 1 for i in range(64)]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("bogus",), "unknown loss 'bogus'"),
+    (("ce", "every"), "unknown attack target 'every'"),
+])
+def test_unknown_objectives_are_refused(args: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        objective(*args)
+    assert str(info.value) == message
+
+
+def test_fgsm_ascends_the_given_loss_without_clipping_when_asked() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    x, y = torch.full((2, 3, 2, 2), 0.95), torch.tensor([0, 1])
+
+    def brightness(_: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return images.flatten(1).sum(dim=1), torch.zeros(len(labels), dtype=torch.bool)  # gradient +1 everywhere
+
+    x_adv = fgsm(model, x, y, norm="linf", eps=0.1, clip=False, loss=brightness)
+    assert torch.allclose(x_adv, torch.full_like(x, 1.05))  # one step of +eps, not clipped to 1
+    assert torch.allclose(fgsm(model, x, y, norm="linf", eps=0.1, loss=brightness), torch.ones_like(x))
+
+
+def test_l2_random_start_radius_is_uniform_in_low_dimension() -> None:
+    """Directions are normalised even when a Gaussian draw is shorter than 1 (likely in 2-D), so
+    the radius is uniform in [0, eps]: a tenth of the starts lie beyond 0.9 eps."""
+    torch.manual_seed(0)
+    x, eps = torch.zeros(20000, 2), 0.5
+    radius = l2_norms(_random_start(x, eps, "l2", clip=False)) / eps
+    assert radius.max() <= 1 + 1e-6
+    assert abs(float((radius > 0.9).float().mean()) - 0.1) < 0.01  # binomial sd 0.002
