@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mgbench.attacks.bounds import l2_norms
-from mgbench.attacks.gradient import _random_start, fgsm, objective
+from mgbench.attacks.gradient import _ascent, _random_start, fgsm, objective, pgd
 from mgbench.models import forward_steps
 from mgbench.models.anytime import StepOutputs
 
@@ -90,3 +90,23 @@ def test_l2_random_start_radius_is_uniform_in_low_dimension() -> None:
     radius = l2_norms(_random_start(x, eps, "l2", clip=False)) / eps
     assert radius.max() <= 1 + 1e-6
     assert abs(float((radius > 0.9).float().mean()) - 0.1) < 0.01  # binomial sd 0.002
+
+
+def test_an_l2_step_has_the_step_size_even_for_a_short_gradient() -> None:
+    grad = torch.zeros(2, 3, 2, 2)
+    grad[0, 0, 0, 0], grad[1, 2, 1, 1] = 0.1, -0.02  # L2 norms 0.1 and 0.02, below 1
+    step = _ascent(grad, "l2", 0.5)
+    assert torch.allclose(l2_norms(step), torch.tensor([0.5, 0.5]))
+    assert step[0, 0, 0, 0] == pytest.approx(0.5) and step[1, 2, 1, 1] == pytest.approx(-0.5)
+
+
+def test_pgd_starts_at_a_random_point_by_default() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5)).eval()
+    x, y = torch.full((4, 3, 2, 2), 0.5), torch.tensor([0, 1, 2, 3])
+    still = pgd(model, x, y, norm="linf", eps=0.1, steps=1, step_size=0.0, random_start=False)
+    moved = pgd(model, x, y, norm="linf", eps=0.1, steps=1, step_size=0.0)  # a zero step: only the start moves
+    assert torch.equal(still, x)
+    assert not torch.equal(moved, x) and (moved - x).abs().max() <= 0.1 + 1e-7
+    with pytest.raises(ValueError) as info:
+        pgd(model, x, y, norm="l1", eps=0.1, steps=1, step_size=0.1)
+    assert str(info.value) == "unknown norm 'l1'"
