@@ -13,7 +13,15 @@ import torch.nn as nn
 
 from mgbench.attacks.checks import ModelFacts
 from mgbench.attacks.examples import ExampleSet
-from mgbench.attacks.verdict import SUMMARY_VERSION, model_facts, read_attacks, stored_facts, tables_from_summaries
+from mgbench.attacks.verdict import (
+    SUMMARY_VERSION,
+    _checks_enabled,
+    covered,
+    model_facts,
+    read_attacks,
+    stored_facts,
+    tables_from_summaries,
+)
 from mgbench.cellkey import summary_key
 from mgbench.conditions import LiveModel, SummaryContext
 from mgbench.data import DataSpec, open_dataset
@@ -215,3 +223,20 @@ def test_read_attacks_reads_each_setting() -> None:
     assert (old.protocol, old.variant, old.norm, old.steps, old.restarts, old.random_start, old.step_size) == (
         "honest", "default", "l2", None, None, None, None)
     assert old.warnings == {}  # AutoAttack's checks stored without warnings
+
+
+def test_worst_case_of_overlapping_subsets_covers_the_largest_and_excludes_the_other() -> None:
+    """Neither attack evaluated every example the other did: the worst case is over the attack
+    with the most examples, and the other is listed as excluded (never mixed in)."""
+    a = ExampleSet.from_ids(np.arange(0, 10), np.zeros(10, dtype=bool))  # breaks all of 0-9
+    b = ExampleSet.from_ids(np.arange(5, 20), np.ones(15, dtype=bool))  # breaks none of 5-19
+    worst, labels, excluded = covered([("a", a), ("b", b)])
+    assert (labels, excluded) == (["b"], ["a"])
+    assert (worst.n, worst.n_correct) == (15, 15)
+
+
+def test_checks_run_unless_a_table_switches_them_off() -> None:
+    assert _checks_enabled([]) is True
+    assert _checks_enabled([{"type": "attack"}]) is True
+    assert _checks_enabled([{"checks": False}, {"checks": False}]) is False
+    assert _checks_enabled([{"checks": False}, {"checks": True}]) is True
