@@ -55,17 +55,24 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(f'"{item}"' for item in items) + "]"
 
 
-def prepare(group: str, work: Path) -> Path:
-    """A scratch copy of the repository with mutmut configured for ``group``."""
+def prepare(group: str, work: Path, resume: bool = False) -> Path:
+    """A scratch copy of the repository with mutmut configured for ``group``.
+
+    With ``resume``, an existing copy keeps its ``mutants/`` folder (mutmut's results so far) and
+    gets the checkout's current sources and tests: mutmut then retests only the mutants not yet
+    decided and those of functions whose source changed, and collects coverage for new tests.
+    """
     modules, tests = GROUPS[group]
     folder = work / group
-    if folder.exists():
+    if folder.exists() and not (resume and (folder / "mutants").is_dir()):
         shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "mutants")
     for name in COPY:
         source = ROOT / name
         if source.is_dir():
+            if (folder / name).exists():
+                shutil.rmtree(folder / name)
             shutil.copytree(source, folder / name, ignore=ignore)
         else:
             shutil.copy2(source, folder / name)
@@ -91,18 +98,30 @@ def _mutmut(folder: Path, *args: str, check: bool = True) -> str:
     return done.stdout
 
 
-def run(group: str, work: Path, max_children: int) -> list[str]:
-    folder = prepare(group, work)
+def _statuses(folder: Path) -> dict[str, str]:
+    """Each mutant's status as mutmut lists it (``killed``, ``survived``, ``no tests``, ...)."""
+    if not (folder / "mutants").is_dir():
+        return {}
+    listing = _mutmut(folder, "results", "--all", "true", check=False)
+    return {match.group(1): match.group(2) for line in listing.splitlines()
+            if (match := re.match(r"\s*(\S+): (.+)$", line))}
+
+
+def run(group: str, work: Path, max_children: int, resume: bool = False) -> list[str]:
+    earlier = _statuses(work / group) if resume else {}
+    folder = prepare(group, work, resume)
     _mutmut(folder, "run", "--max-children", str(max_children), check=False)
-    listing = _mutmut(folder, "results", "--all", "true")
+    # mutmut lets a decided result stand; survivors of the earlier run are retested by name so
+    # that tests added since get their chance to kill them.
+    retest = [name for name, status in _statuses(folder).items()
+              if status == "survived" and earlier.get(name) == "survived"]
+    if retest:
+        _mutmut(folder, "run", "--max-children", str(max_children), *retest, check=False)
+    statuses = _statuses(folder)
     counts: dict[str, int] = {}
-    survivors = []
-    for line in listing.splitlines():
-        match = re.match(r"\s*(\S+): (.+)$", line)
-        if match:
-            counts[match.group(2)] = counts.get(match.group(2), 0) + 1
-            if match.group(2) == "survived":
-                survivors.append(match.group(1))
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    survivors = [name for name, status in statuses.items() if status == "survived"]
     report = [f"# {group}: {', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}"]
     for name in survivors:
         diff = [line for line in _mutmut(folder, "show", name).splitlines()
@@ -119,6 +138,9 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the groups and exit")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--max-children", type=int, default=1, help="parallel mutmut workers (default 1)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the runs already in --work (an interrupted run, or survivors to retest "
+                             "after new tests) instead of starting over")
     args = parser.parse_args()
     if args.list:
         for name, (modules, tests) in GROUPS.items():
@@ -127,8 +149,10 @@ def main() -> None:
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
         raise SystemExit(f"error: unknown group {unknown[0]!r}: use one of {', '.join(GROUPS)}")
+    if args.resume and args.work is None:
+        raise SystemExit("error: --resume needs --work, the folder of the runs to continue")
     work = args.work or Path(tempfile.mkdtemp(prefix="mgbench-mutate-"))
-    survived = {group: run(group, work, args.max_children) for group in args.groups or list(GROUPS)}
+    survived = {group: run(group, work, args.max_children, args.resume) for group in args.groups or list(GROUPS)}
     print(f"survivors: {sum(map(len, survived.values()))} ({work})")
 
 
