@@ -378,18 +378,17 @@ def _provenance_columns(prov: dict[str, Any]) -> dict[str, Any]:
 
 def _check_writable(path: Path) -> None:
     """One-line errors for a store path that cannot hold a file, before SQLite is asked."""
-    if path.is_dir():
-        raise InputError(f"results store {path} is a folder: pass a file path with --store")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"results store {path} is under {parent}, which is a file: pass another --store")
-            break
     try:
+        if path.is_dir():
+            raise InputError(f"results store {path} is a folder: pass a file path with --store")
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise InputError(f"results store {path} is under {parent}, which is a file: pass another --store")
+                break
         path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the folder of results store {path} ({exc.strerror}): "
-                         "pass a writable --store") from exc
+    except OSError as exc:  # also from the checks: a name too long for the file system, a loop of links
+        raise InputError(f"results store {path} cannot be created ({exc.strerror}): pass a writable --store") from exc
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise InputError(f"results store {path} is not writable (read-only file or folder): "
                          "pass a writable --store")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mgbench.corruptions import ALL, ReferenceBackend, TorchBackend, corrupt_scaled, fidelity
+from mgbench.corruptions import ALL, ReferenceBackend, TorchBackend, corrupt_scaled, fidelity, torch_backend
 from mgbench.corruptions.reference import from_uint8
 from mgbench.corruptions.scaling import working_size
 from mgbench.corruptions.torch_backend import pull_chains
@@ -18,6 +18,15 @@ from mgbench.data.digits import load_digits
 
 # kernels: compares floats across implementations; .ci/run repeats it on a second CPU kernel path.
 pytestmark = pytest.mark.kernels
+
+
+@pytest.fixture(autouse=True)
+def _uncached_kernels() -> None:
+    """Each test builds the defocus disks and frost layers afresh: a cache filled by an earlier
+    test (or, under mutation testing, by the process mutmut forks each mutant from) would hand
+    the code under test the kernels of another version of it."""
+    torch_backend._disk.cache_clear()
+    torch_backend.frost_layers.cache_clear()
 
 
 @pytest.fixture(scope="module")
