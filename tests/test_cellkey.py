@@ -182,11 +182,14 @@ def test_migrated_store_keeps_its_leaderboard(tmp_path: Path) -> None:
         assert store.frame()["cell_key"].tolist() == frame["cell_key"].tolist()
 
 
-def test_a_migrated_cell_is_not_recomputed(tmp_path: Path, store_path: Path) -> None:
+def test_a_migrated_cell_is_not_recomputed(tmp_path: Path, store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cell written before schema 2 gets the key the new code computes for the same cell; a
-    migrated summary is replaced by its recomputation, not duplicated."""
+    migrated summary is replaced by its recomputation, not duplicated. Such cells were written by
+    version 1 of every condition type: the corruption condition (version 2 since) is pinned to
+    1 here, as the code of that time; with today's version the migrated cell is recomputed."""
     import sqlite3
 
+    monkeypatch.setattr(OnTheFlyCorruption, "condition_version", 1)
     suite = _suite(tmp_path, "m", CORRUPTIONS.format(names="fog", severities="1"))
     _run(suite, store_path)
     with Store(store_path) as store:
@@ -211,6 +214,9 @@ def test_a_migrated_cell_is_not_recomputed(tmp_path: Path, store_path: Path) -> 
         after = store.frame()
     assert set(after["cell_key"]) == set(before["cell_key"])  # the same keys: summaries of version 1 superseded
     assert len(after) == len(before)
+    monkeypatch.undo()
+    today = _run(suite, store_path)
+    assert [o.computed for o in today if o.condition["type"] == "corruption"] == [True]
 
 
 ATTACK = """

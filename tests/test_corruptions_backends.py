@@ -1,4 +1,5 @@
-"""The reference backend's determinism, and the torch backend's fidelity to it.
+"""The reference backend's determinism, the torch backend's fidelity to it, and the torch
+backend's OpenCV parts (Canny, histogram equalisation, dilation, the water drops) against OpenCV.
 
 Fidelity is measured two ways (see mgbench.corruptions.fidelity): with the reference's own
 random numbers replayed (implementation differences only), and with the torch backend's own
@@ -6,14 +7,25 @@ seeding (same random process: the same statistics)."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from scipy import ndimage
 
 from mgbench.corruptions import ALL, ReferenceBackend, TorchBackend, corrupt_scaled, fidelity, torch_backend
 from mgbench.corruptions.reference import from_uint8
 from mgbench.corruptions.scaling import working_size
-from mgbench.corruptions.torch_backend import pull_chains
+from mgbench.corruptions.torch_backend import (
+    _dilate,
+    _shifted_sum,
+    _water,
+    canny,
+    edge_distance,
+    equalize_hist,
+    pull_chains,
+)
 from mgbench.data.digits import load_digits
 
 # kernels: compares floats across implementations; .ci/run repeats it on a second CPU kernel path.
@@ -189,3 +201,172 @@ def test_resample224_runs_size_dependent_corruptions_at_224(digits: np.ndarray) 
     # Both backends share the resampling: replaying the reference's draws still matches.
     ref = corrupt_scaled(ReferenceBackend(workers=0), x, [0, 1], "defocus_blur", 1, "resample224")
     assert float((ref - scaled).abs().mean() * 255) < 0.8
+
+
+# ----------------------------------------------------------------------------- the parts, exactly
+# The image operations the torch backend rebuilds from OpenCV, each against OpenCV (or SciPy's
+# exact distance transform) on images made to hit their edge cases: ties between neighbouring
+# gradient magnitudes, magnitudes exactly at a threshold, gradients on either side of OpenCV's
+# integer 22.5-degree test, weak edges reached only after many rounds of hysteresis, histograms
+# whose lowest level is not 0 or holds one pixel, edge pixels more than ``cap`` away. The replay
+# tests above compare whole corruptions with a tolerance (spatter's is loose: its distance
+# transform differs from OpenCV's chamfer on purpose); these compare the parts exactly.
+
+
+def _batch(*images: np.ndarray) -> torch.Tensor:
+    """uint8-valued float32 ``[B, 1, H, W]``."""
+    return torch.from_numpy(np.stack(images).astype(np.float32))[:, None]
+
+
+def _step_image() -> np.ndarray:
+    """Flat regions one step of 10 or 20 levels apart: Sobel magnitudes of exactly 40 and 80,
+    equal on both sides of each step (ties), and a ramp of rising contrast along one edge."""
+    image = np.full((24, 40), 100, np.uint8)
+    image[:, 20:] = 110            # a vertical step of 10: |gx| = 40 on both sides
+    image[12:, :] = 130            # a horizontal step of 20 below: |gy| = 80
+    for x in range(3, 18):         # a weak edge whose contrast grows towards x = 3
+        image[4:8, x] = 100 + (18 - x) * 4
+    return image
+
+
+def _chain_image() -> np.ndarray:
+    """A 1-pixel line with a strong start and a long weak tail that winds back and forth: only
+    repeated hysteresis rounds (more than eight steps) reach its end."""
+    image = np.zeros((30, 30), np.uint8)
+    for row in range(2, 28, 4):
+        image[row, 2:28] = 60
+        image[row:row + 4, 27 if (row // 4) % 2 == 0 else 2] = 60
+    image[2, 2:5] = 255
+    return image
+
+
+def _ratio_patch(gx: int, gy: int) -> np.ndarray:
+    """A pixel whose Sobel gradient is exactly (gx, gy) (same parity, both even here), with
+    neighbours set so that its horizontal and diagonal non-maximum tests disagree."""
+    image = np.zeros((9, 9), np.int64)
+    image[4, 5] = gx // 2          # weight 2 in gx
+    image[5, 4] = gy // 2          # weight 2 in gy
+    image[2:7, 0:2] = 3            # neighbours that make the directions disagree
+    return image.clip(0, 255).astype(np.uint8)
+
+
+CANNY_CASES = [
+    (_step_image(), 40, 80), (_step_image(), 39, 79), (_step_image(), 40.9, 80.5), (_step_image(), 30, 40),
+    (_chain_image(), 50, 150), (_chain_image(), 100, 300),
+    (np.random.default_rng(0).integers(0, 256, (23, 37)).astype(np.uint8), 50, 150),
+    ((np.random.default_rng(1).integers(0, 4, (31, 19)) * 60).astype(np.uint8), 100, 200),
+    (_ratio_patch(338, 140), 10, 20), (_ratio_patch(478, 198), 10, 20),
+]
+
+
+@pytest.mark.parametrize("index", range(len(CANNY_CASES)))
+def test_canny_is_opencvs(index: int) -> None:
+    image, low, high = CANNY_CASES[index]
+    expected = cv2.Canny(image, low, high) > 0
+    assert np.array_equal(canny(_batch(image), low, high)[0, 0].numpy(), expected)
+
+
+def test_canny_direction_test_at_tan_22_5_degrees() -> None:
+    """OpenCV compares |gy| << 15 with |gx| * round(tan(22.5 deg) * 2**15) = |gx| * 13573. At
+    (gx, gy) = (338, 140) the gradient is below that line (13573 * 338 > 140 << 15) but would be
+    above it with 13572; at (478, 198) it is above it, and would be below it with 13574: the two
+    patches put a pixel on each side, and the canny cases above check the edges OpenCV finds."""
+    assert (140 << 15) < 338 * 13573 and not (140 << 15) < 338 * 13572
+    assert not (198 << 15) < 478 * 13573 and (198 << 15) < 478 * 13574
+    for gx, gy in ((338, 140), (478, 198)):
+        image = _ratio_patch(gx, gy)
+        sobel_x = cv2.Sobel(image, cv2.CV_16S, 1, 0, ksize=3, borderType=cv2.BORDER_REPLICATE)
+        sobel_y = cv2.Sobel(image, cv2.CV_16S, 0, 1, ksize=3, borderType=cv2.BORDER_REPLICATE)
+        assert (sobel_x[4, 4], sobel_y[4, 4]) == (gx, gy)
+
+
+def test_a_batch_of_canny_maps_is_each_images_own() -> None:
+    images = [CANNY_CASES[0][0][:20, :30], CANNY_CASES[6][0][:20, :30]]
+    out = canny(_batch(*images), 50, 150)
+    for k, image in enumerate(images):
+        assert np.array_equal(out[k, 0].numpy(), cv2.Canny(image, 50, 150) > 0)
+
+
+def test_shifted_sum_is_a_correlation() -> None:
+    rng = np.random.default_rng(2)
+    padded = torch.from_numpy(rng.integers(0, 256, (2, 1, 9, 14)).astype(np.float32))
+    kernel = [[-2, 0, 1], [3, 0, -1], [0, 5, 2]]
+    expected = F.conv2d(padded, torch.tensor(kernel, dtype=torch.float32)[None, None])
+    assert torch.equal(_shifted_sum(padded, kernel), expected)
+
+
+def test_dilate_is_opencvs_3x3() -> None:
+    rng = np.random.default_rng(3)
+    masks = rng.random((2, 11, 17)) < 0.08
+    masks[0, 0, 0] = masks[1, 10, 16] = masks[1, 0, 16] = True  # corners: nothing outside the image counts
+    out = _dilate(torch.from_numpy(masks)[:, None])
+    for k in range(2):
+        expected = cv2.dilate(masks[k].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        assert np.array_equal(out[k, 0].numpy(), expected)
+
+
+def _equalize_cases() -> list[np.ndarray]:
+    rng = np.random.default_rng(4)
+    random = rng.integers(0, 256, (12, 20)).astype(np.uint8)
+    few = rng.choice(np.array([7, 50, 51, 200], np.uint8), (12, 20))  # the lowest level is not 0
+    lonely = np.full((12, 20), 10, np.uint8)
+    lonely[3, 4] = 200                                                 # one pixel above the lowest level
+    unique_low = few.copy()
+    unique_low[0, 0] = 3                                               # the lowest level holds one pixel
+    flat = np.full((12, 20), 99, np.uint8)                             # one level only
+    return [random, few, lonely, unique_low, flat]
+
+
+def test_equalize_hist_is_opencvs_per_image() -> None:
+    cases = _equalize_cases()
+    out = equalize_hist(_batch(*cases))
+    assert out.dtype == torch.float32 and out.shape == (5, 1, 12, 20)
+    for k, image in enumerate(cases):
+        assert np.array_equal(out[k, 0].numpy(), cv2.equalizeHist(image).astype(np.float32)), k
+    as_bytes = equalize_hist(torch.from_numpy(np.stack(cases[:2]))[:, None])
+    assert as_bytes.dtype == torch.uint8  # the input's type comes back
+    assert np.array_equal(as_bytes[1, 0].numpy(), cv2.equalizeHist(cases[1]))
+
+
+def test_edge_distance_is_the_exact_distance_capped() -> None:
+    edges = np.zeros((2, 48, 40), bool)
+    edges[0, 24, 20] = True                   # one point: distances up to beyond the cap
+    edges[0, 3, 0] = True
+    edges[1, 0, 39] = True                    # one corner: 20-ish to the left and down
+    edges[1, 47, 10:12] = True
+    for cap in (20, 7):
+        out = edge_distance(torch.from_numpy(edges)[:, None], cap=cap)
+        assert out.dtype == torch.float32
+        for k in range(2):
+            expected = np.minimum(ndimage.distance_transform_edt(~edges[k]), cap)
+            np.testing.assert_allclose(out[k, 0].numpy(), expected, rtol=0, atol=1e-5)
+    nothing = edge_distance(torch.zeros(1, 1, 10, 30, dtype=torch.bool), cap=20)
+    assert torch.equal(nothing, torch.full((1, 1, 10, 30), 20.0))
+
+
+def _reference_water(liquid: np.ndarray, intensity: float) -> np.ndarray:
+    """imagecorruptions' water drops (spatter, severities 1-3) in OpenCV, with its chamfer
+    distance transform replaced by the exact one (the one documented difference)."""
+    levels = (liquid * 255).astype(np.uint8)
+    edges = cv2.Canny(levels, 50, 150) > 0
+    dist = np.minimum(ndimage.distance_transform_edt(~edges), 20).astype(np.float32)
+    dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
+    dist = cv2.equalizeHist(dist)
+    dist = cv2.filter2D(dist, cv2.CV_8U, np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]))
+    dist = cv2.blur(dist, (3, 3)).astype(np.float32)
+    drops = levels * dist
+    return drops / drops.max() * intensity
+
+
+def test_water_drops_are_the_references() -> None:
+    rng = np.random.default_rng(5)
+    liquids = []
+    for seed_sigma in (2.0, 3.0):
+        field = ndimage.gaussian_filter(rng.random((40, 56)), seed_sigma)
+        field = (field - field.min()) / (field.max() - field.min())
+        liquids.append(np.where(field > 0.55, field, 0).astype(np.float32))
+    out = _water(torch.from_numpy(np.stack(liquids))[:, None], 0.7)
+    for k, liquid in enumerate(liquids):
+        np.testing.assert_allclose(out[k, 0].numpy(), _reference_water(liquid, 0.7), rtol=0, atol=2e-6)
+    dry = _water(torch.zeros(1, 1, 16, 16), 0.7)  # no drop at all: left clean, not 0/0
+    assert torch.equal(dry, torch.zeros(1, 1, 16, 16))

@@ -446,7 +446,9 @@ def equalize_hist(levels: torch.Tensor) -> torch.Tensor:
     hist = torch.zeros(batch, 256, device=levels.device).scatter_add_(1, flat, ones)
     first = (hist > 0).float().argmax(dim=1, keepdim=True)
     first_count = hist.gather(1, first)
-    scale = 255.0 / (total - first_count).clamp(min=1)
+    # A tensor divided by a tensor: ``255.0 / t`` is computed as 255 * (1 / t), rounded twice,
+    # and lands one float32 step off OpenCV's scale, which moves products that are exact halves.
+    scale = torch.full_like(first_count, 255.0) / (total - first_count).clamp(min=1)
     lut = torch.round((hist.cumsum(1) - first_count) * scale).clamp(0, 255)
     lut = torch.where(first_count == total, first.float().expand(-1, 256), lut)
     return lut.gather(1, flat).reshape(levels.shape).to(levels.dtype)
