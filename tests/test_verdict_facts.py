@@ -25,6 +25,7 @@ from mgbench.attacks.verdict import (
 from mgbench.cellkey import summary_key
 from mgbench.conditions import LiveModel, SummaryContext
 from mgbench.data import DataSpec, open_dataset
+from mgbench.data.spec import OpenedData
 from mgbench.models import LoadedModel
 from mgbench.provenance import now_iso
 from mgbench.runner import cell_provenance
@@ -240,3 +241,30 @@ def test_checks_run_unless_a_table_switches_them_off() -> None:
     assert _checks_enabled([{"type": "attack"}]) is True
     assert _checks_enabled([{"checks": False}, {"checks": False}]) is False
     assert _checks_enabled([{"checks": False}, {"checks": True}]) is True
+
+
+class _Unreadable(torch.utils.data.Dataset):
+    """Six digits images of which the first ``broken`` cannot be read (``None``, as with
+    ``--on-bad-image skip``)."""
+
+    def __init__(self, broken: int):
+        self.images, self.broken = open_dataset(DataSpec("digits", limit=6)).dataset, broken
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, index: int):
+        return None if index < self.broken else self.images[index]
+
+
+def test_a_batch_of_only_unreadable_images_is_skipped_not_the_end() -> None:
+    """With batches of two, the first batch holds only unreadable images: the facts cover the
+    four readable ones after it (the third to the sixth item), not none."""
+    spec = DataSpec("digits", limit=6)
+    dataset = _Unreadable(broken=2)
+    opened = OpenedData(dataset, 6, "h", "none", "test")
+    facts = model_facts(LiveModel(LoadedModel(Linear().eval(), "linear", "linear", "w"), spec, opened,
+                                  torch.device("cpu"), 2))
+    assert facts.n == 4 and facts.clean.n == 4
+    readable = sorted(int(dataset.images[i][2]) for i in range(2, 6))
+    assert np.flatnonzero(facts.clean.members).tolist() == readable
