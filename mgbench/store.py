@@ -464,14 +464,14 @@ def _rekey(conn: sqlite3.Connection) -> None:
     """Give every cell of an older store its schema-2 key and canonical columns. Two old cells
     with one new key (impossible for cells written by mgbench, kept for safety) keep the newest."""
     cells = conn.execute("SELECT cell_key, config, finished_at FROM cells ORDER BY finished_at").fetchall()
-    seen: dict[str, str] = {}
+    seen: set[str] = set()
     for old, config, _ in cells:
         key = legacy_key(json.loads(config))
         new = key.hash
         if new in seen:
             conn.execute("DELETE FROM results WHERE cell_key = ?", (new,))
             conn.execute("DELETE FROM cells WHERE cell_key = ?", (new,))
-        seen[new] = old
+        seen.add(new)
         canonical = key.canonical()
         conn.execute(
             f"UPDATE cells SET cell_key = ?, precision = ?, {', '.join(f'{c} = ?' for c in canonical)} "

@@ -12,7 +12,9 @@ import math
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from mgbench.cellkey import CellKey
@@ -49,7 +51,7 @@ def _key(tag: str = "a", version: int = 1, model: dict | None = None, data: dict
 
 
 def _record(key: CellKey, rows: list[MetricRow], finished: str = "2026-01-01T00:01:00") -> CellRecord:
-    return CellRecord(key, suite="attacks", params=1234, config={"z": 1, "a": [2, 3]},
+    return CellRecord(key, suite="attacks", params=1234, config={"z": Path("/d/x"), "a": [2, 3]},
                       provenance={**PROVENANCE, "finished_at": finished}, rows=rows)
 
 
@@ -64,14 +66,14 @@ def _sql(path: Path, query: str) -> list[dict]:
 
 def test_a_cell_is_stored_column_by_column(store_path: Path) -> None:
     key = _key()
-    rows = [MetricRow("robust_top1", 0.25, 0.1, 0.5, 8, step=None, detail={"z": 1, "b": [0, 1]}),
+    rows = [MetricRow("robust_top1", 0.25, 0.1, 0.5, 8, step=None, detail={"z": np.int64(1), "b": [0, 1]}),
             MetricRow("robust_top1", 0.5, n=8, step=2), MetricRow("images_per_s", 99.0, detail={})]
     with Store(store_path) as store:
         assert store.write_cell(_record(key, rows))
     [cell] = _sql(store_path, "SELECT * FROM cells")
     assert cell == {
         "cell_key": key.hash, "suite": "attacks", "model": "net", "dataset": "digits",
-        "config": '{"a": [2, 3], "z": 1}', "config_hash": "cfg", "seed": 3, "mgbench_version": "0.9",
+        "config": '{"a": [2, 3], "z": "/d/x"}', "config_hash": "cfg", "seed": 3, "mgbench_version": "0.9",
         "git_sha": "abc123", "torch_version": "2.x", "versions": '{"mgbench": "0.9", "torch": "2.x"}',
         "device": "cpu", "started_at": "2026-01-01T00:00:00", "finished_at": "2026-01-01T00:01:00", "runtime_s": 60.5,
         "condition_json": _canonical(key.condition), "data_json": _canonical(DATA), "model_json": _canonical(MODEL),
@@ -85,7 +87,7 @@ def test_a_cell_is_stored_column_by_column(store_path: Path) -> None:
               "restarts": None, "random_start": None}
     assert stored == [
         {**common, "step": None, "metric": "robust_top1", "value": 0.25, "ci_low": 0.1, "ci_high": 0.5, "n": 8,
-         "detail": '{"b": [0, 1], "z": 1}'},
+         "detail": '{"b": [0, 1], "z": "1"}'},  # what JSON cannot hold is written as text
         {**common, "step": 2, "metric": "robust_top1", "value": 0.5, "ci_low": None, "ci_high": None, "n": 8,
          "detail": None},
         {**common, "step": None, "metric": "images_per_s", "value": 99.0, "ci_low": None, "ci_high": None,
@@ -154,6 +156,9 @@ def test_same_rows_compares_numbers_steps_counts_and_details(store_path: Path) -
     with Store(store_path) as store:
         store.write_cell(_record(key, rows))
         assert store.same_rows(key.hash, list(reversed(rows)))
+        numpy_detail = _key("numpy")
+        store.write_cell(_record(numpy_detail, [MetricRow("top1", 0.5, detail={"ids": np.int64(7)})]))
+        assert store.same_rows(numpy_detail.hash, [MetricRow("top1", 0.5, detail={"ids": np.int64(7)})])
         assert store.same_rows(key.hash, [MetricRow("top1", 0.5 + 1e-12, n=8, detail={"a": 1}), rows[1],
                                           MetricRow("images_per_s", 99.0)])  # timing and round-off aside
         for changed in (MetricRow("top1", 0.5, n=7, detail={"a": 1}), MetricRow("top1", 0.5, n=8, detail={"a": 2}),
@@ -359,12 +364,14 @@ def test_store_paths_that_cannot_hold_a_file(tmp_path: Path, monkeypatch: pytest
 
 def test_export_writes_through_a_temporary_file(tmp_path: Path) -> None:
     frame = pd.DataFrame({"model": ["a", "b"], "value": [0.5, math.pi]})
-    out = export(frame, tmp_path / "new" / "t.csv", "csv")
-    assert out == tmp_path / "new" / "t.csv" and out.read_text() == f"model,value\na,0.5\nb,{math.pi!r}\n"
+    out = export(frame, tmp_path / "new" / "er" / "t.csv", "csv")
+    assert out == tmp_path / "new" / "er" / "t.csv"
+    assert out.read_text() == f"model,value\na,0.5\nb,{math.pi!r}\n"
     parquet = export(frame, tmp_path / "t.parquet", "parquet")
     assert pd.read_parquet(parquet).equals(frame)
+    assert pq.read_schema(parquet).names == ["model", "value"]  # no index column
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "t.parquet"]
-    assert [p.name for p in (tmp_path / "new").iterdir()] == ["t.csv"]
+    assert [p.name for p in (tmp_path / "new" / "er").iterdir()] == ["t.csv"]
     with pytest.raises(InputError) as error:
         export(frame, tmp_path / "t.xlsx", "xlsx")
     assert str(error.value) == "unknown export format 'xlsx': use csv or parquet"
