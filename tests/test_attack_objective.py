@@ -110,3 +110,14 @@ def test_pgd_starts_at_a_random_point_by_default() -> None:
     with pytest.raises(ValueError) as info:
         pgd(model, x, y, norm="l1", eps=0.1, steps=1, step_size=0.1)
     assert str(info.value) == "unknown norm 'l1'"
+
+
+def test_pgd_refuses_an_unknown_keep_mode_and_a_per_example_l2_budget() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5)).eval()
+    x, y = torch.full((2, 3, 2, 2), 0.5), torch.tensor([0, 1])
+    with pytest.raises(ValueError) as info:
+        pgd(model, x, y, norm="linf", eps=0.1, steps=1, step_size=0.1, keep="best")
+    assert str(info.value) == "unknown keep mode 'best'"
+    with pytest.raises(ValueError) as info:
+        pgd(model, x, y, norm="l2", eps=torch.tensor([0.1, 0.2]), steps=1, step_size=0.1)
+    assert str(info.value) == "an L2 budget must be one number"
