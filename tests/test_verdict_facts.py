@@ -11,11 +11,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mgbench.attacks.checks import ModelFacts
+from mgbench.attacks.checks import ModelFacts, StoredAttack
 from mgbench.attacks.examples import ExampleSet
 from mgbench.attacks.verdict import (
     SUMMARY_VERSION,
     _checks_enabled,
+    _worst_case_summaries,
     covered,
     model_facts,
     read_attacks,
@@ -26,6 +27,7 @@ from mgbench.cellkey import summary_key
 from mgbench.conditions import LiveModel, SummaryContext
 from mgbench.data import DataSpec, open_dataset
 from mgbench.data.spec import OpenedData
+from mgbench.metrics import binomial_ci
 from mgbench.models import LoadedModel
 from mgbench.provenance import now_iso
 from mgbench.runner import cell_provenance
@@ -268,3 +270,53 @@ def test_a_batch_of_only_unreadable_images_is_skipped_not_the_end() -> None:
     assert facts.n == 4 and facts.clean.n == 4
     readable = sorted(int(dataset.images[i][2]) for i in range(2, 6))
     assert np.flatnonzero(facts.clean.members).tolist() == readable
+
+
+def _stored(eps_str: str, examples: ExampleSet | None, steps: list[ExampleSet] | None = None, attack: str = "pgd",
+            random_start: bool = True) -> StoredAttack:
+    numerator, denominator = eps_str.split("/")
+    return StoredAttack(attack, "honest", "default", "linf", int(numerator) / int(denominator), eps_str, 10, 0.01, 1,
+                        random_start, examples, step_examples=steps or [])
+
+
+def _set(correct: list[bool]) -> ExampleSet:
+    return ExampleSet.from_ids(np.arange(len(correct)), np.array(correct, dtype=bool))
+
+
+def test_worst_case_summaries_row_by_row() -> None:
+    """Each eps in order: 1/255 has no per-example results (skipped, not the end), 2/255 has an
+    empty example set (skipped), 3/255 one example (kept), 4/255 two anytime PGDs of three steps
+    each beside the chance-level probe (never part of a worst case). Expected rows by hand."""
+    pgd_a = _stored("4/255", _set([True, True, False, True]),
+                    [_set([True, False, True, True]), _set([True, True, True, True]), _set([True, True, False, True])])
+    pgd_b = _stored("4/255", _set([False, True, True, True]), [_set([True, True, True, False]),
+                                                                 _set([False, True, True, True]),
+                                                                 _set([False, True, True, True])], attack="pgd-margin")
+    chance = _stored("128/255", _set([False] * 4), random_start=False)
+    cells = [_stored("1/255", None), _stored("2/255", _set([])), _stored("3/255", _set([True])), pgd_a, pgd_b, chance]
+    summaries = _worst_case_summaries("linf", cells)
+    assert [s.key for s in summaries] == [
+        {"threat": "linf", "attack": "worst-case", "protocol": "honest", "variant": "default", "norm": "linf",
+         "eps": eps, "eps_str": eps_str} for eps, eps_str in ((3 / 255, "3/255"), (4 / 255, "4/255"))]
+    one, four = summaries[0].rows, summaries[1].rows
+    note = ("per-example worst case over the listed attacks, on the examples every one of them evaluated; "
+            "excluded attacks evaluated fewer examples")
+    assert one == [MetricRow("top1", 1.0, *binomial_ci(1, 1), 1, detail={
+        "attacks": ["pgd 3/255 (10 steps, 1 restart)"], "excluded": [], "examples": _set([True]).to_detail(),
+        "note": note})]
+    worst = _set([False, True, False, True])  # correct under both PGDs
+    labels = ["pgd 4/255 (10 steps, 1 restart)", "pgd-margin 4/255 (10 steps, 1 restart)"]
+    assert four[0] == MetricRow("top1", 0.5, *binomial_ci(2, 4), 4, detail={
+        "attacks": labels, "excluded": [], "examples": worst.to_detail(), "note": note})
+    # after step t: correct under both attacks' step-t results, among the worst case's examples (all four)
+    by_step = [(2, [True, False, True, False]), (3, [False, True, True, True]), (2, [False, True, False, True])]
+    assert four[1:] == [MetricRow("top1", k / 4, *binomial_ci(k, 4), 4, step=t + 1)
+                        for t, (k, _) in enumerate(by_step)]
+
+
+@pytest.mark.parametrize("steps_a, steps_b", [(1, 1), (2, 3), (0, 0)])
+def test_worst_case_has_step_rows_only_for_equal_step_counts_above_one(steps_a: int, steps_b: int) -> None:
+    cells = [_stored("4/255", _set([True, False]), [_set([True, True])] * steps_a),
+             _stored("4/255", _set([True, True]), [_set([True, True])] * steps_b, attack="pgd-margin")]
+    [summary] = _worst_case_summaries("linf", cells)
+    assert [row.step for row in summary.rows] == [None]
