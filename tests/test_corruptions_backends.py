@@ -7,6 +7,10 @@ seeding (same random process: the same statistics)."""
 
 from __future__ import annotations
 
+import os
+import select
+import signal
+
 import cv2
 import numpy as np
 import pytest
@@ -370,3 +374,26 @@ def test_water_drops_are_the_references() -> None:
         np.testing.assert_allclose(out[k, 0].numpy(), _reference_water(liquid, 0.7), rtol=0, atol=2e-6)
     dry = _water(torch.zeros(1, 1, 16, 16), 0.7)  # no drop at all: left clean, not 0/0
     assert torch.equal(dry, torch.zeros(1, 1, 16, 16))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_jpeg_compression_works_in_a_forked_child() -> None:
+    """The JPEG thread pool made in this process is not inherited by a fork (its threads are
+    not): a child compresses with a pool of its own instead of waiting forever."""
+    x = torch.rand(2, 3, 16, 16)
+    expected = TorchBackend()(x, [0, 1], "jpeg_compression", 3)  # the pool exists in this process now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether it got the same bytes, then leave at once
+        try:
+            same = torch.equal(TorchBackend()(x, [0, 1], "jpeg_compression", 3), expected)
+            os.write(write, b"1" if same else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], 60)
+    answer = os.read(read, 1) if ready else b""
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert answer == b"1", "the forked child did not finish JPEG compression within 60 s"

@@ -22,6 +22,7 @@ import functools
 import importlib.resources
 import io
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
@@ -478,6 +479,16 @@ def saturate(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
 
 
 _JPEG_POOL: ThreadPoolExecutor | None = None
+
+
+def _forget_jpeg_pool() -> None:
+    """A forked process (a DataLoader worker, a process pool) inherits the pool object but none
+    of its threads: work handed to it would wait forever, so the child starts a pool of its own."""
+    global _JPEG_POOL
+    _JPEG_POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_jpeg_pool)
 
 
 def _jpeg_one(image: np.ndarray, quality: int) -> np.ndarray:
