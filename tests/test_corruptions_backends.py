@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -376,18 +377,15 @@ def test_water_drops_are_the_references() -> None:
     assert torch.equal(dry, torch.zeros(1, 1, 16, 16))
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_jpeg_compression_works_in_a_forked_child() -> None:
-    """The JPEG thread pool made in this process is not inherited by a fork (its threads are
-    not): a child compresses with a pool of its own instead of waiting forever."""
-    x = torch.rand(2, 3, 16, 16)
-    expected = TorchBackend()(x, [0, 1], "jpeg_compression", 3)  # the pool exists in this process now
+def _same_in_a_fork(corrupt: Callable[[], torch.Tensor]) -> bool:
+    """Whether ``corrupt()`` gives the same result in a forked child as here (run here first, so
+    that its pools exist in this process); False when the child hangs for 60 s."""
+    expected = corrupt()
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: report whether it got the same bytes, then leave at once
+    if pid == 0:  # the child: report, then leave at once
         try:
-            same = torch.equal(TorchBackend()(x, [0, 1], "jpeg_compression", 3), expected)
-            os.write(write, b"1" if same else b"0")
+            os.write(write, b"1" if torch.equal(corrupt(), expected) else b"0")
         finally:
             os._exit(0)
     os.close(write)
@@ -396,4 +394,14 @@ def test_jpeg_compression_works_in_a_forked_child() -> None:
     if not ready:
         os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    assert answer == b"1", "the forked child did not finish JPEG compression within 60 s"
+    return answer == b"1"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_pools_are_not_inherited_by_a_fork() -> None:
+    """A forked process (a DataLoader worker, mutmut's mutant processes) inherits the JPEG thread
+    pool and the reference's process pools as objects but not their threads: it must start its
+    own instead of waiting forever."""
+    x = torch.rand(2, 3, 32, 32)
+    assert _same_in_a_fork(lambda: TorchBackend()(x, [0, 1], "jpeg_compression", 3))
+    assert _same_in_a_fork(lambda: ReferenceBackend(workers=2)(x, [0, 1], "gaussian_noise", 2))

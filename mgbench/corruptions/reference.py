@@ -30,6 +30,9 @@ from mgbench.corruptions.names import seed_for
 OWN_SEED = frozenset({"impulse_noise", "glass_blur"})  # functions with randomness of their own
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
+# A forked process inherits the pool objects but not their management threads (work handed to
+# them would wait forever): it starts pools of its own.
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def corrupt_one(image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
