@@ -466,7 +466,12 @@ def _rekey(conn: sqlite3.Connection) -> None:
     cells = conn.execute("SELECT cell_key, config, finished_at FROM cells ORDER BY finished_at").fetchall()
     seen: set[str] = set()
     for old, config, _ in cells:
-        key = legacy_key(json.loads(config))
+        try:
+            key = legacy_key(json.loads(config))
+        except (ValueError, KeyError, TypeError) as exc:  # not a configuration mgbench wrote
+            raise InputError(f"cell {old} of this older results store has an unreadable configuration "
+                             f"({exc.__class__.__name__}: {exc}), so the store cannot be migrated: "
+                             "pass another --store") from exc
         new = key.hash
         if new in seen:
             conn.execute("DELETE FROM results WHERE cell_key = ?", (new,))

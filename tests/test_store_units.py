@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from mgbench.store import (
     CellRecord,
     MetricRow,
     Store,
+    _create_or_migrate,
     export,
     legacy_key,
     signature,
@@ -106,7 +108,8 @@ def test_the_joined_frame_its_filters_and_order(store_path: Path) -> None:
             c for c in CELL_COLUMNS if c not in ("cell_key", "model", "dataset")]
         assert frame["value"].tolist() == [0.3, 0.1, 0.2]  # by finish time, then as written
         assert store.frame(model="net", metric=["top5", "top1"])["value"].tolist() == [0.1, 0.2]
-        assert store.frame(model=None, suite="attacks")["value"].tolist() == [0.3, 0.1, 0.2]
+        assert store.frame(model=None, metric="top5")["value"].tolist() == [0.2]  # None: no filter on that column
+        assert store.frame(suite="attacks")["value"].tolist() == [0.3, 0.1, 0.2]
         assert store.frame(model=("other",))["value"].tolist() == [0.3]
         assert store.frame(model={"none"}).empty
         assert store.cell_keys() == [early.hash, late.hash]
@@ -276,6 +279,9 @@ def test_an_old_store_opened_read_only_is_migrated_in_a_copy(tmp_path: Path) -> 
     assert store.version == SCHEMA_VERSION and store.cell_keys() == [legacy_key(config).hash]
     store.close()
     assert not copy.parent.exists() and store._temp is None
+    again = Store(path, readonly=True)
+    shutil.rmtree(again._temp.parent)  # the temporary copy removed by someone else: closing still works
+    again.close()
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["old.sqlite"]
 
 
@@ -376,3 +382,28 @@ def test_export_writes_through_a_temporary_file(tmp_path: Path) -> None:
         export(frame, tmp_path / "t.xlsx", "xlsx")
     assert str(error.value) == "unknown export format 'xlsx': use csv or parquet"
     assert not (tmp_path / "t.xlsx").exists()
+
+
+def test_a_migration_runs_once_and_an_unreadable_old_store_is_left_as_it_was(tmp_path: Path) -> None:
+    """A second writer that opened an old store while the first migrated it finds it migrated
+    (the version is checked again inside the migration's transaction); an old store with a cell
+    whose configuration cannot be read is refused with one line and left untouched."""
+    path = tmp_path / "new.sqlite"
+    with Store(path) as store:
+        store.write_cell(_record(_key(), [MetricRow("top1", 0.5)]))
+        keys = store.cell_keys()
+    conn = sqlite3.connect(path, isolation_level=None)
+    _create_or_migrate(conn)  # as a writer that waited for the first one's migration
+    conn.close()
+    with Store(path) as store:
+        assert store.cell_keys() == keys
+    bad = tmp_path / "bad.sqlite"
+    _old_store(bad, [("good", {"model": MODEL, "data": DATA, "condition": OLD_CONDITION}, "2026-01-01"),
+                     ("odd", {"model": MODEL}, "2026-01-02")])
+    with pytest.raises(InputError) as error:
+        Store(bad)
+    assert str(error.value) == ("cell odd of this older results store has an unreadable configuration "
+                                "(KeyError: 'condition'), so the store cannot be migrated: pass another --store")
+    assert [r["name"] for r in _sql(bad, "PRAGMA table_info(cells)")][-1] == "runtime_s"  # no column added
+    assert _sql(bad, "SELECT cell_key FROM cells ORDER BY finished_at") == [{"cell_key": "good"}, {"cell_key": "odd"}]
+    assert _sql(bad, "PRAGMA user_version") == [{"user_version": 0}]
