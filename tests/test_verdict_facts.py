@@ -201,7 +201,9 @@ def test_read_attacks_keeps_every_cell_steps_and_warnings() -> None:
         + _cell("aa", [("per_example", final.to_detail()), ("autoattack_checks", {"warnings": {"flag": 2}})],
                 attack="autoattack")
         + [{"cell_key": "clean", "threat": "clean", "attack": None, "metric": "top1", "step": None, "detail": None}])
-    cells = {c.attack + ("-broken" if c.examples is None else ""): c for c in read_attacks(frame)}
+    read = read_attacks(frame)
+    assert [c.attack for c in read] == ["pgd", "pgd", "autoattack"]  # the frame's order, not the keys' ("aa" first)
+    cells = {c.attack + ("-broken" if c.examples is None else ""): c for c in read}
     assert sorted(cells) == ["autoattack", "pgd", "pgd-broken"]
     anytime = cells["pgd"]
     assert [s.correct.tolist() for s in anytime.step_examples] == [s.correct.tolist() for s in steps]
