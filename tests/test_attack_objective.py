@@ -121,3 +121,48 @@ def test_pgd_refuses_an_unknown_keep_mode_and_a_per_example_l2_budget() -> None:
     with pytest.raises(ValueError) as info:
         pgd(model, x, y, norm="l2", eps=torch.tensor([0.1, 0.2]), steps=1, step_size=0.1)
     assert str(info.value) == "an L2 budget must be one number"
+
+
+class _Threshold(nn.Module):
+    """Class 1 when an image's mean exceeds 0.5 (logits -/+ 10 (mean - 0.5)); keeps each forward
+    pass's batch size, which shows which examples each step and restart attacked. For label 0
+    every pixel's gradient is positive, so an L-inf step adds the step size to every pixel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(10.0))
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(x.shape[0])
+        margin = self.scale * (x.flatten(1).mean(dim=1) - 0.5)
+        return torch.stack([-margin, margin], dim=1)
+
+
+def _run(means: list[float], **options) -> tuple[list[float], list[int]]:
+    model = _Threshold().eval()
+    x = torch.tensor(means).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
+    out = pgd(model, x, torch.zeros(len(means), dtype=torch.long), norm="linf", eps=0.2, step_size=0.1,
+              random_start=False, **options)
+    return [round(v, 6) for v in out.mean(dim=(1, 2, 3)).tolist()], model.sizes
+
+
+def test_restarts_attack_only_the_examples_not_yet_broken() -> None:
+    """Means 0.42, 0.35, 0.05, two steps of 0.1 (budget 0.2), two restarts, by hand. Restart 1:
+    step 0 sees all three (none fooled) and moves them to 0.52, 0.45, 0.15; step 1 finds the first
+    fooled (kept at 0.52) and moves the other two to 0.55, 0.25; the final check finds the second
+    fooled (kept at 0.55). Restart 2 attacks only the third: three passes of one example, and its
+    final 0.25 is no better than restart 1's."""
+    assert _run([0.42, 0.35, 0.05], steps=2, restarts=2) == ([0.52, 0.55, 0.25], [3, 3, 2, 1, 1, 1])
+
+
+def test_keep_last_never_drops_an_example() -> None:
+    """The same with keep="last": every pass sees all three, both restarts, and each keeps its
+    final iterate (0.42 + 0.2, 0.35 + 0.2, 0.05 + 0.2) whether or not it fooled the model."""
+    assert _run([0.42, 0.35, 0.05], steps=2, restarts=2, keep="last") == ([0.62, 0.55, 0.25], [3] * 6)
+
+
+def test_a_single_restart_attacks_the_last_example_to_the_end() -> None:
+    """Once the first example is fooled at step 1 the other one, alone, still takes its last
+    step (0.05 -> 0.15 -> 0.25, then held at the budget)."""
+    assert _run([0.42, 0.05], steps=3, restarts=1) == ([0.52, 0.25], [2, 2, 1])
