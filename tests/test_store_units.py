@@ -407,3 +407,14 @@ def test_a_migration_runs_once_and_an_unreadable_old_store_is_left_as_it_was(tmp
     assert [r["name"] for r in _sql(bad, "PRAGMA table_info(cells)")][-1] == "runtime_s"  # no column added
     assert _sql(bad, "SELECT cell_key FROM cells ORDER BY finished_at") == [{"cell_key": "good"}, {"cell_key": "odd"}]
     assert _sql(bad, "PRAGMA user_version") == [{"user_version": 0}]
+
+
+def test_a_store_sqlite_cannot_open_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr("mgbench.store.sqlite3.connect", refuse)
+    with pytest.raises(InputError) as error:
+        Store(tmp_path / "r.sqlite")
+    assert str(error.value) == (f"results store {tmp_path / 'r.sqlite'} cannot be opened (unable to open database "
+                                "file): pass a writable --store")
