@@ -364,12 +364,17 @@ def _reference_water(liquid: np.ndarray, intensity: float) -> np.ndarray:
 
 
 def test_water_drops_are_the_references() -> None:
+    """Two random puddle maps, and one large drop whose centre lies more than the cap (20 px)
+    away from its edge."""
     rng = np.random.default_rng(5)
     liquids = []
     for seed_sigma in (2.0, 3.0):
         field = ndimage.gaussian_filter(rng.random((40, 56)), seed_sigma)
         field = (field - field.min()) / (field.max() - field.min())
         liquids.append(np.where(field > 0.55, field, 0).astype(np.float32))
+    rows, cols = np.mgrid[:40, :56]
+    distance = np.hypot(rows - 20, cols - 28)
+    liquids.append(np.where(distance < 27, 0.8 - distance / 100, 0).astype(np.float32))
     out = _water(torch.from_numpy(np.stack(liquids))[:, None], 0.7)
     for k, liquid in enumerate(liquids):
         np.testing.assert_allclose(out[k, 0].numpy(), _reference_water(liquid, 0.7), rtol=0, atol=2e-6)
@@ -405,3 +410,47 @@ def test_pools_are_not_inherited_by_a_fork() -> None:
     x = torch.rand(2, 3, 32, 32)
     assert _same_in_a_fork(lambda: TorchBackend()(x, [0, 1], "jpeg_compression", 3))
     assert _same_in_a_fork(lambda: ReferenceBackend(workers=2)(x, [0, 1], "gaussian_noise", 2))
+
+
+@pytest.mark.parametrize("radius, alias_blur", [(3, 0.1), (8, 0.5), (9, 0.5), (10, 0.5)])
+def test_disk_kernel_is_imagecorruptions(radius: int, alias_blur: float) -> None:
+    """defocus_blur's kernel: the reference's own ``disk`` (in float64), at the radii on either
+    side of its switch from a 3 x 3 to a 5 x 5 anti-aliasing blur."""
+    from imagecorruptions.corruptions import disk
+
+    expected = disk(radius, alias_blur, dtype=np.float64)
+    np.testing.assert_allclose(torch_backend.disk_kernel(radius, alias_blur).numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_plasma_fractal_is_imagecorruptions() -> None:
+    """fog's and frost's height map: the reference's diamond-square with its random numbers."""
+    from imagecorruptions.corruptions import plasma_fractal
+
+    state = np.random.get_state()
+    try:
+        np.random.seed(11)
+        expected = plasma_fractal(mapsize=64, wibbledecay=2.5)
+    finally:
+        np.random.set_state(state)
+    ours = torch_backend.plasma_fractal(fidelity.NumpyReplay([11], "fog"), 1, 64, 2.5, torch.device("cpu"))
+    np.testing.assert_allclose(ours[0].numpy(), expected, rtol=0, atol=1e-6)
+
+
+def test_pixelate_of_a_non_square_image_is_the_references() -> None:
+    """Width and height kept apart, and PIL's BOX boundaries: 40 px at factor 0.4 gives 16 boxes
+    of 2.5 pixels, so input pixel centres fall exactly on box edges."""
+    image = np.random.default_rng(6).integers(0, 256, (1, 40, 56, 3)).astype(np.uint8)
+    x = torch.from_numpy(image).permute(0, 3, 1, 2).float() / 255
+    for severity in range(1, 6):
+        ours = torch.round(TorchBackend()(x, [0], "pixelate", severity) * 255).to(torch.uint8)
+        expected = ReferenceBackend(workers=0).corrupt_uint8(image, [0], "pixelate", severity)
+        assert np.array_equal(ours.permute(0, 2, 3, 1).numpy(), expected), severity
+
+
+def test_each_corruption_draws_its_own_random_numbers() -> None:
+    """The per-image seed includes the corruption's name: Gaussian and speckle noise on the same
+    image id and severity are independent (the same draws would make them correlate fully)."""
+    x = torch.full((1, 3, 32, 32), 0.5)
+    gaussian = TorchBackend()(x, [3], "gaussian_noise", 1) - 0.5
+    speckle = TorchBackend()(x, [3], "speckle_noise", 1) - 0.5
+    assert abs(np.corrcoef(gaussian.flatten().numpy(), speckle.flatten().numpy())[0, 1]) < 0.2

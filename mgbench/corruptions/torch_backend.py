@@ -534,9 +534,20 @@ def pixelate(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     levels = x * 255  # PIL rounds each pass half up (fixed point), not half to even
     levels = torch.floor(levels @ _box_weights(w, small_w, x.device, x.dtype).t() + 0.5)
     levels = torch.floor(_box_weights(h, small_h, x.device, x.dtype) @ levels + 0.5)
-    rows = ((torch.arange(h, device=x.device) + 0.5) * small_h / h).long()
-    cols = ((torch.arange(w, device=x.device) + 0.5) * small_w / w).long()
+    rows, cols = _nearest(h, small_h, x.device), _nearest(w, small_w, x.device)
     return levels.index_select(-2, rows).index_select(-1, cols) / 255
+
+
+def _nearest(size: int, out: int, device: torch.device) -> torch.Tensor:
+    """The source pixel of each of ``size`` pixels when PIL's NEAREST enlarges ``out`` pixels to
+    ``size``: its affine transform starts half a step in and adds the step ``out / size`` once
+    per pixel (float64), then truncates; at an exact tie the sum can land one pixel lower than
+    ``(i + 0.5) * out / size`` (40 px from 16: pixel 7 reads 2, not 3)."""
+    step, position, index = out / size, 0.5 * (out / size), []
+    for _ in range(size):
+        index.append(int(position))
+        position += step
+    return torch.tensor(index, device=device)
 
 
 @_register("elastic_transform")
