@@ -287,7 +287,7 @@ def _set(correct: list[bool]) -> ExampleSet:
 
 def test_worst_case_summaries_row_by_row() -> None:
     """Each eps in order: 1/255 has no per-example results (skipped, not the end), 2/255 has an
-    empty example set (skipped), 3/255 one example (kept), 4/255 two anytime PGDs of three steps
+    empty example set (skipped), 3/255 one example of two steps (kept), 4/255 two anytime PGDs of three steps
     each beside the chance-level probe (never part of a worst case). Expected rows by hand."""
     pgd_a = _stored("4/255", _set([True, True, False, True]),
                     [_set([True, False, True, True]), _set([True, True, True, True]), _set([True, True, False, True])])
@@ -295,7 +295,8 @@ def test_worst_case_summaries_row_by_row() -> None:
                                                                  _set([False, True, True, True]),
                                                                  _set([False, True, True, True])], attack="pgd-margin")
     chance = _stored("128/255", _set([False] * 4), random_start=False)
-    cells = [_stored("1/255", None), _stored("2/255", _set([])), _stored("3/255", _set([True])), pgd_a, pgd_b, chance]
+    single = _stored("3/255", _set([True]), [_set([True]), _set([False])])  # one example, two steps
+    cells = [_stored("1/255", None), _stored("2/255", _set([])), single, pgd_a, pgd_b, chance]
     summaries = _worst_case_summaries("linf", cells)
     assert [s.key for s in summaries] == [
         {"threat": "linf", "attack": "worst-case", "protocol": "honest", "variant": "default", "norm": "linf",
@@ -305,7 +306,8 @@ def test_worst_case_summaries_row_by_row() -> None:
             "excluded attacks evaluated fewer examples")
     assert one == [MetricRow("top1", 1.0, *binomial_ci(1, 1), 1, detail={
         "attacks": ["pgd 3/255 (10 steps, 1 restart)"], "excluded": [], "examples": _set([True]).to_detail(),
-        "note": note})]
+        "note": note}), MetricRow("top1", 1.0, *binomial_ci(1, 1), 1, step=1),
+        MetricRow("top1", 0.0, *binomial_ci(0, 1), 1, step=2)]
     worst = _set([False, True, False, True])  # correct under both PGDs
     labels = ["pgd 4/255 (10 steps, 1 restart)", "pgd-margin 4/255 (10 steps, 1 restart)"]
     assert four[0] == MetricRow("top1", 0.5, *binomial_ci(2, 4), 4, detail={
