@@ -3,6 +3,8 @@ FGSM's use of it, and the L2 random start, against hand computations."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -166,3 +168,32 @@ def test_a_single_restart_attacks_the_last_example_to_the_end() -> None:
     """Once the first example is fooled at step 1 the other one, alone, still takes its last
     step (0.05 -> 0.15 -> 0.25, then held at the budget)."""
     assert _run([0.42, 0.05], steps=3, restarts=1) == ([0.52, 0.25], [2, 2, 1])
+
+
+def test_each_loss_by_hand() -> None:
+    """The margin is the largest other logit minus the true one (Carlini-Wagner), CE the
+    log-sum-exp minus the true logit: written out for two examples of three classes."""
+    logits = torch.tensor([[1.0, 3.0, 2.0], [5.0, 0.0, -1.0]])
+    y = torch.tensor([0, 0])
+    margin, fooled = objective("margin")(lambda _: logits, torch.zeros(2, 1), y)
+    assert margin.tolist() == [2.0, -5.0] and fooled.tolist() == [True, False]
+    ce, _ = objective("ce")(lambda _: logits, torch.zeros(2, 1), y)
+    expected = [math.log(math.e ** 1 + math.e ** 3 + math.e ** 2) - 1, math.log(math.e ** 5 + 1 + math.e ** -1) - 5]
+    assert ce.tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_restarts_keep_each_examples_highest_loss_iterate() -> None:
+    """keep="last", two random restarts of one small step: each example ends at the restart
+    whose final iterate has the higher loss (for label 0 of the threshold model, the higher
+    mean), found by running each restart alone from the same random numbers."""
+    x = torch.tensor([0.1, 0.2, 0.3, 0.05]).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
+    y = torch.zeros(4, dtype=torch.long)
+    options = dict(norm="linf", eps=0.2, steps=1, step_size=0.05, keep="last")
+    torch.manual_seed(3)
+    both = pgd(_Threshold().eval(), x, y, restarts=2, **options)
+    torch.manual_seed(3)
+    first = pgd(_Threshold().eval(), x, y, restarts=1, **options)
+    second = pgd(_Threshold().eval(), x, y, restarts=1, **options)  # the generator has moved on: restart 2's draws
+    pick_second = second.mean(dim=(1, 2, 3)) > first.mean(dim=(1, 2, 3))
+    assert 0 < int(pick_second.sum()) < 4  # each restart wins somewhere
+    assert torch.equal(both, torch.where(pick_second.view(-1, 1, 1, 1), second, first))
