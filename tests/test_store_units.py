@@ -418,3 +418,14 @@ def test_a_store_sqlite_cannot_open_is_one_line(tmp_path: Path, monkeypatch: pyt
         Store(tmp_path / "r.sqlite")
     assert str(error.value) == (f"results store {tmp_path / 'r.sqlite'} cannot be opened (unable to open database "
                                 "file): pass a writable --store")
+
+
+def test_a_store_sqlite_cannot_write_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr("mgbench.store._create_or_migrate", refuse)
+    with pytest.raises(InputError) as error:
+        Store(tmp_path / "r.sqlite")
+    assert str(error.value) == (f"results store {tmp_path / 'r.sqlite'} cannot be written (attempt to write a "
+                                "readonly database): pass a writable --store")
