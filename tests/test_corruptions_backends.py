@@ -438,10 +438,12 @@ def test_plasma_fractal_is_imagecorruptions() -> None:
     np.testing.assert_allclose(ours[0].numpy(), expected, rtol=0, atol=1e-6)
 
 
-def test_pixelate_of_a_non_square_image_is_the_references() -> None:
-    """Width and height kept apart, and PIL's BOX boundaries: 40 px at factor 0.4 gives 16 boxes
-    of 2.5 pixels, so input pixel centres fall exactly on box edges."""
-    image = np.random.default_rng(6).integers(0, 256, (1, 40, 56, 3)).astype(np.uint8)
+@pytest.mark.parametrize("height, width", [(40, 56), (37, 41), (61, 49)])
+def test_pixelate_of_a_non_square_image_is_the_references(height: int, width: int) -> None:
+    """Width and height kept apart, and PIL's BOX and NEAREST at their edges: 40 px at factor 0.4
+    gives 16 boxes of 2.5 pixels (input pixel centres exactly on box edges; enlarging back, exact
+    ties); at 37, 41, 61 and 49 px the box test is decided in the last bit of float64."""
+    image = np.random.default_rng(6).integers(0, 256, (1, height, width, 3)).astype(np.uint8)
     x = torch.from_numpy(image).permute(0, 3, 1, 2).float() / 255
     for severity in range(1, 6):
         ours = torch.round(TorchBackend()(x, [0], "pixelate", severity) * 255).to(torch.uint8)

@@ -154,7 +154,8 @@ def mgnet_zoom(x: torch.Tensor) -> torch.Tensor:
 # mCE only over a complete normaliser; 3: the normaliser in the key, so that summaries over two
 # normalisers are two cells). CONDITION_VERSION 2: the torch backend's histogram equalisation
 # (spatter's water drops, severities 1-3) rounds exact halves as OpenCV does, and pixelate
-# enlarges as PIL does at exact ties (sizes like 40 px; none at 32, 64 or 224 px).
+# reduces and enlarges as PIL does at box edges and exact ties (sizes like 37 or 40 px; the
+# same images as before at 32, 64 and 224 px).
 CONDITION_VERSION = 2
 SUMMARY_VERSION = 3
 
