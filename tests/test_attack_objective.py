@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mgbench.attacks.bounds import l2_norms
-from mgbench.attacks.gradient import _ascent, _random_start, fgsm, objective, pgd
+from mgbench.attacks.gradient import _ascent, _random_start, default_step_size, fgsm, objective, pgd
 from mgbench.models import forward_steps
 from mgbench.models.anytime import StepOutputs
 
@@ -197,3 +197,9 @@ def test_restarts_keep_each_examples_highest_loss_iterate() -> None:
     pick_second = second.mean(dim=(1, 2, 3)) > first.mean(dim=(1, 2, 3))
     assert 0 < int(pick_second.sum()) < 4  # each restart wins somewhere
     assert torch.equal(both, torch.where(pick_second.view(-1, 1, 1, 1), second, first))
+
+
+def test_madrys_step_size() -> None:
+    """2.5 eps / steps (Madry et al. 2018): at eps 8/255 and 10 steps, 2/255."""
+    assert default_step_size(8 / 255, 10) == pytest.approx(2 / 255, rel=1e-12)
+    assert default_step_size(0.5, 5) == pytest.approx(0.25, rel=1e-12)
