@@ -58,6 +58,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                    "test_a_foreign_sqlite_file_is_refused_untouched",
                    "test_a_store_under_a_file_or_in_a_read_only_folder_is_one_line",
                ))]),
+    "cell-key": (["mgbench/cellkey.py"],
+                 ["tests/test_store_units.py", "tests/test_cell_keys.py", "tests/test_cellkey.py"]),
     "flops": (["mgbench/flops.py"],
               ["tests/test_flops_units.py", "tests/test_flops_by_hand.py", "tests/test_flops.py"]),
 }

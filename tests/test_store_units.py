@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from mgbench.cellkey import CellKey
+from mgbench.cellkey import CellKey, canonical_json
 from mgbench.errors import InputError
 from mgbench.store import (
     CELL_COLUMNS,
@@ -429,3 +429,10 @@ def test_a_store_sqlite_cannot_write_is_one_line(tmp_path: Path, monkeypatch: py
         Store(tmp_path / "r.sqlite")
     assert str(error.value) == (f"results store {tmp_path / 'r.sqlite'} cannot be written (attempt to write a "
                                 "readonly database): pass a writable --store")
+
+
+def test_canonical_json_is_key_order_free_compact_and_writes_other_values_as_text() -> None:
+    """Cell keys hash this text: equal objects in any key order give equal text; values JSON
+    cannot hold (a path, a numpy integer) are written as their text instead of failing."""
+    assert canonical_json({"b": Path("/d/x"), "a": [np.int64(3), 0.5]}) == '{"a":["3",0.5],"b":"/d/x"}'
+    assert canonical_json({"z": 1, "y": {"b": 2, "a": 1}}) == canonical_json({"y": {"a": 1, "b": 2}, "z": 1})
