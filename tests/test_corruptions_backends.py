@@ -39,11 +39,12 @@ pytestmark = pytest.mark.kernels
 
 @pytest.fixture(autouse=True)
 def _uncached_kernels() -> None:
-    """Each test builds the defocus disks and frost layers afresh: a cache filled by an earlier
-    test (or, under mutation testing, by the process mutmut forks each mutant from) would hand
-    the code under test the kernels of another version of it."""
-    torch_backend._disk.cache_clear()
-    torch_backend.frost_layers.cache_clear()
+    """Each test builds the defocus disks, frost layers and pixelate's resampling tables afresh:
+    a cache filled by an earlier test (or, under mutation testing, by the process mutmut forks
+    each mutant from) would hand the code under test the kernels of another version of it."""
+    for cached in (torch_backend._disk, torch_backend.frost_layers, torch_backend._box_matrix,
+                   torch_backend._nearest_index):
+        cached.cache_clear()
 
 
 @pytest.fixture(scope="module")

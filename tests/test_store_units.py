@@ -409,26 +409,21 @@ def test_a_migration_runs_once_and_an_unreadable_old_store_is_left_as_it_was(tmp
     assert _sql(bad, "PRAGMA user_version") == [{"user_version": 0}]
 
 
-def test_a_store_sqlite_cannot_open_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("target, error, message", [
+    ("mgbench.store.sqlite3.connect", "unable to open database file",
+     "cannot be opened (unable to open database file)"),
+    ("mgbench.store._create_or_migrate", "attempt to write a readonly database",
+     "cannot be written (attempt to write a readonly database)"),
+])
+def test_a_store_sqlite_cannot_open_or_write_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str,
+                                                        error: str, message: str) -> None:
     def refuse(*args: object, **kwargs: object) -> sqlite3.Connection:
-        raise sqlite3.OperationalError("unable to open database file")
+        raise sqlite3.OperationalError(error)
 
-    monkeypatch.setattr("mgbench.store.sqlite3.connect", refuse)
-    with pytest.raises(InputError) as error:
+    monkeypatch.setattr(target, refuse)
+    with pytest.raises(InputError) as raised:
         Store(tmp_path / "r.sqlite")
-    assert str(error.value) == (f"results store {tmp_path / 'r.sqlite'} cannot be opened (unable to open database "
-                                "file): pass a writable --store")
-
-
-def test_a_store_sqlite_cannot_write_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(conn: sqlite3.Connection) -> None:
-        raise sqlite3.OperationalError("attempt to write a readonly database")
-
-    monkeypatch.setattr("mgbench.store._create_or_migrate", refuse)
-    with pytest.raises(InputError) as error:
-        Store(tmp_path / "r.sqlite")
-    assert str(error.value) == (f"results store {tmp_path / 'r.sqlite'} cannot be written (attempt to write a "
-                                "readonly database): pass a writable --store")
+    assert str(raised.value) == f"results store {tmp_path / 'r.sqlite'} {message}: pass a writable --store"
 
 
 def test_canonical_json_is_key_order_free_compact_and_writes_other_values_as_text() -> None:

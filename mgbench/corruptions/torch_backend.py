@@ -514,7 +514,13 @@ def jpeg_compression(x: torch.Tensor, severity: int, rand: Random) -> torch.Tens
 
 
 def _box_weights(size: int, out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """PIL's BOX reduction as a matrix ``[out, size]``, computed the way PIL's ``precompute_coeffs``
+    return _box_matrix(size, out).to(device, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _box_matrix(size: int, out: int) -> torch.Tensor:
+    """PIL's BOX reduction as a matrix ``[out, size]`` (float64, CPU; built once per size, not per
+    batch), computed the way PIL's ``precompute_coeffs``
     does in float64 (the window of input pixels around each output pixel's centre, then the box
     test on ``(i - centre + 0.5) / scale`` by multiplying with the inverse scale), so that a pixel
     on a box edge falls on the same side as in PIL: with a division instead, 37 px reduced to 22
@@ -527,7 +533,7 @@ def _box_weights(size: int, out: int, device: torch.device, dtype: torch.dtype) 
         for i in range(max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), size)):
             if -0.5 < (i - centre + 0.5) * inverse <= 0.5:
                 weights[j, i] = 1.0
-    return (weights / weights.sum(dim=1, keepdim=True)).to(device, dtype)
+    return weights / weights.sum(dim=1, keepdim=True)
 
 
 @_register("pixelate")
@@ -545,6 +551,11 @@ def pixelate(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
 
 
 def _nearest(size: int, out: int, device: torch.device) -> torch.Tensor:
+    return torch.tensor(_nearest_index(size, out), device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _nearest_index(size: int, out: int) -> tuple[int, ...]:
     """The source pixel of each of ``size`` pixels when PIL's NEAREST enlarges ``out`` pixels to
     ``size``: its affine transform starts half a step in and adds the step ``out / size`` once
     per pixel (float64), then truncates; at an exact tie the sum can land one pixel lower than
@@ -553,7 +564,7 @@ def _nearest(size: int, out: int, device: torch.device) -> torch.Tensor:
     for _ in range(size):
         index.append(int(position))
         position += step
-    return torch.tensor(index, device=device)
+    return tuple(index)
 
 
 @_register("elastic_transform")
