@@ -13,7 +13,6 @@ is computed by hand below, and each failing comparison must lie clearly beyond i
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from attack_support import one_thread  # noqa: F401
+from by_hand import wilson
 from verdict_models import write_factory
 
 from mgbench.attacks.checks import beats
@@ -48,14 +48,6 @@ def sweep(model: str, store: Path, limit: int, *more: dict[str, Any], **table: A
         return results.frame()
 
 
-def wilson_low(u: int, n: int) -> float:
-    """Lower end of the 95% Wilson score interval of u/n, written out (Wilson 1927)."""
-    z = 1.959963984540054
-    p = u / n
-    centre = (p + z ** 2 / (2 * n)) / (1 + z ** 2 / n)
-    return centre - z / (1 + z ** 2 / n) * math.sqrt(p * (1 - p) / n + z ** 2 / (4 * n ** 2))
-
-
 def broken_only(reason: str) -> tuple[int, int]:
     """(u, n) from a comparison's reason "... breaks u/n examples ..."."""
     found = re.search(r"breaks (\d+)/(\d+) examples", reason)
@@ -76,8 +68,8 @@ def checks(frame: pd.DataFrame) -> dict[str, tuple[bool | None, str]]:
 def test_the_margin_at_64_examples_is_three_unique_breaks() -> None:
     """The rule (mgbench.attacks.checks): fail when the Wilson lower end of u/n exceeds 1%. By
     hand at n = 64: u = 2 gives 0.0086, u = 3 gives 0.0161."""
-    assert wilson_low(2, 64) == pytest.approx(0.0086, abs=1e-4)
-    assert wilson_low(3, 64) == pytest.approx(0.0161, abs=1e-4)
+    assert wilson(2, 64)[0] == pytest.approx(0.0086, abs=1e-4)
+    assert wilson(3, 64)[0] == pytest.approx(0.0161, abs=1e-4)
     assert beats(2, 64)[0] is False and beats(3, 64)[0] is True
 
 
@@ -90,7 +82,7 @@ def test_noise_beating_a_reversed_gradient_fails_the_noise_check(models: dict[st
     assert "random noise beats the white-box attacks" in result["noise"][1]
     u, n = broken_only(result["noise"][1])
     assert n == 64 and u >= 6, result["noise"]  # twice the margin's 3 at n = 64: clearly beyond it
-    assert wilson_low(u, n) > 0.01
+    assert wilson(u, n)[0] > 0.01
     assert frame[frame["metric"] == "unreliable"]["value"].item() == 1
 
 
@@ -111,7 +103,7 @@ def test_a_stuck_pgd_fails_the_converged_check(models: dict[str, str], tmp_path:
     assert result["converged"][1].startswith("pgd 8/255 (5 steps, 2 restarts) breaks")
     assert "that pgd 8/255 (1 steps, 2 restarts) left correct" in result["converged"][1]
     u, n = broken_only(result["converged"][1])
-    assert n == 64 and u >= 6 and wilson_low(u, n) > 0.01, result["converged"]
+    assert n == 64 and u >= 6 and wilson(u, n)[0] > 0.01, result["converged"]
 
 
 def test_a_randomised_model_passes_only_with_eot(models: dict[str, str], tmp_path: Path) -> None:

@@ -18,26 +18,16 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from by_hand import wilson
 
 from mgbench.conditions import summariser
 from mgbench.store import RESULT_COLUMNS
-
-Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
-
-
-def wilson(correct: int, n: int) -> tuple[float, float]:
-    """Wilson score interval, written out (Wilson 1927)."""
-    p = correct / n
-    centre = (p + Z95 ** 2 / (2 * n)) / (1 + Z95 ** 2 / n)
-    half = Z95 / (1 + Z95 ** 2 / n) * math.sqrt(p * (1 - p) / n + Z95 ** 2 / (4 * n ** 2))
-    return centre - half, centre + half
 
 
 def per_example_detail(members: list[int], correct: list[int], size: int) -> dict[str, Any]:
