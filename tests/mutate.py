@@ -44,8 +44,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                 ["tests/test_worst_case.py", "tests/test_attack_spec.py", "tests/test_verdict_checks.py",
                  "tests/test_verdict_facts.py", "tests/test_attack_verdict.py"]),
     "verdict-checks": (["mgbench/attacks/checks.py"],
-                       ["tests/test_verdict_checks.py", "tests/test_verdict_facts.py", "tests/test_worst_case.py",
-                        "tests/test_attack_verdict.py"]),
+                       ["tests/test_checks_units.py", "tests/test_verdict_checks.py", "tests/test_verdict_facts.py",
+                        "tests/test_worst_case.py", "tests/test_attack_verdict.py"]),
     "data-spec": (["mgbench/data/spec.py"],
                   ["tests/test_data_spec.py", "tests/test_data.py", "tests/test_cell_keys.py"]),
     # The store's crash and concurrency tests (a killed process, two writers: 20-60 s each) and
