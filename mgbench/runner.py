@@ -449,7 +449,9 @@ def summary_frame(store: Store, model: dict[str, Any], data: dict[str, Any], opt
     stored = store.frame(model_json=canonical_json(model), options_json=canonical_json(options))
     keep = {text for text in stored["data_json"].unique() if _nested(json.loads(text), data)}
     frame = stored[stored["data_json"].isin(keep) | stored["cell_key"].isin(also)]
-    return frame[frame["condition_json"].map(lambda c: json.loads(c)["type"] != "summary")].reset_index(drop=True)
+    # astype(bool): an empty mask of dtype object would select columns, not rows
+    summaries = frame["condition_json"].map(lambda c: json.loads(c)["type"] == "summary").astype(bool)
+    return frame[~summaries].reset_index(drop=True)
 
 
 def summarise(kind: str, ctx: SummaryContext) -> list[tuple[CellKey, list[MetricRow]]]:

@@ -46,6 +46,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "verdict-checks": (["mgbench/attacks/checks.py"],
                        ["tests/test_checks_units.py", "tests/test_verdict_checks.py", "tests/test_verdict_facts.py",
                         "tests/test_worst_case.py", "tests/test_attack_verdict.py"]),
+    "attack-spec": (["mgbench/attacks/eps.py", "mgbench/attacks/spec.py", "mgbench/attacks/variants.py"],
+                    ["tests/test_attack_spec.py", "tests/test_attack_pgd.py", "tests/test_checks_units.py"]),
+    # the summary's own unit test; the end-to-end mCE test (test_corruptions_runner.py, 20 s a run)
+    # pins the same arithmetic through a real run and is left to make test
+    "corruption-condition": (["mgbench/corruptions/condition.py"],
+                             ["tests/test_corruption_summary.py", "tests/test_cellkey.py"]),
     "data-spec": (["mgbench/data/spec.py"],
                   ["tests/test_data_spec.py", "tests/test_data.py", "tests/test_cell_keys.py"]),
     # The store's crash and concurrency tests (a killed process, two writers: 20-60 s each) and
