@@ -305,8 +305,8 @@ def _attack_names(value: Any) -> tuple[list[str], bool]:
 
 
 def _compatible(attack: str, protocol: str, variants: tuple[str, ...], transfer: str | None) -> bool:
-    """Whether ``all`` should include ``attack`` for this combination."""
-    if attack in ("autoattack", "apgd"):
+    """Whether ``all`` (fgsm, pgd, apgd) should include ``attack`` for this combination."""
+    if attack == "apgd":
         return protocol == "honest" and not transfer and "all-glimpses" not in variants
     return True
 

@@ -1,0 +1,214 @@
+"""What an attack table expands to and what each attack records about itself, written out by
+hand: the stored hyperparameters of every attack kind (the results' account of how a number was
+obtained), the verdict's probe attacks (which attack gets the second seed), the models an attack
+can target, and the variant grammar."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mgbench.attacks.eps import parse_eps
+from mgbench.attacks.spec import check_attack_target, make_spec, plan_table
+from mgbench.attacks.variants import aimed_at, parse_variant, rescaler_switch, without_seed
+from mgbench.errors import InputError
+from mgbench.models.anytime import StepOutputs
+from mgbench.models.layers import Normalize
+
+EPS = parse_eps("4/255")
+GRADIENT = {"units": "pixels of [0, 1] images", "clip_to_unit_range": True,
+            "implementation": "mgbench.attacks.gradient"}
+AUTOATTACK = {"units": "pixels of [0, 1] images", "clip_to_unit_range": True,
+              "implementation": "pyautoattack (official AutoAttack code), cascade driven by mgbench"}
+
+
+def stored(attack: str, variant: str = "default", protocol: str = "honest", steps: int | None = None,
+           step_size: float | None = None, restarts: int | None = None, random_start: int | None = None) -> dict:
+    """The condition columns of an L-inf 4/255 attack."""
+    return {"threat": "linf", "attack": attack, "protocol": protocol, "variant": variant, "norm": "linf",
+            "eps": 4 / 255, "eps_str": "4/255", "steps": steps, "step_size": step_size, "restarts": restarts,
+            "random_start": random_start}
+
+
+@pytest.mark.parametrize("spec, expected", [
+    (make_spec("pgd", "linf", EPS), {
+        **stored("pgd", steps=100, step_size=1 / 255, restarts=2, random_start=1), **GRADIENT,
+        "loss": "cross-entropy of the final logits", "keep": "first-success"}),
+    (make_spec("pgd", "linf", EPS, loss="margin", variants=("all-glimpses", "rescaler-off")), {
+        **stored("pgd-margin", "all-glimpses+rescaler-off", steps=100, step_size=1 / 255, restarts=2,
+                 random_start=1), **GRADIENT,
+        "loss": "mean margin max_{j!=y} z_j - z_y over all anytime steps", "keep": "first-success"}),
+    (make_spec("pgd", "linf", EPS, transfer_from="resnet-tiny", steps=7, restarts=3, random_start=False), {
+        **stored("pgd", "transfer-from=resnet-tiny", steps=7, step_size=1 / 255, restarts=3, random_start=0),
+        **GRADIENT, "loss": "cross-entropy of the final logits", "keep": "last"}),
+    (make_spec("pgd", "linf", EPS, protocol="mgnet-paper"), {
+        **stored("pgd", protocol="mgnet-paper", steps=10, step_size=1 / 255, restarts=1, random_start=0), **GRADIENT,
+        "units": "normalised tensor (x - mean) / std; pixel budget = eps * std per channel",
+        "clip_to_unit_range": False, "loss": "cross-entropy of the final logits", "keep": "last"}),
+    (make_spec("fgsm", "linf", EPS, steps=50, random_start=True), {
+        **stored("fgsm", steps=1, step_size=4 / 255, restarts=1, random_start=0), **GRADIENT,
+        "loss": "cross-entropy of the final logits", "keep": "first-success"}),
+    (make_spec("noise", "linf", EPS), {
+        **stored("noise", steps=10, restarts=1, random_start=1), "units": "pixels of [0, 1] images",
+        "clip_to_unit_range": True, "draws": 10, "implementation": "mgbench.attacks.noise"}),
+    (make_spec("autoattack", "linf", EPS, steps=5), {
+        **stored("autoattack-standard"), **AUTOATTACK, "version": "standard", "aa_attacks": None,
+        "square_queries": None}),
+    (make_spec("square", "linf", EPS, square_queries=300), {
+        **stored("autoattack-custom:square", steps=300), **AUTOATTACK, "version": "custom", "aa_attacks": ["square"],
+        "square_queries": 300}),
+    (make_spec("apgd", "linf", EPS, square_queries=300), {
+        **stored("autoattack-custom:apgd-ce+apgd-t"), **AUTOATTACK, "version": "custom",
+        "aa_attacks": ["apgd-ce", "apgd-t"], "square_queries": None}),
+], ids=["pgd", "pgd-margin-adaptive", "transfer", "mgnet-paper", "fgsm", "noise", "autoattack", "square", "apgd"])
+def test_each_attack_records_how_it_was_run(spec: Any, expected: dict[str, Any]) -> None:
+    assert spec.hyperparameters() == expected  # 4/255 * 0.25 is 1/255 exactly (a power-of-two scaling)
+
+
+def plan(table: dict[str, Any]) -> list[tuple[str, bool, bool]]:
+    """(label, optional, probe) of each planned attack."""
+    return [(p.spec.label, p.optional, p.probe) for p in plan_table({"type": "attack", **table})]
+
+
+def test_probes_at_every_eps_second_seed_of_the_strongest_and_one_chance_probe() -> None:
+    planned = plan_table({"type": "attack", "attack": ["pgd", "autoattack", "fgsm"], "eps": "1/255,4/255",
+                          "square_queries": 300})
+    expected = []
+    for attack in ("pgd", "autoattack", "fgsm"):  # the table's order: attack, eps, variant, then loss
+        for eps in ("1/255", "4/255"):
+            for variant in ("", " (rescaler-off)"):
+                names = ["pgd", "pgd-margin"] if attack == "pgd" else \
+                    ["autoattack-standard"] if attack == "autoattack" else ["fgsm"]
+                expected += [(f"{name} linf {eps}{variant}", bool(variant), False) for name in names]
+    assert len(expected) == 16
+    for eps in ("1/255", "4/255"):
+        expected += [(f"noise linf {eps}", False, True), (f"autoattack-custom:square linf {eps}", False, True),
+                     (f"autoattack-standard linf {eps} (seed=1)", False, True)]
+    expected.append(("pgd linf 1/2", False, True))
+    assert [(p.spec.label, p.optional, p.probe) for p in planned] == expected
+    square = [p.spec for p in planned if p.spec.name == "autoattack-custom:square"]
+    assert [s.steps for s in square] == [300, 300]
+    chance = planned[-1].spec.key()
+    # Madry's 2.5 eps / steps: 2.5 * 0.5 / 20
+    assert (chance["steps"], chance["step_size"], chance["restarts"], chance["random_start"]) == (20, 0.0625, 1, 0)
+    assert planned[-1].spec.eps.text == "1/2"
+
+
+@pytest.mark.parametrize("table, seeded", [
+    ({"attack": ["pgd", "apgd"]}, "autoattack-custom:apgd-ce+apgd-t"),
+    ({"attack": ["apgd", "autoattack"]}, "autoattack-standard"),
+    ({"attack": ["autoattack", "apgd"], "version": "custom", "aa_attacks": ["apgd-dlr"]},
+     "autoattack-custom:apgd-ce+apgd-t"),
+    ({"attack": ["pgd", "autoattack"], "version": "custom", "aa_attacks": ["apgd-dlr"]}, "autoattack-custom:apgd-dlr"),
+    ({"attack": "pgd", "loss": ["margin", "ce"]}, "pgd"),
+    ({"attack": "fgsm"}, None),
+    ({"attack": "pgd", "variant": "rescaler-off"}, None),
+], ids=["apgd-over-pgd", "standard-over-apgd", "apgd-over-custom", "custom-over-pgd", "ce-over-margin", "not-fgsm",
+        "not-a-variant"])
+def test_the_second_seed_goes_to_the_strongest_default_attack(table: dict[str, Any], seeded: str | None) -> None:
+    probes = [label for label, _, probe in plan({"eps": "4/255", "variant": "default", **table}) if probe]
+    expected = ["noise linf 4/255", "autoattack-custom:square linf 4/255"]
+    if seeded:
+        expected.append(f"{seeded} linf 4/255 (seed=1)")
+    assert probes == [*expected, "pgd linf 1/2"]
+
+
+@pytest.mark.parametrize("table, expected", [
+    ({"protocol": "mgnet-paper"}, ["pgd linf 4/255 [mgnet-paper]"]),
+    ({"transfer_from": "resnet-tiny"}, ["pgd linf 4/255 (transfer-from=resnet-tiny)",
+                                        "pgd-margin linf 4/255 (transfer-from=resnet-tiny)"]),
+])
+def test_no_probes_without_an_honest_white_box_attack(table: dict[str, Any], expected: list[str]) -> None:
+    assert plan({"attack": "pgd", "eps": "4/255", **table}) == [(label, False, False) for label in expected]
+
+
+@pytest.mark.parametrize("table, expected", [
+    ({"variant": "all-glimpses"}, ["fgsm linf 4/255 (all-glimpses)", "pgd linf 4/255 (all-glimpses)",
+                                   "pgd-margin linf 4/255 (all-glimpses)"]),
+    ({"protocol": "mgnet-paper"}, ["fgsm linf 4/255 [mgnet-paper]", "pgd linf 4/255 [mgnet-paper]"]),
+    ({"transfer_from": "x"}, ["fgsm linf 4/255 (transfer-from=x)", "pgd linf 4/255 (transfer-from=x)",
+                              "pgd-margin linf 4/255 (transfer-from=x)"]),
+    ({"variant": "rescaler-off"}, ["fgsm linf 4/255 (rescaler-off)", "pgd linf 4/255 (rescaler-off)",
+                                   "pgd-margin linf 4/255 (rescaler-off)",
+                                   "autoattack-custom:apgd-ce+apgd-t linf 4/255 (rescaler-off)"]),
+])
+def test_all_leaves_out_apgd_where_it_cannot_run(table: dict[str, Any], expected: list[str]) -> None:
+    assert [label for label, _, _ in plan({"attack": "all", "eps": "4/255", "checks": False, **table})] == expected
+
+
+# ----------------------------------------------------------------------------- which models an attack can target
+
+class Anytime(nn.Module):
+    """Three anytime steps; step t's logits are (t + 1) x the first two pixels. Records the
+    number of steps each call asked for."""
+
+    num_steps = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[int | None] = []
+
+    def forward_steps(self, x: torch.Tensor, steps: int | None = None) -> StepOutputs:
+        self.asked.append(steps)
+        return StepOutputs(torch.stack([x.flatten(1)[:, :2] * (t + 1) for t in range(steps or self.num_steps)]))
+
+
+def test_a_glimpse_variant_attacks_that_steps_logits_running_only_that_many_steps() -> None:
+    model, x = Anytime(), torch.arange(8.0).view(2, 1, 2, 2)
+    assert aimed_at(model, ("rescaler-off", "seed=1")) is model
+    aimed = aimed_at(model, ("glimpse=2",))
+    assert torch.equal(aimed(x), torch.tensor([[0.0, 2.0], [8.0, 10.0]]))
+    assert model.asked == [2] and not aimed.training
+
+
+def test_attack_targets_are_checked_with_one_line_errors() -> None:
+    bare = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    check_attack_target(make_spec("pgd", "linf", EPS), bare, "bare")  # nothing asked of the model
+    with pytest.raises(InputError) as error:
+        check_attack_target(make_spec("pgd", "linf", EPS, variants=("rescaler-off",)), bare, "bare")
+    assert str(error.value) == ("attack variant rescaler-off needs a model with a gradient_rescaler(enabled) context "
+                                "manager (MGNet); bare has none: drop the variant for this model")
+    with pytest.raises(InputError, match=r"\(MGNet\); Sequential has none"):
+        rescaler_switch(bare)
+    check_attack_target(make_spec("pgd", "linf", EPS, variants=("glimpse=3",)), Anytime(), "anytime")
+    with pytest.raises(InputError) as error:
+        check_attack_target(make_spec("pgd", "linf", EPS, variants=("glimpse=4",)), Anytime(), "anytime")
+    assert str(error.value) == ("attack variant glimpse=4 needs a model with at least 4 anytime steps; anytime has 3: "
+                                "drop the variant for this model")
+    paper = make_spec("pgd", "linf", EPS, protocol="mgnet-paper")
+    with pytest.raises(InputError) as error:
+        check_attack_target(paper, bare, "bare")
+    assert str(error.value) == ("protocol mgnet-paper measures eps in normalised units, but bare has no "
+                                "mgbench.models.layers.Normalize layer to read the std from: use protocol honest")
+    check_attack_target(paper, nn.Sequential(Normalize([0.5], [0.25]), bare), "normalised")
+
+
+# ----------------------------------------------------------------------------- the variant grammar
+
+HELP = "use default, rescaler-off, all-glimpses, glimpse=T or seed=N (join with +)"
+
+
+@pytest.mark.parametrize("raw, message", [
+    (3, f"variant 3 must be a string: {HELP}"),
+    ("transfer-from=x", "variant 'transfer-from=x': name the source model with transfer_from / --transfer-from "
+                        "instead"),
+    ("glimpse", f"unknown attack variant 'glimpse': {HELP}"),
+    ("foo=3", f"unknown attack variant 'foo=3': {HELP}"),
+    ("glimpse=2=3", "attack variant 'glimpse=2=3': glimpse needs a whole number >= 1, e.g. glimpse=2"),
+    ("seed=0", "attack variant 'seed=0': seed needs a whole number >= 1, e.g. seed=2"),
+])
+def test_bad_variants_are_named(raw: Any, message: str) -> None:
+    with pytest.raises(InputError) as error:
+        parse_variant(raw)
+    assert str(error.value) == message
+
+
+def test_variants_parse_sorted_and_seeds_strip_back_to_the_run_they_repeat() -> None:
+    assert parse_variant("") == parse_variant(" default ") == parse_variant(None) == ()
+    assert parse_variant("seed=2 + rescaler-off") == ("rescaler-off", "seed=2")
+    assert without_seed("seed=1") == "default"
+    assert without_seed("all-glimpses+rescaler-off+seed=3") == "all-glimpses+rescaler-off"
+    assert without_seed("transfer-from=x+seed=1") == "transfer-from=x"
