@@ -53,6 +53,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # pins the same arithmetic through a real run and is left to make test
     "corruption-condition": (["mgbench/corruptions/condition.py"],
                              ["tests/test_corruption_summary.py", "tests/test_cellkey.py"]),
+    "attack-condition": (["mgbench/attacks/condition.py", "mgbench/attacks/noise.py"],
+                         ["tests/test_attack_condition_units.py", "tests/test_attack_spec_units.py"]),
     "data-spec": (["mgbench/data/spec.py"],
                   ["tests/test_data_spec.py", "tests/test_data.py", "tests/test_cell_keys.py"]),
     # The store's crash and concurrency tests (a killed process, two writers: 20-60 s each) and
