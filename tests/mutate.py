@@ -48,7 +48,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                         "tests/test_worst_case.py", "tests/test_attack_verdict.py"]),
     "attack-spec": (["mgbench/attacks/eps.py", "mgbench/attacks/spec.py", "mgbench/attacks/variants.py"],
                     ["tests/test_attack_spec_units.py", "tests/test_attack_spec.py", "tests/test_checks_units.py",
-                     "tests/test_attack_pgd.py"]),
+                     "tests/test_attack_condition_units.py", "tests/test_attack_pgd.py"]),
     # the summary's own unit test; the end-to-end mCE test (test_corruptions_runner.py, 20 s a run)
     # pins the same arithmetic through a real run and is left to make test
     "corruption-condition": (["mgbench/corruptions/condition.py"],

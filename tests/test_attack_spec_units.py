@@ -5,6 +5,7 @@ can target, and the variant grammar."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -212,3 +213,88 @@ def test_variants_parse_sorted_and_seeds_strip_back_to_the_run_they_repeat() -> 
     assert without_seed("seed=1") == "default"
     assert without_seed("all-glimpses+rescaler-off+seed=3") == "all-glimpses+rescaler-off"
     assert without_seed("transfer-from=x+seed=1") == "transfer-from=x"
+
+
+# ----------------------------------------------------------------------------- running an attack
+
+def test_noise_and_apgd_run_under_the_honest_protocol_only() -> None:
+    for attack in ("noise", "apgd", "square"):
+        with pytest.raises(InputError) as error:
+            make_spec(attack, "linf", EPS, protocol="mgnet-paper")
+        assert str(error.value).endswith(f"[mgnet-paper]: {attack} runs under the honest protocol only")
+
+
+class Fooled(nn.Module):
+    """Never right (predicts class 1 of labels 0) or always right; records batch sizes."""
+
+    def __init__(self, fooled: bool) -> None:
+        super().__init__()
+        self.fooled, self.sizes = fooled, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(x))
+        return torch.tensor([[0.0, 1.0] if self.fooled else [1.0, 0.0]] * len(x))
+
+
+def test_noise_runs_its_ten_draws_at_the_specs_budget() -> None:
+    x, y = torch.full((4, 1, 2, 2), 0.5), torch.zeros(4, dtype=torch.long)
+    spec = make_spec("noise", "linf", parse_eps("1/10"))
+    stubborn, pushover = Fooled(False), Fooled(True)
+    out = spec.run(stubborn, x, y).x_adv
+    assert stubborn.sizes == [4] * 10 and torch.allclose((out - x).abs(), torch.full_like(x, 0.1))
+    spec.run(pushover, x, y)
+    assert pushover.sizes == [4]
+    out = make_spec("noise", "l2", parse_eps("1/10")).run(stubborn, x, y).x_adv
+    assert torch.allclose((out - x).flatten(1).norm(dim=1), torch.full((4,), 0.1))
+
+
+@pytest.mark.parametrize("attack, options, attacks, queries", [
+    ("square", {"square_queries": 300}, ("square",), 300),
+    ("apgd", {}, ("apgd-ce", "apgd-t"), None),
+    ("autoattack", {"version": "rand"}, (), None),
+])
+def test_autoattack_gets_the_specs_settings(monkeypatch: pytest.MonkeyPatch, attack: str, options: dict[str, Any],
+                                             attacks: tuple[str, ...], queries: int | None) -> None:
+    calls = []
+
+    def spy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> Any:
+        calls.append((model, kwargs))
+        return SimpleNamespace(x_adv=x + 1)
+
+    monkeypatch.setattr("mgbench.attacks.spec.run_autoattack", spy)
+    model, x = nn.Linear(4, 2), torch.zeros(2, 4)
+    out = make_spec(attack, "l2", parse_eps("1/2"), **options).run(model, x, torch.zeros(2, dtype=torch.long), seed=7)
+    version = options.get("version", "custom")
+    assert calls == [(model, {"norm": "l2", "eps": 0.5, "version": version, "attacks": attacks, "seed": 7,
+                              "square_queries": queries})]
+    assert torch.equal(out.x_adv, x + 1) and out.cascade is not None
+
+
+def test_a_glimpse_variant_of_autoattack_attacks_that_steps_logits(monkeypatch: pytest.MonkeyPatch) -> None:
+    aimed = []
+    monkeypatch.setattr("mgbench.attacks.spec.run_autoattack",
+                        lambda model, x, y, **_: aimed.append(model) or SimpleNamespace(x_adv=x))
+    model = Anytime()
+    make_spec("autoattack", "linf", EPS, variants=("glimpse=2",)).run(model, torch.zeros(1, 1, 2, 2),
+                                                                     torch.zeros(1, dtype=torch.long))
+    assert aimed[0](torch.ones(1, 1, 2, 2)).tolist() == [[2.0, 2.0]] and model.asked == [2]
+
+
+def test_a_transfer_attack_takes_its_gradients_from_the_source() -> None:
+    torch.manual_seed(0)
+    target, source = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x, y = torch.rand(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2])
+    spec = make_spec("fgsm", "linf", parse_eps("1/10"), transfer_from="src")
+    with pytest.raises(InputError) as error:
+        spec.run(target, x, y)
+    assert str(error.value) == "fgsm linf 1/10 (transfer-from=src): the transfer source model is not loaded"
+    crafted = spec.run(target, x, y, source=source).x_adv
+
+    def fgsm(model: nn.Module) -> torch.Tensor:
+        """One signed-gradient step of the cross-entropy, kept whether it fools or not."""
+        start = x.clone().requires_grad_(True)
+        nn.functional.cross_entropy(model(start), y).backward()
+        return (x + 0.1 * start.grad.sign()).clamp(0, 1)
+
+    assert torch.allclose(crafted, fgsm(source), atol=1e-7)
+    assert not torch.allclose(crafted, fgsm(target), atol=1e-3)

@@ -150,8 +150,8 @@ class AttackSpec:
     def budget(self, model: nn.Module, device: torch.device) -> tuple[Budget, Budget | None, bool]:
         """(eps, step size, clip to [0, 1]) in pixel units; per-channel tensors for mgnet-paper."""
         if self.protocol == "mgnet-paper":
-            step = paper_budget(model, self.step_size, device) if self.step_size is not None else None
-            return paper_budget(model, self.eps.value, device), step, False
+            assert self.step_size is not None  # the paper's protocol runs PGD and FGSM only, which have a step
+            return paper_budget(model, self.eps.value, device), paper_budget(model, self.step_size, device), False
         return self.eps.value, self.step_size, True
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, source: nn.Module | None = None,
@@ -233,11 +233,11 @@ def make_spec(
     base = AttackSpec(attack, norm, eps, protocol, variants, transfer_from)
     if attack in GRADIENT_FREE and (variants or transfer_from):
         raise InputError(f"{base.label}: {attack} uses no gradient, so variants and transfer sources do not apply")
+    if attack in ("apgd", "square", "noise") and protocol != "honest":
+        raise InputError(f"{base.label}: {attack} runs under the honest protocol only")
     if attack == "noise":
         return AttackSpec(attack, norm, eps, protocol, steps=DEFAULT_DRAWS, restarts=1, random_start=True)
     if attack in ("apgd", "square"):
-        if protocol != "honest":
-            raise InputError(f"{base.label}: {attack} runs under the honest protocol only")
         if attack == "square":
             return make_spec("autoattack", norm, eps, version="custom", aa_attacks=("square",),
                              square_queries=square_queries or SQUARE_QUERIES)
