@@ -21,6 +21,7 @@ from mgbench.attacks.checks import (
     adaptive_check,
     autoattack_flags,
     chance_check,
+    compare,
     converged_check,
     fgsm_check,
     model_checks,
@@ -244,6 +245,11 @@ def test_a_second_seed_is_compared_both_ways_with_its_first_run_only() -> None:
     same(seed_check([first, again, *others]), "seed", False, comparisons[0], 0.1, 100, wilson(10, 100),
          compared(again_label, PGD2, 10, comparisons))
     same(seed_check([first, *others]), "seed", None, "needs a second seed of an attack (checks = true)")
+    # the other way round: the first run breaks 10 (30..39) that the second seed left correct
+    swapped = seed_check([attack("pgd", "2/255", bits((1, 30), (0, 70))), attack("pgd", "2/255", bits((1, 40), (0, 60)),
+                                                                                  "seed=1")])
+    assert (swapped.name, swapped.reason) == ("seed", f"{PGD2} breaks 10/100 examples (10.0%) that {again_label} left "
+                                                      f"correct: {what}")
 
 
 # ----------------------------------------------------------------------------- probes vs the white-box attacks
@@ -295,6 +301,8 @@ def test_adaptive_variants_are_compared_with_the_default_attacks_only() -> None:
              attack("pgd", "4/255", bits((0, 100)), "all-glimpses")]
     same(adaptive_check(cells), "adaptive", False, reason, 0.3, 100, wilson(30, 100),
          compared(label, "the default attacks", 30, [reason]))
+    both = attack("pgd", "2/255", bits((0, 35), (1, 5), (0, 60)), "all-glimpses+rescaler-off")  # breaks 0..34
+    assert adaptive_check([*_white_box(), both]).reason.startswith(f"{PGD2} [all-glimpses+rescaler-off] breaks 35/100")
     same(adaptive_check(_white_box()), "adaptive", None, "no adaptive variant in the sweep")
 
 
@@ -310,6 +318,16 @@ def test_autoattack_flags_list_every_warning_of_its_cells() -> None:
          detail={"warnings": {"a": 1, "b": 2}})
 
 
+def test_a_comparison_counts_only_the_examples_both_evaluated() -> None:
+    a = ExampleSet.from_ids(np.array([0, 1, 2]), np.array([False, False, True]))
+    b = ExampleSet.from_ids(np.array([2, 3]), np.array([True, True]))
+    # shared: example 2 only, which A leaves correct
+    same(compare("x", a, b, "A", "B", "why"), "x", True, "A breaks 0/1 examples (0.0%) that B left correct", 0.0, 1,
+         wilson(0, 1), {"a": "A", "b": "B", "broken_only_by_a": 0, "tolerance": 0.01})
+    c = ExampleSet.from_ids(np.array([4, 5]), np.array([True, True]))
+    same(compare("x", a, c, "A", "C", "why"), "x", None, "A and C share no examples")
+
+
 def test_worst_of_reports_the_largest_failure_else_the_largest_pass() -> None:
     small, large = Check("x", True, "small", 0.01, 100), Check("x", True, "large", 0.02, 100, detail={"k": 1})
     failing = Check("x", False, "failing", 0.015, 100)
@@ -318,9 +336,19 @@ def test_worst_of_reports_the_largest_failure_else_the_largest_pass() -> None:
     same(worst_of([small, failing, large], "x", "none"), "x", False, "failing", 0.015, 100,
          detail={"comparisons": ["small", "failing", "large"]})
     same(worst_of([Check("x", None, "not run")], "x", "none"), "x", None, "none")
+    zero = Check("x", True, "zero", 0.0, 100)
+    same(worst_of([zero, small], "x", "none"), "x", True, "small", 0.01, 100, detail={"comparisons": ["zero", "small"]})
 
 
 def test_the_verdict_runs_every_check_in_a_fixed_order() -> None:
-    assert [c.name for c in verdict_checks([attack("pgd", "2/255", bits((1, 10)))], facts(n=10))] == [
+    probes = [attack("autoattack-custom:square", "2/255", bits((1, 25), (0, 75)), steps=1000),
+              attack("noise", "2/255", bits((1, 30), (0, 70)))]
+    checks = verdict_checks([*_white_box(), *probes], facts())
+    assert [c.name for c in checks] == [
         "logits", "randomised", "zero-gradients", "monotone-eps", "chance-level", "pgd-vs-fgsm", "converged", "seed",
         "square", "noise", "transfer", "adaptive", "autoattack-flags"]
+    assert checks[8].reason == ("Square (gradient-free) 2/255 breaks 15/100 examples (15.0%) that the white-box "
+                                "attacks left correct: a black-box attack beats the white-box attacks (gradient "
+                                "masking)")
+    assert checks[9].reason == ("random noise 2/255 breaks 10/100 examples (10.0%) that the white-box attacks left "
+                                "correct: random noise beats the white-box attacks (gradient masking)")

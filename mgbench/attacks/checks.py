@@ -168,14 +168,15 @@ def compare(name: str, a: ExampleSet, b: ExampleSet, a_label: str, b_label: str,
 
 
 def worst_of(checks: list[Check], name: str, none_reason: str) -> Check:
-    """Several comparisons of one kind -> the failing one with the largest statistic, else the
-    passing one with the largest statistic (all comparisons listed in the detail)."""
+    """Several comparisons of one kind (all named ``name``) -> the failing one with the largest
+    statistic, else the passing one with the largest statistic (all comparisons listed in the
+    detail); ``name`` and ``none_reason`` when none ran."""
     ran = [c for c in checks if c.passed is not None]
     if not ran:
         return Check(name, None, none_reason)
     failed = [c for c in ran if not c.passed]
     pick = max(failed or ran, key=lambda c: c.value or 0.0)
-    return Check(name, pick.passed, pick.reason, pick.value, pick.n, pick.interval,
+    return Check(pick.name, pick.passed, pick.reason, pick.value, pick.n, pick.interval,
                  {**pick.detail, "comparisons": [c.reason for c in ran]})
 
 
