@@ -298,3 +298,92 @@ def test_a_transfer_attack_takes_its_gradients_from_the_source() -> None:
 
     assert torch.allclose(crafted, fgsm(source), atol=1e-7)
     assert not torch.allclose(crafted, fgsm(target), atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- tables: errors and settings
+
+KEYS = ("attack, eps, norm, steps, step_size, restarts, random_start, protocol, variant, version, aa_attacks, "
+        "transfer_from, limit, checks, square_queries, loss, per_step")
+AA = "apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square"
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"eps": "4/255", "bogus": 1}, f"attack table: unknown key 'bogus': use some of {KEYS}"),
+    ({}, 'attack table: eps is missing: add eps = "4/255" (or a list)'),
+    ({"eps": "4/255", "checks": "yes"}, "attack table: checks must be true or false, not 'yes'"),
+    ({"eps": "4/255", "per_step": 1}, "attack table: per_step must be true or false, not 1"),
+    *[({"eps": "4/255", key: value}, f"attack table: {key} is empty") for key, value in (
+        ("attack", ""), ("norm", " , "), ("protocol", []), ("transfer_from", ""), ("steps", []), ("restarts", []),
+        ("aa_attacks", ","), ("variant", ""), ("loss", []))],
+    ({"eps": "4/255", "aa_attacks": ["cw"]}, f"unknown AutoAttack attack 'cw': use some of {AA}"),
+    ({"eps": "4/255", "attack": "cw"}, "unknown attack 'cw': use fgsm, pgd, apgd, autoattack, noise, square or all"),
+    ({"eps": "4/255", "attack": "pgd", "loss": "l1"}, "unknown loss 'l1': use ce or margin"),
+    ({"eps": "4/255", "norm": "l1"}, "unknown norm 'l1': use linf or l2"),
+    ({"eps": "4/255", "protocol": "paper"}, "unknown protocol 'paper': use honest or mgnet-paper"),
+    ({"eps": "3/2"}, "L-inf eps 3/2 is above 1, which allows any image: use eps <= 1"),
+    ({"eps": "4/255", "steps": 0}, "steps must be a positive whole number, not 0"),
+    ({"eps": "4/255", "restarts": True}, "restarts must be a positive whole number, not True"),
+    ({"eps": "4/255", "random_start": "yes"}, "random_start must be true or false, not 'yes'"),
+    ({"eps": "4/255", "step_size": "0"}, "step_size '0' must be positive: write a fraction like 4/255 or a decimal "
+                                         "like 0.0157"),
+    ({"eps": "4/255", "attack": "noise", "variant": "rescaler-off"},
+     "noise linf 4/255 (rescaler-off): noise uses no gradient, so variants and transfer sources do not apply"),
+    ({"eps": "4/255", "attack": "square", "transfer_from": "x"},
+     "square linf 4/255 (transfer-from=x): square uses no gradient, so variants and transfer sources do not apply"),
+    ({"eps": "4/255", "attack": "autoattack", "transfer_from": "x"},
+     "autoattack-standard linf 4/255 (transfer-from=x): transfer attacks use fgsm or pgd on the source, not "
+     "autoattack"),
+    ({"eps": "4/255", "attack": "autoattack", "variant": "all-glimpses"},
+     "autoattack-standard linf 4/255 (all-glimpses): AutoAttack uses its own losses; all-glimpses applies to fgsm "
+     "and pgd"),
+    *[({"eps": "4/255", "attack": attack, "protocol": "mgnet-paper", **extra},
+       f"{label} linf 4/255 [mgnet-paper]{variant}: {why}: use protocol honest for that")
+      for attack, label, extra, variant, why in (
+          ("autoattack", "autoattack-standard", {}, "", "the paper ran no AutoAttack"),
+          ("pgd", "pgd", {"loss": "margin"}, "", "the paper's attack uses the cross-entropy"),
+          ("pgd", "pgd", {"norm": "l2"}, "", "the paper's attack is L-inf only"),
+          ("fgsm", "fgsm", {"variant": "rescaler-off"}, " (rescaler-off)", "the paper's attack has no variants"),
+          ("pgd", "pgd", {"transfer_from": "x"}, " (transfer-from=x)", "the paper's attack has no variants"),
+          ("pgd", "pgd", {"random_start": True}, "", "the paper's attack has no random start"),
+          ("pgd", "pgd", {"restarts": 2}, "", "the paper's attack has no restarts"))],
+])
+def test_bad_tables_name_the_problem(table: dict[str, Any], message: str) -> None:
+    with pytest.raises(InputError) as error:
+        plan_table({"type": "attack", **table})
+    assert str(error.value).replace("l2 4/255", "linf 4/255") == message
+
+
+def test_a_tables_settings_reach_every_spec() -> None:
+    specs = [p.spec for p in plan_table({"type": "attack", "attack": ["pgd", "square", "fgsm"], "eps": "1", "steps": 7,
+                                         "step_size": "1/255", "restarts": 3, "random_start": False,
+                                         "square_queries": 50, "loss": "margin", "variant": "default",
+                                         "checks": False})]
+    assert [(s.name, s.eps.value, s.steps, s.step_size, s.restarts, s.random_start) for s in specs] == [
+        ("pgd-margin", 1.0, 7, 1 / 255, 3, False), ("autoattack-custom:square", 1.0, 50, None, None, None),
+        ("fgsm", 1.0, 1, 1.0, 1, False)]  # FGSM: one step of eps from the clean point, whatever the table says
+    paper = plan_table({"type": "attack", "attack": "pgd", "eps": "4/255", "protocol": "mgnet-paper", "restarts": 1,
+                        "step_size": "2/255"})
+    assert [(p.spec.steps, p.spec.step_size, p.spec.restarts) for p in paper] == [(10, 2 / 255, 1)]
+
+
+def test_per_step_adds_glimpse_1_to_7_of_the_honest_cross_entropy_attacks() -> None:
+    planned = plan({"attack": ["pgd", "autoattack", "fgsm"], "eps": "4/255", "per_step": True, "variant": "default",
+                    "checks": False})
+    glimpses = [label for label, optional, _ in planned if "glimpse=" in label and optional]
+    assert glimpses == [f"pgd linf 4/255 (glimpse={t})" for t in range(1, 8)] + \
+        [f"autoattack-standard linf 4/255 (glimpse={t})" for t in range(1, 8)]
+    assert len(planned) == 4 + 14  # pgd, pgd-margin, autoattack, fgsm; then the glimpses
+    for table in ({"variant": "all-glimpses"}, {"protocol": "mgnet-paper"}, {"transfer_from": "x"}):
+        only = plan({"attack": "pgd", "eps": "4/255", "loss": "ce", "per_step": True, "checks": False, **table})
+        assert not [label for label, _, _ in only if "glimpse=" in label], only
+    assert not [label for label, _, _ in plan({"attack": "pgd", "eps": "4/255", "checks": False}) if "glimpse" in label]
+
+
+def test_attack_lists_losses_and_variants_expand_in_order_without_duplicates() -> None:
+    assert [label for label, _, _ in plan({"eps": "4/255", "variant": "default", "checks": False})] == [
+        "fgsm linf 4/255", "pgd linf 4/255", "pgd-margin linf 4/255", "autoattack-custom:apgd-ce+apgd-t linf 4/255"]
+    assert plan({"attack": "pgd,pgd", "eps": "4/255,0.015686274509803921", "variant": ["default", "rescaler-off"],
+                 "loss": "ce", "checks": False}) == [("pgd linf 4/255", False, False),
+                                                    ("pgd linf 4/255 (rescaler-off)", False, False)]
+    assert plan({"attack": "fgsm", "eps": "4/255", "loss": "margin", "checks": False}) == [
+        ("fgsm linf 4/255", False, False), ("fgsm linf 4/255 (rescaler-off)", True, False)]

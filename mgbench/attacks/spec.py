@@ -230,7 +230,9 @@ def make_spec(
         raise InputError(f"random_start must be true or false, not {random_start!r}")
     if norm == "linf" and protocol == "honest" and eps.value > 1:
         raise InputError(f"L-inf eps {eps.text} is above 1, which allows any image: use eps <= 1")
-    base = AttackSpec(attack, norm, eps, protocol, variants, transfer_from)
+    # what error messages call it (an AutoAttack without a version is the standard one)
+    base = AttackSpec(attack, norm, eps, protocol, variants, transfer_from, version=version or "standard",
+                      aa_attacks=aa_attacks)
     if attack in GRADIENT_FREE and (variants or transfer_from):
         raise InputError(f"{base.label}: {attack} uses no gradient, so variants and transfer sources do not apply")
     if attack in ("apgd", "square", "noise") and protocol != "honest":
