@@ -52,7 +52,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # the summary's own unit test; the end-to-end mCE test (test_corruptions_runner.py, 20 s a run)
     # pins the same arithmetic through a real run and is left to make test
     "corruption-condition": (["mgbench/corruptions/condition.py"],
-                             ["tests/test_corruption_summary.py", "tests/test_cellkey.py"]),
+                             ["tests/test_corruption_summary.py", "tests/test_corruption_condition_units.py",
+                              "tests/test_cellkey.py"]),
     "attack-condition": (["mgbench/attacks/condition.py", "mgbench/attacks/noise.py", "mgbench/attacks/protocols.py"],
                          ["tests/test_attack_condition_units.py", "tests/test_attack_spec_units.py",
                           "tests/test_attack_pgd.py::test_mgnet_paper_protocol_reproduces_the_official_loop"]),

@@ -35,12 +35,14 @@ ACCURACY = {"m": {("gaussian_noise", 1): 0.6, ("gaussian_noise", 2): 0.4, ("shot
                   ("shot_noise", 2): 0.4, "clean": 0.7}}
 
 
-def condition(corruption: str | None, severity: int = 0, version: int = 2) -> dict[str, Any]:
+def condition(corruption: str | None, severity: int = 0, version: int = 2, folder: str | None = None,
+              ) -> dict[str, Any]:
     """The stored condition of a cell, written out (None: the clean condition)."""
     if corruption is None:
         return {"type": "clean", "version": 1, "threat": "clean"}
-    return {"type": "corruption", "version": version, **SETTINGS_KEY, "corruption": corruption,
-            "severity": severity}
+    settings = SETTINGS_KEY if folder is None else {
+        "threat": "corruption", "backend": "folder", "corruption_preprocessing": "hendrycks", "imagenet_c_root": folder}
+    return {"type": "corruption", "version": version, **settings, "corruption": corruption, "severity": severity}
 
 
 def write(store: Store, model: dict[str, Any], cond: dict[str, Any], rows: list[MetricRow],
@@ -50,7 +52,8 @@ def write(store: Store, model: dict[str, Any], cond: dict[str, Any], rows: list[
 
 
 def top1(value: float, step: int | None = None) -> list[MetricRow]:
-    return [MetricRow("top1", value, n=100, step=step)]
+    """A cell's accuracy rows: top-1, and a top-5 that must not be read as top-1."""
+    return [MetricRow("top1", value, n=100, step=step), MetricRow("top5", 1.0, n=100, step=step)]
 
 
 def fill(store: Store, who: dict[str, Any], skip: tuple = (), clean: bool = True, **kwargs: Any) -> None:
@@ -62,9 +65,12 @@ def fill(store: Store, who: dict[str, Any], skip: tuple = (), clean: bool = True
             write(store, who, condition(*cell), top1(value), **kwargs)
 
 
-def summaries(store: Store, table: dict[str, Any] = TABLE) -> dict[tuple, tuple[dict[str, Any], list[MetricRow]]]:
-    """{(corruption, severity or None): (summary key, rows)} of this model's summary."""
-    ctx = SummaryContext(summary_frame(store, MODEL, DATA, OPTIONS, []), [table], MODEL, DATA, store, OPTIONS)
+def summaries(store: Store, table: dict[str, Any] = TABLE, also: list[str] | None = None,
+              ) -> dict[tuple, tuple[dict[str, Any], list[MetricRow]]]:
+    """{(corruption, severity or None): (summary key, rows)} of this model's summary (``also``:
+    cells on other data that the run read, a folder's)."""
+    frame = summary_frame(store, MODEL, DATA, OPTIONS, also or [])
+    ctx = SummaryContext(frame, [table], MODEL, DATA, store, OPTIONS)
     return {(s.key["corruption"], s.key.get("severity")): (s.key, s.rows) for s in summarise(ctx, parse_table(table))}
 
 
@@ -236,3 +242,22 @@ def test_a_named_set_with_every_cell_is_complete_and_no_cells_are_no_summary(sto
     assert overall[1][0].detail == {"corruptions": list(common), "severities": [3], "set": "common", "partial": False,
                                     "over": "corruptions and severities",
                                     "notes": ["mCE skipped: no mce_baseline set (suite key or --mce-baseline)"]}
+
+
+def test_folder_cells_are_read_from_the_folders_images_under_this_runs_options(store: Store, tmp_path: Path) -> None:
+    """A folder cell's data key names the folder's images, not the run's clean data: the model's
+    and the normaliser's are matched by condition (the folder) and run options only."""
+    root = str(tmp_path.resolve())
+    folder_data = {**DATA, "subset": "imagenet-c"}
+    for who, options, shift in ((MODEL, OPTIONS, 0.0), (BASE, OPTIONS, 0.0), (BASE, {**OPTIONS, "seed": 1}, 0.3)):
+        for cell, value in ACCURACY[who["model"]].items():
+            if cell != "clean":
+                write(store, who, condition(*cell, folder=root), top1(value - shift), data=folder_data,
+                      options=options)
+    write(store, MODEL, condition(None), top1(0.8))
+    write(store, BASE, condition(None), top1(0.7))
+    also = store.frame(model="m")["cell_key"].unique().tolist()
+    out = summaries(store, {**TABLE, "backend": "folder", "imagenet_c_root": root}, also)
+    assert values(out["mean", None][1]) == pytest.approx({
+        ("mean_top1", None): 0.55, ("mce", None): (1.0 / 1.3 + 0.8) / 2, ("relative_mce", None): (0.6 / 0.7 + 1.0) / 2})
+    assert out["mean", None][0]["imagenet_c_root"] == root
