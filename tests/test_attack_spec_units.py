@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mgbench.attacks.eps import parse_eps
+from mgbench.attacks.eps import parse_eps, parse_eps_list, parse_number
 from mgbench.attacks.spec import check_attack_target, make_spec, plan_table
 from mgbench.attacks.variants import aimed_at, parse_variant, rescaler_switch, without_seed
 from mgbench.errors import InputError
@@ -387,3 +387,45 @@ def test_attack_lists_losses_and_variants_expand_in_order_without_duplicates() -
                                                     ("pgd linf 4/255 (rescaler-off)", False, False)]
     assert plan({"attack": "fgsm", "eps": "4/255", "loss": "margin", "checks": False}) == [
         ("fgsm linf 4/255", False, False), ("fgsm linf 4/255 (rescaler-off)", True, False)]
+
+
+# ----------------------------------------------------------------------------- budgets as users write them
+
+EPS_HINT = "write a fraction like 4/255 or a decimal like 0.0157"
+SEVERAL = f"{EPS_HINT} (several: 1/255,2/255,4/255)"
+
+
+@pytest.mark.parametrize("raw, message", [
+    (True, f"eps True is not a number: {EPS_HINT}"),
+    (" ", f"eps is empty: {EPS_HINT}"),
+    ("1/2/3", f"eps '1/2/3' has more than one '/': {EPS_HINT}"),
+    ("abc", f"eps 'abc' is not a number: {EPS_HINT}"),
+    ("4/0", f"eps '4/0' divides by zero: {EPS_HINT}"),
+    ("nan", f"eps 'nan' is not finite: {EPS_HINT}"),
+    ("1e400", f"eps '1e400' is not finite: {EPS_HINT}"),
+    ("-1/255", f"eps '-1/255' must be positive: {EPS_HINT}"),
+    (0, f"eps '0' must be positive: {EPS_HINT}"),
+    ([1, 2], f"eps [1, 2] is not a number: {EPS_HINT}"),
+])
+def test_bad_budgets_are_named_verbatim(raw: Any, message: str) -> None:
+    with pytest.raises(InputError) as error:
+        parse_eps(raw)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("  ", f"eps list is empty: {SEVERAL}"), ([], f"eps list is empty: {SEVERAL}"),
+    ("1/255,", f"eps list '1/255,' has an empty entry: {SEVERAL}"),
+])
+def test_bad_budget_lists_are_named_verbatim(raw: Any, message: str) -> None:
+    with pytest.raises(InputError) as error:
+        parse_eps_list(raw)
+    assert str(error.value) == message
+
+
+def test_budgets_keep_the_text_they_were_written_as() -> None:
+    assert (parse_eps(" 1 / 2 ").value, str(parse_eps(" 1 / 2 "))) == (0.5, "1 / 2")
+    assert (parse_eps(1e-05).text, parse_eps(3).text, parse_eps(3).value) == ("1e-05", "3", 3.0)
+    with pytest.raises(InputError, match=r"^--step-size '0' must be positive: write a fraction"):
+        parse_number("0", "--step-size")
+    assert [e.text for e in parse_eps_list(["0.5", "1/2", 0.25])] == ["0.5", "0.25"]
