@@ -52,11 +52,11 @@ def test_staged_cascade_equals_the_library_cascade() -> None:
 
 def test_the_checks_warnings_are_captured() -> None:
     x, y = digits("test", 16)
-    probabilities = run_autoattack(SoftmaxOutput(trained_cnn()).eval(), x, y, norm="linf", eps=EPS,
+    probabilities = run_autoattack(SoftmaxOutput(trained_cnn()).eval(), x, y, norm="linf", eps=EPS, seed=0,
                                    version="custom", attacks=("apgd-ce",))
     assert any("probability distribution" in message for message in probabilities.warnings)
     # pyautoattack looks for zero gradients only with its DLR losses
-    flat = run_autoattack(Quantised(trained_cnn()).eval(), x, y, norm="linf", eps=EPS, version="custom",
+    flat = run_autoattack(Quantised(trained_cnn()).eval(), x, y, norm="linf", eps=EPS, seed=0, version="custom",
                           attacks=("apgd-dlr",))
     assert any("zero gradient" in message for message in flat.warnings)
 
@@ -70,11 +70,11 @@ def test_fewer_classes_use_fewer_targets_and_too_few_is_a_clear_error() -> None:
     x, y = digits("test", 200)
     keep = y < 5
     x, y = x[keep][:8], y[keep][:8]
-    result = run_autoattack(five, x, y, norm="linf", eps=EPS, version="custom", attacks=("apgd-t",))
+    result = run_autoattack(five, x, y, norm="linf", eps=EPS, version="custom", attacks=("apgd-t",), seed=0)
     assert result.target_classes == 4 and not result.warnings
     with pytest.raises(InputError, match="apgd-t .* needs at least 4 classes, the model has 3"):
         run_autoattack(FirstClasses(model, 3).eval(), x[:2], y[:2].clamp(max=2), norm="linf", eps=EPS,
-                       version="standard")
+                       version="standard", seed=0)
 
 
 def test_the_condition_stores_the_cascade_and_its_checks() -> None:

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from pyautoattack import checks as aa_checks
 
+from mgbench import progress
 from mgbench.attacks import autoattack
 from mgbench.attacks.autoattack import captured_warnings, check_attack_names, run_autoattack
 from mgbench.errors import InputError
@@ -41,15 +42,15 @@ class Scripted:
 
     breaks: dict[str, set[int]] = {}
     made: list["Scripted"] = []
-    fab_targets = 9
+    fab_targets = apgd_targets = 9
 
     def __init__(self, model: nn.Module, *, norm: str, eps: float, version: str, attacks: list[str] | None,
                  seed: int, device: torch.device) -> None:
-        self.model, self.calls = model, []
+        self.model, self.calls, self.device = model, [], device
         self.settings = {"norm": norm, "eps": eps, "version": version, "attacks": attacks, "seed": seed}
         self.attacks_to_run = list(LISTS.get(version, attacks or []))
-        self.apgd_targeted, self.fab = SimpleNamespace(n_target_classes=9), SimpleNamespace(
-            n_target_classes=self.fab_targets)
+        self.apgd_targeted, self.fab = SimpleNamespace(
+            n_target_classes=self.apgd_targets), SimpleNamespace(n_target_classes=self.fab_targets)
         self.square = SimpleNamespace(n_queries=5000)
         Scripted.made.append(self)
 
@@ -60,6 +61,19 @@ class Scripted:
         logging.getLogger("auto-attack").warning(f"{attack} ran")
         hit = torch.tensor([int(v) in self.breaks.get(attack, set()) for v in x.flatten(1)[:, 0].tolist()])
         return x + 0.5, torch.where(hit, (y + 1) % 10, y)
+
+
+class Recorder(progress.Reporter):
+    """What a progress display would show: (description, total, completed, status) per event."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int | None, int, str]] = []
+
+    def opened(self, task: progress.Task) -> None:
+        self.seen.append((task.description, task.total, task.completed, task.status))
+
+    def updated(self, task: progress.Task) -> None:
+        self.opened(task)
 
 
 @pytest.fixture
@@ -79,8 +93,13 @@ def test_each_stage_attacks_only_what_every_earlier_stage_left_robust(scripted: 
     x, y = images(6), torch.tensor([0, 1, 2, 0, 1, 2])
     model = Table([0, 1, 0, 0, 1, 2])  # image 2 is misclassified before any attack
     aa_checks.funcs.update({name: 5 for name in aa_checks.funcs})
-    result = run_autoattack(model, x, y, norm="linf", eps=0.25, version="standard", seed=11)
+    with progress.reporting(Recorder()) as shown:
+        result = run_autoattack(model, x, y, norm="linf", eps=0.25, version="standard", seed=11)
     (made,) = scripted.made
+    assert made.device == x.device
+    assert shown.seen == [("autoattack stage", 4, 0, "")] + [
+        ("autoattack stage", 4, stage, f"{attack}: {left} of 6 still robust")
+        for stage, (attack, left) in enumerate([("apgd-ce", 5), ("apgd-t", 3), ("fab-t", 2), ("square", 1)])]
     assert made.settings == {"norm": "Linf", "eps": 0.25, "version": "standard", "attacks": None, "seed": 11}
     # images attacked per stage: all correct ones (not 2); then without 1 and 3; then without 4; then without 0
     assert made.calls == [("apgd-ce", [0, 1, 3, 4, 5], 5, True), ("apgd-t", [0, 4, 5], 3, True),
@@ -103,7 +122,7 @@ def test_each_stage_attacks_only_what_every_earlier_stage_left_robust(scripted: 
 def test_once_nothing_is_robust_the_later_stages_do_not_run(scripted: type[Scripted]) -> None:
     scripted.breaks = {"apgd-ce": {0, 1}}
     result = run_autoattack(Table([0, 1]), images(2), torch.tensor([0, 1]), norm="l2", eps=0.5, version="custom",
-                            attacks=("apgd-ce", "square"), square_queries=300)
+                            attacks=("apgd-ce", "square"), square_queries=300, seed=0)
     (made,) = scripted.made
     assert made.settings["attacks"] == ["apgd-ce", "square"] and made.settings["norm"] == "L2"
     assert [call[0] for call in made.calls] == ["apgd-ce"] and made.square.n_queries == 300
@@ -118,7 +137,7 @@ def test_targeted_attacks_try_at_most_the_wrong_classes_there_are(scripted: type
                                                                    attacks: tuple[str, ...], classes: int,
                                                                    targets: int | None) -> None:
     result = run_autoattack(Table([1], classes), images(1), torch.tensor([0]), norm="linf", eps=0.1,
-                            version=version, attacks=attacks)
+                            version=version, attacks=attacks, seed=0)
     (made,) = scripted.made
     assert result.target_classes == targets
     assert (made.apgd_targeted.n_target_classes, made.fab.n_target_classes) == (targets or 9, targets or 9)
@@ -126,9 +145,14 @@ def test_targeted_attacks_try_at_most_the_wrong_classes_there_are(scripted: type
 
 def test_the_fewest_targets_of_either_targeted_attack_are_used_by_both(scripted: type[Scripted],
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Scripted, "fab_targets", 7)
-    result = run_autoattack(Table([1]), images(1), torch.tensor([0]), norm="linf", eps=0.1, version="standard")
-    assert result.target_classes == 7 and scripted.made[0].apgd_targeted.n_target_classes == 7
+    for apgd, fab in ((9, 7), (6, 9)):
+        monkeypatch.setattr(Scripted, "fab_targets", fab)
+        monkeypatch.setattr(Scripted, "apgd_targets", apgd)
+        result = run_autoattack(Table([1]), images(1), torch.tensor([0]), norm="linf", eps=0.1, version="standard",
+                                seed=0)
+        made = scripted.made[-1]
+        assert result.target_classes == made.apgd_targeted.n_target_classes == made.fab.n_target_classes == min(apgd,
+                                                                                                                 fab)
 
 
 @pytest.mark.parametrize("version, attacks, classes, message", [
@@ -141,10 +165,10 @@ def test_too_few_classes_for_a_dlr_loss_is_named(scripted: type[Scripted], versi
                                                   classes: int, message: str) -> None:
     with pytest.raises(InputError) as error:
         run_autoattack(Table([1], classes), images(1), torch.tensor([0]), norm="linf", eps=0.1, version=version,
-                       attacks=attacks)
+                       attacks=attacks, seed=0)
     assert str(error.value) == message
     run_autoattack(Table([1], classes + 1), images(1), torch.tensor([0]), norm="linf", eps=0.1, version=version,
-                   attacks=attacks)
+                   attacks=attacks, seed=0)
 
 
 @pytest.mark.parametrize("version, attacks, message", [

@@ -119,7 +119,7 @@ def run_autoattack(
     eps: float,
     version: str,
     attacks: tuple[str, ...] = (),
-    seed: int = 0,
+    seed: int,
     square_queries: int | None = None,
 ) -> CascadeResult:
     """The AutoAttack cascade on one batch (``square_queries`` overrides Square's 5,000
