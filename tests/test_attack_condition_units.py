@@ -6,8 +6,9 @@ the table keys the runner reads."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ import torch.nn as nn
 from by_hand import wilson
 
 from mgbench.attacks.autoattack import CascadeResult
+from mgbench.attacks.bounds import AttackBoundsError
 from mgbench.attacks.condition import AttackCondition, LimitedAttackCondition, expand_attack_table
 from mgbench.attacks.eps import parse_eps
 from mgbench.attacks.examples import ExampleSet
@@ -102,10 +104,10 @@ def test_the_cell_starts_afresh_after_its_rows_and_for_another_model() -> None:
     condition = AttackCondition(make_spec("fgsm", "linf", EPS))
     _, first = run_cell(condition, linear())
     assert condition.extra_rows() == []
-    x, y, ids = batches()[0]
+    (x, y, ids), (x2, y2, ids2) = batches()
     condition.apply(linear(), x, y, ids)
-    condition.apply(linear(seed=1), x, y, ids)  # another model: the first one's batch is dropped
-    assert condition.extra_rows()[1].n == 3 and first[1].n == 5
+    condition.apply(linear(seed=1), x2, y2, ids2)  # another model: the first one's three images are dropped
+    assert condition.extra_rows()[1].n == 2 and first[1].n == 5
 
 
 def test_an_anytime_model_stores_each_steps_correct_examples() -> None:
@@ -151,6 +153,45 @@ def test_autoattack_stage_rows_add_up_a_scripted_cascade(monkeypatch: pytest.Mon
     assert rows[0].value == 0.0
 
 
+def test_under_torchrun_a_cell_gathers_every_ranks_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ranks, one batch each, gathered on rank 0: the rows of one process that saw both."""
+    def script() -> Iterator[CascadeResult]:
+        yield CascadeResult(torch.empty(0), {"clean": torch.tensor([True, True, False])}, {"a": 1}, None)
+        yield CascadeResult(torch.empty(0), {"clean": torch.tensor([True, False])}, {"a": 2, "b": 1}, 2)
+
+    def scripted(steps: Iterator[CascadeResult]) -> Any:
+        def run(self: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **_: Any) -> AttackOutput:
+            return AttackOutput(x.clone(), replace(next(steps), x_adv=x.clone()))
+        return run
+
+    spec, model, (first, second) = make_spec("apgd", "linf", EPS), TwoSteps(), batches()
+    monkeypatch.setattr(AttackSpec, "run", scripted(script()))
+    alone = AttackCondition(spec)
+    alone.apply(model, *first)
+    alone.apply(model, *second)
+    expected = alone.extra_rows()
+    steps = script()
+    monkeypatch.setattr(AttackSpec, "run", scripted(steps))
+    rank0, rank1 = AttackCondition(spec), AttackCondition(spec)
+    rank0.apply(model, *first)
+    rank1.apply(model, *second)
+    monkeypatch.setattr("mgbench.distributed.active", lambda: True)
+    monkeypatch.setattr("mgbench.distributed.gather_objects", lambda mine: [mine, replace(rank1._cell, model=None)])
+    rank0.gather()
+    assert rank0.extra_rows() == expected
+    # a last rank that had no batch (fewer images than ranks) adds nothing and erases nothing
+    monkeypatch.setattr(AttackSpec, "run", scripted(script()))
+    busy, idle = AttackCondition(spec), AttackCondition(spec)
+    busy.apply(model, *first)
+    busy.apply(model, *second)
+    monkeypatch.setattr("mgbench.distributed.gather_objects", lambda mine: [mine, replace(idle._cell, model=None)])
+    busy.gather()
+    assert busy.extra_rows() == expected
+    assert [r.metric for r in expected] == ["perturbation", "per_example", "autoattack:clean", "autoattack_checks"]
+    assert expected[3].detail["warnings"] == {"a": 3, "b": 1} and expected[3].detail["target_classes"] == 2
+    assert len(expected[1].detail["steps"]) == 2 and expected[0].detail["pixel_budget"] == 0.1
+
+
 def test_seed_n_derives_an_independent_stream_from_the_runners(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[int] = []
 
@@ -180,17 +221,32 @@ def loaded(module: nn.Module, name: str = "m") -> LoadedModel:
     return LoadedModel(module, name, "arch", f"sha-{name}")
 
 
+class Rescaled(nn.Sequential):
+    """A model with MGNet's gradient_rescaler(enabled) switch."""
+
+    @contextmanager
+    def gradient_rescaler(self, enabled: bool) -> Iterator[None]:
+        yield
+
+
 def test_which_models_a_cell_applies_to() -> None:
     bare, anytime = loaded(linear(), "bare"), loaded(TwoSteps(), "anytime")
+    rescaled = loaded(Rescaled(nn.Flatten(), nn.Linear(4, 3)), "rescaled")
     rescaler_off = make_spec("pgd", "linf", EPS, variants=("rescaler-off",))
     assert not AttackCondition(rescaler_off, optional=True).applies_to(bare)
+    assert AttackCondition(rescaler_off, optional=True).applies_to(rescaled)
     assert AttackCondition(rescaler_off).applies_to(bare)  # asked for: the runner's check_model fails it
     AttackCondition(rescaler_off, optional=True).check_model(bare)
-    with pytest.raises(InputError, match="rescaler-off needs a model with a gradient_rescaler"):
+    AttackCondition(rescaler_off).check_model(rescaled)
+    with pytest.raises(InputError) as error:
         AttackCondition(rescaler_off).check_model(bare)
+    assert str(error.value) == ("attack variant rescaler-off needs a model with a gradient_rescaler(enabled) context "
+                                "manager (MGNet); bare has none: drop the variant for this model")
     glimpse = {t: make_spec("pgd", "linf", EPS, variants=(f"glimpse={t}",)) for t in (1, 2, 3)}
     # glimpse=2 of a 2-step model is its final prediction: the default run covers it
     assert [AttackCondition(glimpse[t], optional=True).applies_to(anytime) for t in (1, 2, 3)] == [True, False, False]
+    with pytest.raises(InputError, match="; anytime has 2: drop the variant"):
+        AttackCondition(glimpse[3]).check_model(anytime)
     assert AttackCondition(make_spec("pgd", "linf", EPS, transfer_from="src", variants=("rescaler-off",))) \
         .check_model(bare) is None  # the source is checked when loaded
     assert AttackCondition(make_spec("noise", "linf", EPS)).needs_grad is False
@@ -270,8 +326,11 @@ def test_noise_draws_until_each_example_is_fooled_or_the_draws_run_out(threshold
     out = random_noise(judge, x, torch.zeros(8, dtype=torch.long), norm="linf", eps=0.1)
     assert judge.sizes == sizes
     assert torch.allclose((out - x).abs(), torch.full_like(x, 0.1))  # every pixel moved by +-eps
-    edge = random_noise(judge, torch.zeros(8, 1, 2, 2), torch.zeros(8, dtype=torch.long), norm="linf", eps=0.1)
-    assert torch.all((edge == 0) | torch.isclose(edge, torch.tensor(0.1)))  # clipped to the image range
+    assert {round(v, 4) for v in out.flatten().tolist()} == {0.4, 0.6}  # both signs drawn
+    for start, kept in ((0.0, {0.0, 0.1}), (1.0, {0.9, 1.0})):  # clipped to the image range
+        edge = random_noise(judge, torch.full((8, 1, 2, 2), start), torch.zeros(8, dtype=torch.long), norm="linf",
+                            eps=0.1)
+        assert {round(v, 4) for v in edge.flatten().tolist()} == kept
 
 
 def test_noise_keeps_the_first_draw_that_fools_the_model() -> None:
@@ -296,3 +355,20 @@ def test_l2_noise_lies_on_the_sphere_of_radius_eps() -> None:
     assert torch.allclose((out - x).abs(), torch.full_like(x, 0.25))
     far = random_noise(Judge(2.0), torch.zeros(4, 1, 2, 2), torch.zeros(4, dtype=torch.long), norm="l2", eps=5.0)
     assert far.min() >= 0 and far.max() <= 1  # clipped to the image range
+
+
+def test_an_l2_cell_reports_its_largest_l2_perturbation() -> None:
+    model = linear()
+    outs, rows = run_cell(AttackCondition(make_spec("fgsm", "l2", parse_eps("1/2"))), model)
+    x = torch.cat([b[0] for b in batches()])
+    l2 = (torch.cat(outs) - x).flatten(1).norm(dim=1)
+    assert rows[0].value == pytest.approx(float(l2.max()))
+    assert rows[0].value != pytest.approx(rows[0].detail["max_linf"])
+
+
+def test_images_outside_the_unit_range_are_refused_under_the_honest_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside the ball but outside [0, 1]: an attack defect the cell must catch, naming the attack."""
+    monkeypatch.setattr(AttackSpec, "run", lambda self, model, x, y, **_: AttackOutput((x + 0.05).clamp(min=0)))
+    x, y, ids = batches()[0]
+    with pytest.raises(AttackBoundsError, match=r"^fgsm linf 1/10: .*\[0, 1\]"):
+        AttackCondition(make_spec("fgsm", "linf", EPS)).apply(linear(), torch.clamp(x + 0.97, max=1), y, ids)

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from mgbench.attacks.eps import parse_eps, parse_eps_list, parse_number
+from mgbench.attacks.protocols import normalize_layer
 from mgbench.attacks.spec import check_attack_target, make_spec, plan_table
 from mgbench.attacks.variants import aimed_at, parse_variant, rescaler_switch, without_seed
 from mgbench.errors import InputError
@@ -185,6 +186,8 @@ def test_attack_targets_are_checked_with_one_line_errors() -> None:
     assert str(error.value) == ("protocol mgnet-paper measures eps in normalised units, but bare has no "
                                 "mgbench.models.layers.Normalize layer to read the std from: use protocol honest")
     check_attack_target(paper, nn.Sequential(Normalize([0.5], [0.25]), bare), "normalised")
+    with pytest.raises(InputError, match="^protocol mgnet-paper measures eps in normalised units, but Sequential has no"):
+        normalize_layer(bare)
 
 
 # ----------------------------------------------------------------------------- the variant grammar
