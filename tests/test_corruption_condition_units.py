@@ -109,6 +109,8 @@ def test_mgnet_zoom_is_torchvisions_resize_256_and_centre_crop_224() -> None:
     x = torch.randint(0, 256, (2, 3, 224, 224)).float() / 255
     expected = TF.center_crop(TF.resize(x, [256, 256], antialias=True), [224, 224])
     assert torch.equal(mgnet_zoom(x), torch.round(expected.clamp(0, 1) * 255) / 255)
+    extremes = (torch.rand(1, 3, 224, 224) > 0.5).float()  # black and white pixels: the most overshoot could show
+    assert 0 <= mgnet_zoom(extremes).min() and mgnet_zoom(extremes).max() <= 1
     # and PIL's, which MGNet's own pipeline uses on the image files, within one level
     picture = Image.fromarray((x[0].permute(1, 2, 0) * 255).round().byte().numpy())
     pil = np.asarray(picture.resize((256, 256), Image.BILINEAR).crop((16, 16, 240, 240)), dtype=np.float64)
@@ -129,6 +131,10 @@ def test_on_the_fly_cells_corrupt_with_their_backend_scaling_and_preprocessing()
     zoomed = OnTheFlyCorruption(resampled, "defocus_blur", 3).apply(None, x, None, ids)
     assert torch.equal(zoomed, mgnet_zoom(corrupt_scaled(TorchBackend(), x, [4, 9], "defocus_blur", 3,
                                                          "resample224")))
+    reference = Settings(("gaussian_noise",), (2,), backend="reference", workers=0)
+    assert torch.equal(OnTheFlyCorruption(reference, "gaussian_noise", 2).apply(None, x, None, ids),
+                       corrupt_scaled(ReferenceBackend(0), x, [4, 9], "gaussian_noise", 2, "native"))
+    assert parse_table({"type": "corruption", "backend": "reference", "workers": 2}).workers == 2
     assert isinstance(_backend("torch", None), TorchBackend)
     reference = _backend("reference", 3)
     assert isinstance(reference, ReferenceBackend) and reference.workers == 3

@@ -91,6 +91,7 @@ def test_means_ce_and_relative_ce_by_hand(store: Store) -> None:
     # condition version; none may enter the numbers
     write(store, MODEL, condition("gaussian_noise", 1), top1(0.0), data=SUBSET)
     write(store, {**MODEL, "weights": "w0"}, condition(None), top1(0.1))
+    write(store, {**MODEL, "model": "m-copy"}, condition(None), top1(0.1))  # another card of the same weights
     write(store, MODEL, condition("shot_noise", 2, version=1), top1(0.0))
     fill(store, BASE, options={**OPTIONS, "seed": 1}, clean=False)
     for cell in [("gaussian_noise", 1), ("shot_noise", 1)]:
@@ -181,6 +182,11 @@ def test_a_long_list_of_missing_normaliser_cells_is_cut_after_four(store: Store)
     assert notes[1] == ("mCE undefined: the normaliser b lacks 5 of the set's 6 cells (gaussian_noise s1, "
                         "gaussian_noise s2, gaussian_noise s3, shot_noise s1, ...) with the same settings and "
                         "data: run this suite for b first")
+    write(store, BASE, condition("gaussian_noise", 1), top1(0.3))
+    notes = summaries(store, table)["mean", None][1][0].detail["notes"]
+    assert notes[1] == ("mCE undefined: the normaliser b lacks 4 of the set's 6 cells (gaussian_noise s2, "
+                        "gaussian_noise s3, shot_noise s1, shot_noise s2) with the same settings and data: run this "
+                        "suite for b first")
 
 
 def test_without_a_normaliser_or_clean_accuracies_the_notes_say_what_to_add(store: Store) -> None:
@@ -256,6 +262,13 @@ def test_folder_cells_are_read_from_the_folders_images_under_this_runs_options(s
                       options=options)
     write(store, MODEL, condition(None), top1(0.8))
     write(store, BASE, condition(None), top1(0.7))
+    # the same folder read earlier for a subset of the images: the later cell is the one counted
+    later = {**PROVENANCE, "finished_at": "2026-01-01T00:02:00"}
+    subset = {**folder_data, "n_images": 10}
+    store.write_cell(CellRecord(CellKey(condition("shot_noise", 2, folder=root), subset, MODEL, OPTIONS),
+                                "corruptions", None, {}, PROVENANCE, top1(0.0)))
+    store.write_cell(CellRecord(CellKey(condition("shot_noise", 2, folder=root), folder_data, MODEL, OPTIONS),
+                                "corruptions", None, {}, later, top1(0.5)), replace=True)
     also = store.frame(model="m")["cell_key"].unique().tolist()
     out = summaries(store, {**TABLE, "backend": "folder", "imagenet_c_root": root}, also)
     assert values(out["mean", None][1]) == pytest.approx({

@@ -73,19 +73,22 @@ class Settings:
                 return name
         return ",".join(self.corruptions)
 
-    def condition_key(self, corruption: str, severity: int) -> dict[str, Any]:
-        key: dict[str, Any] = {"threat": "corruption", "corruption": corruption, "severity": severity,
-                               "backend": self.backend, "corruption_preprocessing": self.preprocessing}
+    def _settings_key(self) -> dict[str, Any]:
+        """What every cell of the table shares: where the images come from and how they are made."""
+        key: dict[str, Any] = {"threat": "corruption", "backend": self.backend,
+                               "corruption_preprocessing": self.preprocessing}
         if self.backend == "folder":
             key["imagenet_c_root"] = str(Path(self.imagenet_c_root or "").resolve())
         else:
             key["scaling"] = self.scaling
         return key
 
+    def condition_key(self, corruption: str, severity: int) -> dict[str, Any]:
+        return {**self._settings_key(), "corruption": corruption, "severity": severity}
+
     def summary_key(self) -> dict[str, Any]:
         """Everything a summary of this table depends on (:func:`tables_from_summaries` reads it back)."""
-        key = {k: v for k, v in self.condition_key("mean", 0).items() if k not in ("corruption", "severity")}
-        return {**key, "corruptions": self.group, "severities": list(self.severities),
+        return {**self._settings_key(), "corruptions": self.group, "severities": list(self.severities),
                 "mce_baseline": self.mce_baseline}
 
 
@@ -141,12 +144,13 @@ def _backend(name: str, workers: int | None) -> Backend:
 
 def mgnet_zoom(x: torch.Tensor) -> torch.Tensor:
     """MGNet's evaluation transform on an already cropped image: resize by 256/224
-    (antialiased bilinear, like torchvision's Resize) and crop the centre back to its size."""
+    (antialiased bilinear, like torchvision's Resize) and crop the centre back to its size. The
+    filter's weights are non-negative and sum to 1, so the result stays in [0, 1]."""
     height, width = x.shape[-2:]
     size = (round(height * 256 / 224), round(width * 256 / 224))
     large = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     top, left = (size[0] - height) // 2, (size[1] - width) // 2
-    return torch.round(large[..., top:top + height, left:left + width].clamp(0, 1) * 255) / 255
+    return torch.round(large[..., top:top + height, left:left + width] * 255) / 255
 
 
 # Bump when a change of a backend or of the preprocessing moves the numbers: stored corruption
