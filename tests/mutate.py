@@ -145,9 +145,10 @@ def run(group: str, work: Path, max_children: int, resume: bool = False) -> list
     _mutmut(folder, "run", "--max-children", str(max_children), check=False)
     # mutmut lets a decided result stand; survivors of the earlier run are retested by name so
     # that tests added since get their chance to kill them, and so are its timeouts (a test that
-    # hung, e.g. on a thread pool the forked mutant process did not inherit, proves nothing).
+    # hung, e.g. on a thread pool the forked mutant process did not inherit, proves nothing) and
+    # the mutants no test reached then.
     retest = [name for name, status in _statuses(folder).items()
-              if status in ("survived", "timeout") and earlier.get(name) == status]
+              if status in ("survived", "timeout", "no tests") and earlier.get(name) == status]
     if retest:
         _mutmut(folder, "run", "--max-children", str(max_children), *retest, check=False)
     statuses = _statuses(folder)

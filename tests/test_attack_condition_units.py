@@ -291,6 +291,12 @@ def test_bad_table_extras_are_named(extra: dict[str, Any], message: str) -> None
     assert str(error.value) == message
 
 
+def test_the_smallest_limit_and_query_budget_are_one() -> None:
+    table = {"type": "attack", "attack": "square", "eps": "4/255", "limit": 1, "square_queries": 1, "checks": False}
+    (cell,) = expand_attack_table(table)
+    assert cell.limit == 1 and cell.spec.steps == 1
+
+
 def test_a_table_limit_evaluates_the_smaller_of_its_limit_and_the_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     conditions = expand_attack_table({"type": "attack", "attack": "fgsm", "eps": "4/255", "limit": 3,
                                       "variant": "default", "checks": False})
