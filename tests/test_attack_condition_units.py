@@ -176,8 +176,11 @@ def test_under_torchrun_a_cell_gathers_every_ranks_batches(monkeypatch: pytest.M
     rank0.apply(model, *first)
     rank1.apply(model, *second)
     monkeypatch.setattr("mgbench.distributed.active", lambda: True)
-    monkeypatch.setattr("mgbench.distributed.gather_objects", lambda mine: [mine, replace(rank1._cell, model=None)])
+    sent = []
+    monkeypatch.setattr("mgbench.distributed.gather_objects",
+                        lambda mine: sent.append(mine) or [mine, replace(rank1._cell, model=None)])
     rank0.gather()
+    assert sent[0].model is None  # the records travel between ranks, the model does not
     assert rank0.extra_rows() == expected
     # a last rank that had no batch (fewer images than ranks) adds nothing and erases nothing
     monkeypatch.setattr(AttackSpec, "run", scripted(script()))
