@@ -15,7 +15,7 @@ import torch.nn as nn
 from mgbench.attacks.eps import parse_eps, parse_eps_list, parse_number
 from mgbench.attacks.protocols import normalize_layer
 from mgbench.attacks.spec import check_attack_target, make_spec, plan_table
-from mgbench.attacks.variants import aimed_at, parse_variant, rescaler_switch, without_seed
+from mgbench.attacks.variants import aimed_at, loss_for, parse_variant, rescaler_switch, without_seed
 from mgbench.errors import InputError
 from mgbench.models.anytime import StepOutputs
 from mgbench.models.layers import Normalize
@@ -156,6 +156,22 @@ class Anytime(nn.Module):
     def forward_steps(self, x: torch.Tensor, steps: int | None = None) -> StepOutputs:
         self.asked.append(steps)
         return StepOutputs(torch.stack([x.flatten(1)[:, :2] * (t + 1) for t in range(steps or self.num_steps)]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :2] * self.num_steps
+
+
+def test_the_attack_loss_is_the_variants_and_the_tables() -> None:
+    """Logits (t + 1) * (a, b) after step t; label 0: CE = log(1 + e^(m(b - a))), margin = m(b - a)."""
+    x, y = torch.tensor([[[[1.0, 3.0], [0.0, 0.0]]], [[[2.0, 0.0], [0.0, 0.0]]]]), torch.tensor([0, 0])
+    gap = torch.tensor([2.0, -2.0])  # b - a per image
+    loss, fooled = loss_for((), "ce")(Anytime(), x, y)
+    assert torch.allclose(loss, torch.log1p(torch.exp(3 * gap))) and fooled.tolist() == [True, False]
+    loss, fooled = loss_for(("all-glimpses", "rescaler-off"), "margin")(Anytime(), x, y)
+    assert torch.allclose(loss, torch.stack([m * gap for m in (1, 2, 3)]).mean(dim=0))
+    assert fooled.tolist() == [True, False]  # judged on the final prediction
+    loss, _ = loss_for(("rescaler-off",), "margin")(Anytime(), x, y)
+    assert torch.allclose(loss, 3 * gap)
 
 
 def test_a_glimpse_variant_attacks_that_steps_logits_running_only_that_many_steps() -> None:

@@ -26,7 +26,7 @@ class Eps:
         return self.text
 
 
-def parse_number(raw: Any, what: str = "eps") -> Eps:
+def parse_number(raw: Any, what: str) -> Eps:
     """One positive, finite number written as a decimal or a fraction ``a/b``; ``what`` names
     the option in error messages (``eps``, ``--step-size``)."""
     if isinstance(raw, bool):

@@ -94,7 +94,7 @@ def variant_label(variants: tuple[str, ...], transfer_from: str | None) -> str:
     return "+".join(parts) or DEFAULT
 
 
-def loss_for(variants: tuple[str, ...], loss: str = "ce") -> LossFn:
+def loss_for(variants: tuple[str, ...], loss: str) -> LossFn:
     """The attack objective: ``loss`` (ce or margin) of the final logits or of every step's."""
     return objective(loss, "all" if "all-glimpses" in variants else "final")
 
