@@ -219,6 +219,9 @@ HELP = "use default, rescaler-off, all-glimpses, glimpse=T or seed=N (join with 
     ("foo=3", f"unknown attack variant 'foo=3': {HELP}"),
     ("glimpse=2=3", "attack variant 'glimpse=2=3': glimpse needs a whole number >= 1, e.g. glimpse=2"),
     ("seed=0", "attack variant 'seed=0': seed needs a whole number >= 1, e.g. seed=2"),
+    ("rescaler-off+seed=1+seed=2", f"attack variant 'rescaler-off+seed=1+seed=2' names seed twice: {HELP}"),
+    ("all-glimpses+glimpse=2", "attack variant 'all-glimpses+glimpse=2': all-glimpses and glimpse=T exclude each "
+                               "other"),
 ])
 def test_bad_variants_are_named(raw: Any, message: str) -> None:
     with pytest.raises(InputError) as error:
@@ -445,6 +448,7 @@ def test_bad_budget_lists_are_named_verbatim(raw: Any, message: str) -> None:
 def test_budgets_keep_the_text_they_were_written_as() -> None:
     assert (parse_eps(" 1 / 2 ").value, str(parse_eps(" 1 / 2 "))) == (0.5, "1 / 2")
     assert (parse_eps(1e-05).text, parse_eps(3).text, parse_eps(3).value) == ("1e-05", "3", 3.0)
+    assert (parse_eps(1.0).text, parse_eps(10_000_000).text) == ("1", "10000000")  # floats as %g, whole numbers whole
     with pytest.raises(InputError, match=r"^--step-size '0' must be positive: write a fraction"):
         parse_number("0", "--step-size")
     assert [e.text for e in parse_eps_list(["0.5", "1/2", 0.25])] == ["0.5", "0.25"]
