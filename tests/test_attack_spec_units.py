@@ -281,6 +281,7 @@ def test_autoattack_gets_the_specs_settings(monkeypatch: pytest.MonkeyPatch, att
 
     def spy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> Any:
         calls.append((model, kwargs))
+        assert torch.equal(y, torch.zeros(2, dtype=torch.long))
         return SimpleNamespace(x_adv=x + 1)
 
     monkeypatch.setattr("mgbench.attacks.spec.run_autoattack", spy)
@@ -290,6 +291,32 @@ def test_autoattack_gets_the_specs_settings(monkeypatch: pytest.MonkeyPatch, att
     assert calls == [(model, {"norm": "l2", "eps": 0.5, "version": version, "attacks": attacks, "seed": 7,
                               "square_queries": queries})]
     assert torch.equal(out.x_adv, x + 1) and out.cascade is not None
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({}, {"norm": "linf", "eps": 4 / 255, "steps": 100, "step_size": 1 / 255, "restarts": 2, "random_start": True,
+          "clip": True, "keep": "first-success"}),
+    ({"loss": "margin", "steps": 7, "restarts": 3, "random_start": False, "variants": ("all-glimpses",)},
+     {"norm": "linf", "eps": 4 / 255, "steps": 7, "step_size": 1 / 255, "restarts": 3, "random_start": False,
+      "clip": True, "keep": "first-success"}),
+    ({"transfer_from": "src"}, {"norm": "linf", "eps": 4 / 255, "steps": 100, "step_size": 1 / 255, "restarts": 2,
+                                "random_start": True, "clip": True, "keep": "last"}),
+])
+def test_pgd_gets_the_specs_settings_and_loss(monkeypatch: pytest.MonkeyPatch, options: dict[str, Any],
+                                              expected: dict[str, Any]) -> None:
+    calls = []
+    monkeypatch.setattr("mgbench.attacks.spec.pgd", lambda model, x, y, **kwargs: calls.append(kwargs) or x)
+    spec = make_spec("pgd", "linf", EPS, **options)
+    x, y = torch.tensor([[[[1.0, 3.0], [0.0, 0.0]]], [[[2.0, 0.0], [0.0, 0.0]]]]), torch.tensor([0, 0])
+    model = Anytime()
+    spec.run(model, x, y, source=model)
+    (kwargs,) = calls
+    loss = kwargs.pop("loss")
+    assert kwargs == expected
+    gap = torch.tensor([2.0, -2.0])
+    by_hand = torch.stack([m * gap for m in (1, 2, 3)]).mean(dim=0) if options.get("loss") == "margin" else \
+        torch.log1p(torch.exp(3 * gap))
+    assert torch.allclose(loss(Anytime(), x, y)[0], by_hand)
 
 
 def test_a_glimpse_variant_of_autoattack_attacks_that_steps_logits(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -355,6 +382,15 @@ AA = "apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square"
     ({"eps": "4/255", "attack": "autoattack", "transfer_from": "x"},
      "autoattack-standard linf 4/255 (transfer-from=x): transfer attacks use fgsm or pgd on the source, not "
      "autoattack"),
+    ({"eps": "4/255", "attack": "apgd", "transfer_from": "x"},
+     "autoattack-custom:apgd-ce+apgd-t linf 4/255 (transfer-from=x): transfer attacks use fgsm or pgd on the source, "
+     "not autoattack"),
+    ({"eps": "4/255", "attack": "apgd", "variant": "all-glimpses"},
+     "autoattack-custom:apgd-ce+apgd-t linf 4/255 (all-glimpses): AutoAttack uses its own losses; all-glimpses "
+     "applies to fgsm and pgd"),
+    ({"eps": "4/255", "attack": "autoattack", "version": "custom", "aa_attacks": "apgd-ce", "transfer_from": "x"},
+     "autoattack-custom:apgd-ce linf 4/255 (transfer-from=x): transfer attacks use fgsm or pgd on the source, not "
+     "autoattack"),
     ({"eps": "4/255", "attack": "autoattack", "variant": "all-glimpses"},
      "autoattack-standard linf 4/255 (all-glimpses): AutoAttack uses its own losses; all-glimpses applies to fgsm "
      "and pgd"),
@@ -383,6 +419,9 @@ def test_a_tables_settings_reach_every_spec() -> None:
     assert [(s.name, s.eps.value, s.steps, s.step_size, s.restarts, s.random_start) for s in specs] == [
         ("pgd-margin", 1.0, 7, 1 / 255, 3, False), ("autoattack-custom:square", 1.0, 50, None, None, None),
         ("fgsm", 1.0, 1, 1.0, 1, False)]  # FGSM: one step of eps from the clean point, whatever the table says
+    standard = plan_table({"type": "attack", "attack": "autoattack", "eps": "4/255", "square_queries": 50,
+                           "variant": "default", "checks": False})
+    assert [(p.spec.name, p.spec.steps) for p in standard] == [("autoattack-standard", None)]  # its Square: 5,000
     paper = plan_table({"type": "attack", "attack": "pgd", "eps": "4/255", "protocol": "mgnet-paper", "restarts": 1,
                         "step_size": "2/255"})
     assert [(p.spec.steps, p.spec.step_size, p.spec.restarts) for p in paper] == [(10, 2 / 255, 1)]

@@ -134,7 +134,7 @@ class AttackSpec:
             out["clip_to_unit_range"] = True
         if self.attack == "autoattack":
             out.update(version=self.version, aa_attacks=list(self.aa_attacks) or None,
-                       square_queries=self.steps if "square" in self.aa_attacks else None,
+                       square_queries=self.steps,  # set only for Square alone (make_spec)
                        implementation="pyautoattack (official AutoAttack code), cascade driven by mgbench")
         elif self.attack == "noise":
             out.update(draws=self.steps, implementation="mgbench.attacks.noise")
@@ -166,10 +166,9 @@ class AttackSpec:
         with attack_context(target, self.variants):
             aimed = aimed_at(target, self.variants)
             if self.attack == "autoattack":
-                queries = self.steps if "square" in self.aa_attacks else None
-                cascade = run_autoattack(aimed, x, y, norm=self.norm, eps=self.eps.value,
-                                         version=self.version or "standard", attacks=self.aa_attacks, seed=seed,
-                                         square_queries=queries)
+                assert self.version is not None  # make_spec sets it
+                cascade = run_autoattack(aimed, x, y, norm=self.norm, eps=self.eps.value, version=self.version,
+                                         attacks=self.aa_attacks, seed=seed, square_queries=self.steps)
                 return AttackOutput(cascade.x_adv, cascade)
             eps, step, clip = self.budget(model, x.device)
             assert self.steps is not None and self.restarts is not None and step is not None
@@ -205,7 +204,7 @@ def make_spec(
     variants: tuple[str, ...] = (),
     transfer_from: str | None = None,
     steps: int | None = None,
-    step_size: Eps | None = None,
+    step_size: float | None = None,
     restarts: int | None = None,
     random_start: bool | None = None,
     version: str | None = None,
@@ -263,21 +262,20 @@ def make_spec(
         if "all-glimpses" in variants:
             raise InputError(f"{base.label}: AutoAttack uses its own losses; all-glimpses applies to fgsm and pgd")
         version = version or "standard"
-        check_attack_names(version, aa_attacks)
-        aa_attacks = aa_attacks if version == "custom" else ()
+        check_attack_names(version, aa_attacks)  # a list only for custom
         queries = square_queries if aa_attacks == ("square",) else None
-        return AttackSpec(attack, norm, eps, protocol, variants, None, steps=queries, version=version,
+        return AttackSpec(attack, norm, eps, protocol, variants, steps=queries, version=version,
                           aa_attacks=aa_attacks)
     if attack == "fgsm":
         return AttackSpec(attack, norm, eps, protocol, variants, transfer_from, steps=1, step_size=eps.value,
                           restarts=1, random_start=False)
     if protocol == "mgnet-paper":
         steps = steps or PAPER_STEPS
-        size = step_size.value if step_size is not None else PAPER_STEP_SIZE
-        return AttackSpec(attack, norm, eps, protocol, (), None, steps=steps, step_size=size, restarts=1,
+        size = step_size if step_size is not None else PAPER_STEP_SIZE
+        return AttackSpec(attack, norm, eps, protocol, steps=steps, step_size=size, restarts=1,
                           random_start=False)
     steps = steps or DEFAULT_STEPS
-    size = step_size.value if step_size is not None else STEP_FRACTION * eps.value
+    size = step_size if step_size is not None else STEP_FRACTION * eps.value
     return AttackSpec(attack, norm, eps, protocol, variants, transfer_from, steps=steps, step_size=size,
                       restarts=restarts or DEFAULT_RESTARTS,
                       random_start=True if random_start is None else random_start, loss=loss)
@@ -371,7 +369,7 @@ def _probes(planned: list[Planned], table: dict[str, Any]) -> list[Planned]:
     if honest:
         large = parse_eps_list(CHANCE_EPS)[0]
         step = default_step_size(large.value, CHANCE_STEPS)
-        out.append(Planned(make_spec("pgd", "linf", large, steps=CHANCE_STEPS, step_size=Eps(step, f"{step:g}"),
+        out.append(Planned(make_spec("pgd", "linf", large, steps=CHANCE_STEPS, step_size=step,
                                      restarts=1, random_start=False), probe=True))
     return out
 
@@ -397,7 +395,7 @@ def plan_table(table: dict[str, Any]) -> list[Planned]:
     steps_list = _names(table.get("steps"), "steps")
     restarts_list = _names(table.get("restarts"), "restarts")
     step_size = table.get("step_size")
-    step = parse_number(step_size, "step_size") if step_size is not None else None
+    step = parse_number(step_size, "step_size").value if step_size is not None else None
     aa_attacks = tuple(_names(table.get("aa_attacks"), "aa_attacks")) if table.get("aa_attacks") else ()
     unknown_aa = [a for a in aa_attacks if a not in AA_ATTACKS]
     if unknown_aa:
@@ -418,7 +416,7 @@ def plan_table(table: dict[str, Any]) -> list[Planned]:
                 square_queries=table.get("square_queries"),
             )
             planned.append(Planned(spec, optional))
-    if table.get("per_step", False):
+    if table.get("per_step"):
         planned += [Planned(_with(p.spec, f"glimpse={t}"), True) for p in list(planned)
                     for t in range(1, MAX_PER_STEP)
                     if p.spec.attack in ("pgd", "autoattack") and p.spec.protocol == "honest" and p.spec.loss == "ce"
