@@ -35,38 +35,40 @@ def stored(attack: str, variant: str = "default", protocol: str = "honest", step
             "random_start": random_start}
 
 
-@pytest.mark.parametrize("spec, expected", [
-    (make_spec("pgd", "linf", EPS), {
+@pytest.mark.parametrize("args, options, expected", [
+    (("pgd",), {}, {
         **stored("pgd", steps=100, step_size=1 / 255, restarts=2, random_start=1), **GRADIENT,
         "loss": "cross-entropy of the final logits", "keep": "first-success"}),
-    (make_spec("pgd", "linf", EPS, loss="margin", variants=("all-glimpses", "rescaler-off")), {
+    (("pgd",), dict(loss="margin", variants=("all-glimpses", "rescaler-off")), {
         **stored("pgd-margin", "all-glimpses+rescaler-off", steps=100, step_size=1 / 255, restarts=2,
                  random_start=1), **GRADIENT,
         "loss": "mean margin max_{j!=y} z_j - z_y over all anytime steps", "keep": "first-success"}),
-    (make_spec("pgd", "linf", EPS, transfer_from="resnet-tiny", steps=7, restarts=3, random_start=False), {
+    (("pgd",), dict(transfer_from="resnet-tiny", steps=7, restarts=3, random_start=False), {
         **stored("pgd", "transfer-from=resnet-tiny", steps=7, step_size=1 / 255, restarts=3, random_start=0),
         **GRADIENT, "loss": "cross-entropy of the final logits", "keep": "last"}),
-    (make_spec("pgd", "linf", EPS, protocol="mgnet-paper"), {
+    (("pgd",), dict(protocol="mgnet-paper"), {
         **stored("pgd", protocol="mgnet-paper", steps=10, step_size=1 / 255, restarts=1, random_start=0), **GRADIENT,
         "units": "normalised tensor (x - mean) / std; pixel budget = eps * std per channel",
         "clip_to_unit_range": False, "loss": "cross-entropy of the final logits", "keep": "last"}),
-    (make_spec("fgsm", "linf", EPS, steps=50, random_start=True), {
+    (("fgsm",), dict(steps=50, random_start=True), {
         **stored("fgsm", steps=1, step_size=4 / 255, restarts=1, random_start=0), **GRADIENT,
         "loss": "cross-entropy of the final logits", "keep": "first-success"}),
-    (make_spec("noise", "linf", EPS), {
+    (("noise",), {}, {
         **stored("noise", steps=10, restarts=1, random_start=1), "units": "pixels of [0, 1] images",
         "clip_to_unit_range": True, "draws": 10, "implementation": "mgbench.attacks.noise"}),
-    (make_spec("autoattack", "linf", EPS, steps=5), {
+    (("autoattack",), dict(steps=5), {
         **stored("autoattack-standard"), **AUTOATTACK, "version": "standard", "aa_attacks": None,
         "square_queries": None}),
-    (make_spec("square", "linf", EPS, square_queries=300), {
+    (("square",), dict(square_queries=300), {
         **stored("autoattack-custom:square", steps=300), **AUTOATTACK, "version": "custom", "aa_attacks": ["square"],
         "square_queries": 300}),
-    (make_spec("apgd", "linf", EPS, square_queries=300), {
+    (("apgd",), dict(square_queries=300), {
         **stored("autoattack-custom:apgd-ce+apgd-t"), **AUTOATTACK, "version": "custom",
         "aa_attacks": ["apgd-ce", "apgd-t"], "square_queries": None}),
 ], ids=["pgd", "pgd-margin-adaptive", "transfer", "mgnet-paper", "fgsm", "noise", "autoattack", "square", "apgd"])
-def test_each_attack_records_how_it_was_run(spec: Any, expected: dict[str, Any]) -> None:
+def test_each_attack_records_how_it_was_run(args: tuple[str], options: dict[str, Any], expected: dict[str, Any]
+                                            ) -> None:
+    spec = make_spec(*args, "linf", EPS, **options)
     assert spec.hyperparameters() == expected  # 4/255 * 0.25 is 1/255 exactly (a power-of-two scaling)
 
 

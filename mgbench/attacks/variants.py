@@ -81,9 +81,9 @@ def parse_variant(raw: Any) -> tuple[str, ...]:
     if unknown:
         raise InputError(f"unknown attack variant {unknown[0]!r}: {_HELP}")
     heads = [name.partition("=")[0] for name in names]
-    twice = [head for head in heads if heads.count(head) > 1]
-    if twice:
-        raise InputError(f"attack variant {text!r} names {twice[0]} twice: {_HELP}")
+    twice = next((head for head in heads if heads.count(head) > 1), None)
+    if twice is not None:
+        raise InputError(f"attack variant {text!r} names {twice} twice: {_HELP}")
     if "all-glimpses" in names and "glimpse" in heads:
         raise InputError(f"attack variant {text!r}: all-glimpses and glimpse=T exclude each other")
     return tuple(sorted(set(names)))
