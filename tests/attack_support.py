@@ -274,3 +274,17 @@ def assert_attacks_agree(model: nn.Module, ours: torch.Tensor, theirs: torch.Ten
     pixels, examples = attack_disagreement(model, ours, theirs, y, atol)
     assert pixels <= AGREE_PIXEL_SHARE, f"{pixels:.2%} of the pixels differ: not the same attack"
     assert examples <= AGREE_EXAMPLES, f"{examples} examples fooled by one attack and not the other"
+
+
+class Judge(nn.Module):
+    """Predicts class 1 where an image's first pixel exceeds ``threshold``, else 0 (a threshold
+    above 1 is never fooled on label 0, one below 0 always); records each batch's size."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.threshold, self.sizes = threshold, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(x))
+        first = x.flatten(1)[:, 0]
+        return torch.stack([first * 0, (first > self.threshold).float()], dim=1)

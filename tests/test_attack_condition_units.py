@@ -6,7 +6,6 @@ the table keys the runner reads."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Iterator
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from attack_support import Judge, ToyAnytime
 from by_hand import wilson
 
 from mgbench.attacks.autoattack import CascadeResult
@@ -224,17 +224,9 @@ def loaded(module: nn.Module, name: str = "m") -> LoadedModel:
     return LoadedModel(module, name, "arch", f"sha-{name}")
 
 
-class Rescaled(nn.Sequential):
-    """A model with MGNet's gradient_rescaler(enabled) switch."""
-
-    @contextmanager
-    def gradient_rescaler(self, enabled: bool) -> Iterator[None]:
-        yield
-
-
 def test_which_models_a_cell_applies_to() -> None:
     bare, anytime = loaded(linear(), "bare"), loaded(TwoSteps(), "anytime")
-    rescaled = loaded(Rescaled(nn.Flatten(), nn.Linear(4, 3)), "rescaled")
+    rescaled = loaded(ToyAnytime(), "rescaled")  # has MGNet's gradient_rescaler switch
     rescaler_off = make_spec("pgd", "linf", EPS, variants=("rescaler-off",))
     assert not AttackCondition(rescaler_off, optional=True).applies_to(bare)
     assert AttackCondition(rescaler_off, optional=True).applies_to(rescaled)
@@ -315,19 +307,6 @@ def test_a_table_limit_evaluates_the_smaller_of_its_limit_and_the_runs(monkeypat
 
 
 # ----------------------------------------------------------------------------- the random-noise probe
-
-class Judge(nn.Module):
-    """Predicts class 1 where the first pixel exceeds ``threshold``, else 0; records batch sizes."""
-
-    def __init__(self, threshold: float) -> None:
-        super().__init__()
-        self.threshold, self.sizes = threshold, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.sizes.append(len(x))
-        first = x.flatten(1)[:, 0]
-        return torch.stack([first * 0, (first > self.threshold).float()], dim=1)
-
 
 @pytest.mark.parametrize("threshold, sizes", [(2.0, [8] * 10), (-1.0, [8])])
 def test_noise_draws_until_each_example_is_fooled_or_the_draws_run_out(threshold: float, sizes: list[int]) -> None:

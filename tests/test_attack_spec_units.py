@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn as nn
+from attack_support import Judge
 
 from mgbench.attacks.eps import parse_eps, parse_eps_list, parse_number
 from mgbench.attacks.protocols import normalize_layer
@@ -248,22 +249,10 @@ def test_noise_and_apgd_run_under_the_honest_protocol_only() -> None:
         assert str(error.value).endswith(f"[mgnet-paper]: {attack} runs under the honest protocol only")
 
 
-class Fooled(nn.Module):
-    """Never right (predicts class 1 of labels 0) or always right; records batch sizes."""
-
-    def __init__(self, fooled: bool) -> None:
-        super().__init__()
-        self.fooled, self.sizes = fooled, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.sizes.append(len(x))
-        return torch.tensor([[0.0, 1.0] if self.fooled else [1.0, 0.0]] * len(x))
-
-
 def test_noise_runs_its_ten_draws_at_the_specs_budget() -> None:
     x, y = torch.full((4, 1, 2, 2), 0.5), torch.zeros(4, dtype=torch.long)
     spec = make_spec("noise", "linf", parse_eps("1/10"))
-    stubborn, pushover = Fooled(False), Fooled(True)
+    stubborn, pushover = Judge(2.0), Judge(-1.0)
     out = spec.run(stubborn, x, y).x_adv
     assert stubborn.sizes == [4] * 10 and torch.allclose((out - x).abs(), torch.full_like(x, 0.1))
     spec.run(pushover, x, y)

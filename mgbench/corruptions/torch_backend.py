@@ -520,11 +520,10 @@ def _box_weights(size: int, out: int, device: torch.device, dtype: torch.dtype) 
 @functools.lru_cache(maxsize=64)
 def _box_matrix(size: int, out: int) -> torch.Tensor:
     """PIL's BOX reduction as a matrix ``[out, size]`` (float64, CPU; built once per size, not per
-    batch), computed the way PIL's ``precompute_coeffs``
-    does in float64 (the window of input pixels around each output pixel's centre, then the box
-    test on ``(i - centre + 0.5) / scale`` by multiplying with the inverse scale), so that a pixel
-    on a box edge falls on the same side as in PIL: with a division instead, 37 px reduced to 22
-    already put some on the other side."""
+    batch), computed the way PIL's ``precompute_coeffs`` does in float64 (the window of input
+    pixels around each output pixel's centre, then the box test on ``(i - centre + 0.5) / scale``
+    by multiplying with the inverse scale), so that a pixel on a box edge falls on the same side
+    as in PIL: with a division instead, 37 px reduced to 22 already put some on the other side."""
     scale = size / out
     support, inverse = 0.5 * max(scale, 1.0), 1.0 / max(scale, 1.0)
     weights = torch.zeros(out, size, dtype=torch.float64)
