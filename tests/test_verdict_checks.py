@@ -65,6 +65,11 @@ def checks(frame: pd.DataFrame) -> dict[str, tuple[bool | None, str]]:
     return out
 
 
+def check_detail(frame: pd.DataFrame, name: str) -> dict[str, Any]:
+    """A stored check's structured detail (the compared attacks, unique breaks, all comparisons)."""
+    return json.loads(frame[frame["metric"] == f"check:{name}"]["detail"].item())
+
+
 def test_the_margin_at_64_examples_is_three_unique_breaks() -> None:
     """The rule (mgbench.attacks.checks): fail when the Wilson lower end of u/n exceeds 1%. By
     hand at n = 64: u = 2 gives 0.0086, u = 3 gives 0.0161."""
@@ -100,10 +105,18 @@ def test_a_stuck_pgd_fails_the_converged_check(models: dict[str, str], tmp_path:
     result = checks(frame)
     assert result["converged"][0] is False, result["converged"]
     assert "has not converged" in result["converged"][1]
-    assert result["converged"][1].startswith("pgd 8/255 (5 steps, 2 restarts) breaks")
-    assert "that pgd 8/255 (1 steps, 2 restarts) left correct" in result["converged"][1]
-    u, n = broken_only(result["converged"][1])
-    assert n == 64 and u >= 6 and wilson(u, n)[0] > 0.01, result["converged"]
+    # Two comparisons run, one per loss (cross-entropy and margin), and both break tens of
+    # examples; which of the two near-equal ones is reported depends on the CPU kernels, so the
+    # reported one is read through its structured fields, and every comparison is held to the margin.
+    detail = check_detail(frame, "converged")
+    loss = detail["a"].split()[0]
+    assert loss in ("pgd", "pgd-margin"), detail
+    assert (detail["a"], detail["b"]) == (f"{loss} 8/255 (5 steps, 2 restarts)", f"{loss} 8/255 (1 steps, 2 restarts)")
+    assert len(detail["comparisons"]) == 2, detail["comparisons"]
+    for reason in detail["comparisons"]:
+        u, n = broken_only(reason)
+        assert n == 64 and u >= 12 and wilson(u, n)[0] > 0.01, reason  # four times the margin's 3
+    assert detail["broken_only_by_a"] == max(broken_only(r)[0] for r in detail["comparisons"])
 
 
 def test_a_randomised_model_passes_only_with_eot(models: dict[str, str], tmp_path: Path) -> None:
