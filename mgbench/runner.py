@@ -104,7 +104,9 @@ def _workers(opened: OpenedData, options: RunOptions) -> int | None:
     """In-memory data (the embedded digits) loads fastest without worker processes."""
     from mgbench.data.spec import ArrayDataset
 
-    base = getattr(opened.dataset, "dataset", opened.dataset)
+    base = opened.dataset
+    while hasattr(base, "dataset"):  # subsets (--limit, a plan's probe) of the data
+        base = base.dataset
     return 0 if isinstance(base, ArrayDataset) and options.workers is None else options.workers
 
 
@@ -234,6 +236,62 @@ def evaluate(
 
     Under ``torchrun`` every rank evaluates its shard of each cell, counts are summed across
     ranks, and only rank 0 opens the store and writes."""
+    prepared = prepare(suite, models=models, data=data, options=options, overrides=overrides)
+    return run(prepared, store, reporter)
+
+
+def run(prepared: "Prepared", store: str | Path = DEFAULT_STORE,
+        reporter: progress.Reporter | None = None) -> list[CellOutcome]:
+    """Compute and store the cells of a prepared run (:func:`prepare`) not yet in ``store``."""
+    store = Path(store)
+    created = not store.exists()
+    results = Store(store) if distributed.is_main() else None
+    try:
+        with progress.reporting(reporter):
+            return _SuiteRun(results, prepared).cells()
+    except BaseException:
+        if results is not None:
+            results.close()
+            results = None
+            if created:
+                _remove_if_empty(store)
+        raise
+    finally:
+        if results is not None:
+            results.close()
+
+
+@dataclass
+class Prepared:
+    """A suite run's validated input: its conditions with the data each reads, the loaded
+    models, the device. Everything a run or a plan of it needs before the store is opened."""
+
+    suite: Suite
+    data: DataSpec
+    opened: OpenedData
+    options: RunOptions
+    device: torch.device
+    overrides: dict[str, dict[str, Any]] | None
+    conditions: list[tuple[Condition, OpenedData]]
+    loaded: list[LoadedModel]
+
+    def cell_keys(self, condition: Condition, opened: OpenedData) -> list[tuple[int, CellKey]]:
+        """(model index, cell key) of every model this condition applies to."""
+        data_key = opened.key(self.data)
+        applies = getattr(condition, "applies_to", None)  # optional: a condition for some models only
+        return [(index, condition_key(condition, item.identity(), data_key, self.options.key()))
+                for index, item in enumerate(self.loaded) if applies is None or applies(item)]
+
+
+def prepare(
+    suite: Suite,
+    *,
+    models: list[str] | None = None,
+    data: DataSpec | None = None,
+    options: RunOptions | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Prepared:
+    """Validate a run's input and load its models (see :func:`evaluate`); touches no store."""
     options = options or RunOptions()
     data = data or DataSpec(name=suite.dataset, limit=suite.limit)
     names = models or suite.models
@@ -254,23 +312,7 @@ def evaluate(
             check_model = getattr(condition, "check_model", None)
             if check_model is not None:  # optional: a condition that needs something of the model
                 check_model(item)
-
-    store = Path(store)
-    created = not store.exists()
-    results = Store(store) if distributed.is_main() else None
-    try:
-        with progress.reporting(reporter):
-            return _SuiteRun(results, suite, data, opened, options, device, overrides).cells(loaded, cells)
-    except BaseException:
-        if results is not None:
-            results.close()
-            results = None
-            if created:
-                _remove_if_empty(store)
-        raise
-    finally:
-        if results is not None:
-            results.close()
+    return Prepared(suite, data, opened, options, device, overrides, cells, loaded)
 
 
 def _remove_if_empty(path: Path) -> None:
@@ -305,17 +347,18 @@ class _SuiteRun:
     """The state shared by all cells of one ``evaluate`` call. ``results`` is None on ranks > 0."""
 
     results: Store | None
-    suite: Suite
-    data: DataSpec
-    opened: OpenedData
-    options: RunOptions
-    device: torch.device
-    overrides: dict[str, dict[str, Any]] | None
+    prepared: Prepared
     cell_task: progress.Task | None = None
 
-    def cells(self, loaded: list[LoadedModel], conditions: list[tuple[Condition, OpenedData]]) -> list[CellOutcome]:
+    def __post_init__(self) -> None:
+        run = self.prepared
+        self.suite, self.data, self.opened, self.options = run.suite, run.data, run.opened, run.options
+        self.device, self.overrides = run.device, run.overrides
+
+    def cells(self) -> list[CellOutcome]:
         """Condition by condition (so a model-free condition conditions each batch once for all
         models): every model's compute cell, its condition cells, then its summaries."""
+        loaded, conditions = self.prepared.loaded, self.prepared.conditions
         with progress.task(f"suite {self.suite.name}: cell", total=len(loaded) * len(conditions)) as self.cell_task:
             self.cell_task.update(status="compute (GMACs)")
             per_model = [[self._compute_cell(item)] for item in loaded]  # counted on the plain module
@@ -376,13 +419,9 @@ class _SuiteRun:
         self, loaded: list[LoadedModel], modules: list[nn.Module], condition: Condition, opened: OpenedData
     ) -> list[tuple[int, CellOutcome]]:
         """(model index, outcome) of every model's cell of one condition."""
-        data_key = opened.key(self.data)
         out, pending = [], []
-        applies = getattr(condition, "applies_to", None)  # optional: a condition for some models only
-        for index, item in enumerate(loaded):
-            if applies is not None and not applies(item):
-                continue
-            key = condition_key(condition, item.identity(), data_key, self.options.key())
+        for index, key in self.prepared.cell_keys(condition, opened):
+            item = loaded[index]
             if self._done(key):
                 out.append((index, CellOutcome(key.hash, item.name, key.condition, computed=False)))
                 self._skipped()

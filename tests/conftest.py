@@ -51,3 +51,11 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _torch_seed() -> None:
+    """Every test starts from one torch seed, whichever worker runs it and whatever ran before, so
+    a test that does not fix its own seed is deterministic; ``MGBENCH_TEST_SEED=N`` changes it,
+    to show that no assertion about an attack's or check's outcome rests on one lucky draw."""
+    torch.manual_seed(int(os.environ.get("MGBENCH_TEST_SEED", "0")))

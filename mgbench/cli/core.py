@@ -28,6 +28,7 @@ from mgbench.errors import InputError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mgbench.plan import Plan
     from mgbench.runner import RunOptions
 
 @cli.command()
@@ -47,14 +48,24 @@ if TYPE_CHECKING:
 @click.option("--corruption-preprocessing", default=None,
               help="[corruption suites] hendrycks (CenterCrop 224) or mgnet (Resize 256 + CenterCrop 224).")
 @click.option("--mce-baseline", default=None, help="[corruption suites] model that normalises CE/mCE, or alexnet.")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Print the plan (cells to compute, cells stored, estimated time from a timed probe of "
+                   "every cell to compute on a few images) and exit without computing or writing anything.")
+@click.option("--plan-images", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images each cell's probe runs on, with --plan.")
 @progress_option
 def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, data_root: str | None,
         class_list: str, limit: int | None, on_bad_image: str, options: "RunOptions", store: str | None,
         corruption_names: str | None,
         severities: str | None, corruption_backend: str | None, imagenet_c_root: str | None,
-        corruption_preprocessing: str | None, mce_baseline: str | None) -> None:
-    """Run a suite: every model x condition cell, resumable, into the results store."""
-    from mgbench.runner import evaluate
+        corruption_preprocessing: str | None, mce_baseline: str | None, plan_only: bool, plan_images: int) -> None:
+    """Run a suite: every model x condition cell, resumable, into the results store.
+
+    It first says how many cells it will compute and how many are stored already; --plan adds
+    an estimate of the time from a short timed probe and stops there."""
+    from mgbench.plan import make_plan
+    from mgbench.runner import prepare
+    from mgbench.runner import run as run_prepared
     from mgbench.store import DEFAULT_STORE
     from mgbench.suites import load_suite
 
@@ -68,13 +79,44 @@ def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, da
     if any(v is not None for v in corruption.values()) and "corruption" not in suite.types():
         raise InputError(f"corruption options given, but suite {suite.name} has no corruption conditions")
     suite.expand({"corruption": corruption})  # bad options fail here, before the progress bar draws
-    outcomes = evaluate(suite, models=_split_names(model_names) or None, data=data, store=store_path,
-                        options=options, overrides={"corruption": corruption})
+    prepared = prepare(suite, models=_split_names(model_names) or None, data=data, options=options,
+                       overrides={"corruption": corruption})
+    plan = make_plan(prepared, store_path, plan_images if plan_only else 0)
+    if distributed.is_main():
+        _print_plan(plan, store_path, estimate=plan_only)
+    if plan_only:
+        return
+    outcomes = run_prepared(prepared, store_path)
     if not distributed.is_main():
         return
     done = sum(o.computed for o in outcomes)
     _print_cells(store_path, [o.cell_key for o in outcomes], title=f"suite {suite.name} on {data.label}")
     console.print(f"{done} cell(s) computed, {len(outcomes) - done} already in {store_path}")
+
+
+def _print_plan(plan: "Plan", store: Path, estimate: bool) -> None:
+    """The plan on stderr: counts always; with ``estimate``, a row per model and cell type with
+    the probe's seconds per image, and the total, with the load average it was measured at."""
+    from rich.table import Table
+
+    from mgbench.progress import duration
+
+    pending = len(plan.pending)
+    console.print(f"plan: {pending} cell(s) to compute, {len(plan.cells) - pending} already in {store} "
+                      "(plus each model's compute cell and summaries)")
+    if not estimate:
+        return
+    table = Table("model", "cell type", "to compute", "stored", "s/image", "estimate", box=None)
+    for row in plan.by_type():
+        per_image = "-" if row["s/image"] is None else f"{row['s/image']:.3g}"
+        table.add_row(row["model"], row["cell type"], str(row["to compute"]), str(row["stored"]), per_image,
+                      duration(row["seconds"]) if row["to compute"] else "-")
+    console.print(table)
+    probe = max((c.probe_images for c in plan.pending), default=0)
+    load = ", ".join(f"{x:.2f}" for x in plan.load_average)
+    console.print(f"estimated {duration(plan.seconds)} for {pending} cell(s) on {plan.device} "
+                  f"({plan.threads} torch thread(s)), from probes of {probe} image(s) per cell at load average "
+                  f"{load}; attacks cost more on robust images, so this is an order of magnitude, not a timing")
 
 
 @cli.command()
