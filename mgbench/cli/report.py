@@ -15,17 +15,24 @@ from mgbench.provenance import REPO_ROOT
 @click.option("--store", "stores", type=click.Path(), multiple=True,
               help="Results SQLite file(s), repeatable [default: results/reference.sqlite and "
                    "results/local.sqlite where present].")
-@click.option("--out", type=click.Path(), default=None, help="Output folder [default: results/leaderboard].")
+@click.option("--out", type=click.Path(), default=None,
+              help="Output folder: new, empty, or a previous leaderboard build, which is replaced "
+                   "[default: results/leaderboard].")
 @click.option("--glimpses", "glimpse_dir", type=click.Path(), default=None,
               help="Folder of glimpse pictures to include [default: results/glimpses].")
 @click.option("--include-random-init", is_flag=True,
               help="Also list models with untrained (random-init) weights, left out by default.")
-def leaderboard(stores: tuple[str, ...], out: str | None, glimpse_dir: str | None, include_random_init: bool) -> None:
+@click.option("--force", is_flag=True,
+              help="Write into an --out folder that also holds files the leaderboard did not write "
+                   "(they are kept; only a previous build's own files are replaced).")
+def leaderboard(stores: tuple[str, ...], out: str | None, glimpse_dir: str | None, include_random_init: bool,
+                force: bool) -> None:
     """Derive the leaderboard (md, html, csv, RobustBench json, plots) from the results store(s).
 
     Several stores are read as one table; where they hold the same condition, the cell with the
     largest n, then the newest, is shown. Models with untrained (random-init) weights are left
-    out unless --include-random-init is given."""
+    out unless --include-random-init is given. The folder is built beside --out and swapped in;
+    a folder holding files the leaderboard did not write is refused (--force writes beside them)."""
     import pandas as pd
 
     from mgbench.report.build import build
@@ -51,7 +58,7 @@ def leaderboard(stores: tuple[str, ...], out: str | None, glimpse_dir: str | Non
                              "pass --include-random-init to list them anyway")
     result = build(frame, Path(out) if out else REPO_ROOT / "results" / "leaderboard",
                    Path(glimpse_dir) if glimpse_dir else REPO_ROOT / "results" / "glimpses",
-                   source=", ".join(str(p) for p in paths))
+                   source=", ".join(str(p) for p in paths), force=force)
     console.print(f"{len(result.entries)} model x dataset entries, {len(result.files)} files -> {result.out}")
     if untrained:
         console.print(f"left out (random-init weights; --include-random-init lists them): {', '.join(untrained)}")

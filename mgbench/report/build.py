@@ -4,14 +4,17 @@ Outputs in the ``out`` folder: ``index.md`` (GitHub tables), ``index.html`` (one
 headline table, then details per threat, sortable; plots inlined as SVG, glimpse pictures linked
 from ``glimpses/``; no network), ``leaderboard.csv``, ``json/<dataset>/<model>.json``
 (RobustBench format), ``plots/*.png|svg`` and the glimpse pictures found under
-``results/glimpses``. The folder is built beside ``out`` and swapped in at the end, so a failure
-leaves the previous leaderboard untouched.
+``results/glimpses``, and the marker ``.mgbench-leaderboard`` (the entries the build wrote). The
+folder is built beside ``out`` and swapped in at the end, so a failure leaves the previous
+leaderboard untouched; ``out`` must be new, empty or a previous build (nothing else in it is
+deleted or overwritten).
 """
 
 from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -87,24 +90,110 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def build(frame: pd.DataFrame, out: Path, glimpse_dir: Path | None = None, source: str = "") -> BuildResult:
-    """Write the leaderboard for ``frame`` (the store's rows) into ``out``."""
+def build(frame: pd.DataFrame, out: Path, glimpse_dir: Path | None = None, source: str = "",
+          force: bool = False) -> BuildResult:
+    """Write the leaderboard for ``frame`` (the store's rows) into ``out``.
+
+    ``out`` may be new, empty, or a previous build (its marker file, or the layout of a build
+    made before the marker); a folder holding anything else is refused before anything is
+    written, unless ``force``: then the previous build's own files are replaced and the others
+    kept. Nothing that this function did not write is deleted or overwritten."""
     if frame.empty:
         raise InputError("the results store holds no rows: run a suite first (e.g. `make demo`)")
+    out = Path(os.path.abspath(out))  # also '.' and 'x/..', which have no name
+    own = _check_out(out, force)
     entries = collect(frame)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         _write_all(entries, staging, glimpse_dir, _origin(frame, source))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        written = sorted(p.name for p in staging.iterdir())
+        (staging / MARKER).write_text(_MARKER_TEXT + "".join(f"{name}\n" for name in written))
+        _swap_in(staging, out, own)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    files = sorted(p for p in out.rglob("*") if p.is_file())
+    files = sorted(p for name in (*written, MARKER) for p in [out / name, *(out / name).rglob("*")] if p.is_file())
     return BuildResult(out, files, entries)
+
+
+# The file that marks a folder as a leaderboard build, listing the entries the build wrote.
+MARKER = ".mgbench-leaderboard"
+_MARKER_TEXT = "# written by `mgbench leaderboard`: the entries it wrote here (replaced by the next build)\n"
+# A build made before the marker existed: these three files, and whatever of this list is there.
+_LEGACY_FILES = ("index.html", "index.md", "leaderboard.csv")
+_LEGACY_ENTRIES = (*_LEGACY_FILES, "json", "plots", "glimpses")
+
+
+def _previous_build(out: Path) -> set[str]:
+    """The entries of ``out`` that a previous build wrote (empty when it is none)."""
+    marker = out / MARKER
+    if marker.is_file():
+        listed = {line.strip() for line in marker.read_text(errors="replace").splitlines()}
+        return {name for name in listed if name and not name.startswith("#") and "/" not in name} | {MARKER}
+    if all((out / name).is_file() for name in _LEGACY_FILES):
+        return set(_LEGACY_ENTRIES)
+    return set()
+
+
+def _check_out(out: Path, force: bool) -> set[str]:
+    """Refuse an output folder that cannot take the build; the names of a previous build's entries."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out} is a file: pass a folder (new, empty, or a previous leaderboard)")
+        for parent in out.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise InputError(f"--out {out} is under {parent}, which is a file: pass another folder")
+                break
+        out.parent.mkdir(parents=True, exist_ok=True)
+        present = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    except OSError as exc:
+        raise InputError(f"--out {out} cannot be used ({exc.strerror}): pass a writable folder") from exc
+    if not os.access(out.parent, os.W_OK) or (out.is_dir() and not os.access(out, os.W_OK)):
+        raise InputError(f"--out {out} is not writable: pass a writable folder")
+    own = _previous_build(out) & present
+    foreign = sorted(present - own)
+    if foreign and not force:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        what = "a previous leaderboard and files" if own else "files"
+        raise InputError(f"--out {out} holds {what} that `mgbench leaderboard` did not write ({shown}): pass a "
+                         "new or empty folder, or --force to write the leaderboard beside them (they are kept)")
+    clash = sorted(set(foreign) & {*_LEGACY_ENTRIES, MARKER})
+    if clash:
+        raise InputError(f"--out {out} holds {', '.join(clash)}, which `mgbench leaderboard` did not write and "
+                         "would overwrite: pass a new or empty folder")
+    return own
+
+
+def _swap_in(staging: Path, out: Path, own: set[str]) -> None:
+    """Put the staged build in place of ``out``: a new folder is the staging folder renamed (with
+    the mode a new folder gets); into an existing one (its mode and other files kept) the previous
+    build's entries are moved aside, the new ones moved in, and the old ones deleted at the end."""
+    if not out.exists():
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
+        staging.rename(out)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}-previous-", dir=out.parent))
+    moved: list[str] = []
+    placed: list[str] = []
+    try:
+        for name in sorted(own):
+            (out / name).rename(aside / name)
+            moved.append(name)
+        for path in sorted(staging.iterdir()):
+            path.rename(out / path.name)
+            placed.append(path.name)
+    except BaseException:  # put the previous build back
+        for name in placed:
+            (out / name).rename(staging / name)
+        for name in moved:
+            (aside / name).rename(out / name)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    staging.rmdir()
 
 
 def _origin(frame: pd.DataFrame, source: str) -> str:

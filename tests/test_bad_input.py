@@ -1,0 +1,123 @@
+"""Issue 28: nothing of the user's is lost, and bad input anywhere ends in one line ``error: ...``
+with exit code 2, the store and the folders it names unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from test_leaderboard import synthetic_store
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """Every file under the roots (a root may be a file) with its content's hash, and every folder
+    with its mode: what must not change when a command refuses its input (SQLite's -wal and -shm
+    side files, which a read-only open may create, left out: the store is its main file)."""
+    found: dict[str, str] = {}
+    for root in roots:
+        if root.is_file():
+            found[str(root)] = hashlib.sha256(root.read_bytes()).hexdigest()
+        elif root.is_dir():
+            found[str(root)] = oct(stat.S_IMODE(root.stat().st_mode))
+            for path in sorted(p for p in root.rglob("*") if not p.name.endswith(("-wal", "-shm"))):
+                found[str(path)] = (hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file()
+                                    else oct(stat.S_IMODE(path.stat().st_mode)))
+    return found
+
+
+def one_line_error(code: int, err: str, *words: str) -> None:
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], (word, err)
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    (tmp_path / "stores").mkdir()
+    return synthetic_store(tmp_path / "stores" / "base.sqlite")
+
+
+# ----------------------------------------------------------------------------- leaderboard --out
+
+def test_leaderboard_refuses_a_folder_with_foreign_files(run_cli, base: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x\n")
+    folder.chmod(0o751)
+    before = snapshot(folder, base)
+    code, _, err = run_cli("leaderboard", "--store", str(base), "--out", str(folder))
+    one_line_error(code, err, "notes.txt", "--force")
+    assert snapshot(folder, base) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "stores"]  # no staging left behind
+
+
+def test_leaderboard_force_writes_beside_foreign_files_and_keeps_them(run_cli, base: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x\n")
+    folder.chmod(0o751)
+    code, _, err = run_cli("leaderboard", "--store", str(base), "--out", str(folder), "--force")
+    assert code == 0, err
+    assert (folder / "notes.txt").read_text() == "x\n"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o751
+    assert {"index.html", "index.md", "leaderboard.csv", ".mgbench-leaderboard"} <= {p.name for p in folder.iterdir()}
+    # The folder is now a previous build with one foreign file: a rebuild still needs --force,
+    # and then keeps the file again.
+    code, _, err = run_cli("leaderboard", "--store", str(base), "--out", str(folder))
+    one_line_error(code, err, "notes.txt")
+    code, _, err = run_cli("leaderboard", "--store", str(base), "--out", str(folder), "--force")
+    assert code == 0, err
+    assert (folder / "notes.txt").read_text() == "x\n"
+
+
+def test_leaderboard_into_the_current_folder(run_cli, base: Path, tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "here"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x\n")
+    monkeypatch.chdir(folder)
+    before = snapshot(folder, base)
+    code, _, err = run_cli("leaderboard", "--store", str(base), "--out", ".")
+    one_line_error(code, err, "notes.txt")
+    assert snapshot(folder, base) == before
+    (folder / "notes.txt").unlink()
+    code, _, err = run_cli("leaderboard", "--store", str(base), "--out", ".")  # empty: written in place
+    assert code == 0, err
+    assert (folder / "index.html").is_file() and Path.cwd() == folder
+
+
+def test_leaderboard_refuses_a_file_as_out(run_cli, base: Path, tmp_path: Path) -> None:
+    target = tmp_path / "a_file"
+    target.write_text("mine\n")
+    before = snapshot(tmp_path)
+    code, _, err = run_cli("leaderboard", "--store", str(base), "--out", str(target))
+    one_line_error(code, err, "is a file")
+    code, _, err = run_cli("leaderboard", "--store", str(base), "--out", str(target / "sub"))
+    one_line_error(code, err, "which is a file")
+    assert snapshot(tmp_path) == before
+
+
+def test_leaderboard_rebuild_replaces_only_its_own_files(run_cli, base: Path, tmp_path: Path) -> None:
+    """A previous build is recognised by its marker, or, for builds made before the marker (the
+    committed results/leaderboard), by index.html + index.md + leaderboard.csv; a new folder gets
+    the mode any new folder gets, not mkdtemp's 0700."""
+    folder = tmp_path / "board"
+    code, _, err = run_cli("leaderboard", "--store", str(base), "--out", str(folder))
+    assert code == 0, err
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
+    (folder / "plots" / "stale.png").write_bytes(b"old")  # inside its own entries: replaced
+    code, _, err = run_cli("leaderboard", "--store", str(base), "--out", str(folder))
+    assert code == 0, err
+    assert not (folder / "plots" / "stale.png").exists()
+    (folder / ".mgbench-leaderboard").unlink()  # the legacy layout
+    code, _, err = run_cli("leaderboard", "--store", str(base), "--out", str(folder))
+    assert code == 0, err
+    assert (folder / ".mgbench-leaderboard").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["board", "stores"]
