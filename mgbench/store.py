@@ -487,15 +487,32 @@ def _rekey(conn: sqlite3.Connection) -> None:
 
 
 def export(frame: pd.DataFrame, out: Path, fmt: str) -> Path:
-    """Write a results frame as CSV or Parquet (via a temporary file, then rename)."""
+    """Write a results frame as CSV or Parquet (via a temporary file, then rename; a failure
+    removes the temporary file and leaves ``out`` as it was)."""
     if fmt not in ("csv", "parquet"):
         raise InputError(f"unknown export format {fmt!r}: use csv or parquet")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    if fmt == "csv":
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    if str(out) in ("", "."):
+        raise InputError("--out names no file: pass a file path")
+    try:
+        if out.is_dir():
+            raise InputError(f"--out {out} is a folder: pass a file path, e.g. {out / ('results.' + fmt)}")
+        for parent in out.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise InputError(f"--out {out} is under {parent}, which is a file: pass another file path")
+                break
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out} cannot be created ({exc.strerror}): pass a writable file path") from exc
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        tmp.replace(out)
+    except OSError as exc:
+        raise InputError(f"--out {out} cannot be written ({exc.strerror or exc}): pass a writable file path") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
-

@@ -121,3 +121,39 @@ def test_leaderboard_rebuild_replaces_only_its_own_files(run_cli, base: Path, tm
     assert code == 0, err
     assert (folder / ".mgbench-leaderboard").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["board", "stores"]
+
+
+# ----------------------------------------------------------------------------- results export --out
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_refuses_a_folder_and_leaves_no_temporary_file(run_cli, base: Path, tmp_path: Path, fmt: str) -> None:
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("x\n")
+    before = snapshot(tmp_path)
+    code, _, err = run_cli("results", "export", "--store", str(base), "--format", fmt, "--out", str(folder))
+    one_line_error(code, err, "is a folder")
+    code, _, err = run_cli("results", "export", "--store", str(base), "--format", fmt,
+                           "--out", str(folder / "mine.txt" / "x.csv"))
+    one_line_error(code, err, "which is a file")
+    assert snapshot(tmp_path) == before
+
+
+def test_export_that_fails_midway_leaves_the_old_file(base: Path, tmp_path: Path, monkeypatch) -> None:
+    import pandas as pd
+
+    from mgbench.errors import InputError
+    from mgbench.store import export
+
+    target = tmp_path / "out.csv"
+    target.write_text("previous export\n")
+
+    def full_disk(self, path, **kwargs):
+        Path(path).write_text("half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
+    with pytest.raises(InputError, match="No space left"):
+        export(pd.DataFrame({"a": [1]}), target, "csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "stores"]
+    assert target.read_text() == "previous export\n"
