@@ -157,3 +157,61 @@ def test_export_that_fails_midway_leaves_the_old_file(base: Path, tmp_path: Path
         export(pd.DataFrame({"a": [1]}), target, "csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "stores"]
     assert target.read_text() == "previous export\n"
+
+
+# ----------------------------------------------------------------------------- corruptions generate
+
+def _imagenet_with_bad_jpegs(root: Path) -> list[Path]:
+    """One JPEG per class of the mgnet list: 98 readable, one that is no image and one cut off
+    after its header; returns the two bad ones."""
+    import numpy as np
+    from PIL import Image
+
+    from mgbench.data import class_list
+
+    wnids = class_list("mgnet")
+    rng = np.random.default_rng(0)
+    for index, wnid in enumerate(wnids):
+        (root / "val" / wnid).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(
+            root / "val" / wnid / f"ILSVRC2012_val_{index:08d}.JPEG", quality=90)
+    not_an_image = root / "val" / wnids[5] / "ILSVRC2012_val_00000005.JPEG"
+    not_an_image.write_bytes(b"this is not a JPEG\n" * 50)
+    cut = root / "val" / wnids[6] / "ILSVRC2012_val_00000006.JPEG"
+    cut.write_bytes(cut.read_bytes()[:400])
+    return [not_an_image, cut]
+
+
+def test_generate_stops_on_an_unreadable_image_before_writing(run_cli, tmp_path: Path) -> None:
+    root, out = tmp_path / "imagenet", tmp_path / "imagenet-c"
+    bad = _imagenet_with_bad_jpegs(root)
+    bad[1].unlink()  # only the file that is no image: its header cannot be read
+    before = snapshot(tmp_path)
+    code, _, err = run_cli("corruptions", "generate", "--data-root", str(root), "--out", str(out),
+                           "--corruptions", "gaussian_noise", "--severities", "1", "--workers", "0", "-q")
+    one_line_error(code, err, str(bad[0]), "--on-bad-image skip")
+    assert snapshot(tmp_path) == before and not out.exists()
+
+
+def test_generate_skips_unreadable_images_when_asked(run_cli, tmp_path: Path) -> None:
+    root, out = tmp_path / "imagenet", tmp_path / "imagenet-c"
+    _imagenet_with_bad_jpegs(root)
+    code, text, err = run_cli("corruptions", "generate", "--data-root", str(root), "--out", str(out),
+                              "--corruptions", "gaussian_noise", "--severities", "1", "--workers", "0", "-q",
+                              "--on-bad-image", "skip")
+    assert code == 0, err
+    assert "2 unreadable source image(s) skipped" in text
+    assert len(list(out.glob("gaussian_noise/1/*/*.JPEG"))) == 98
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_generate_stops_on_an_image_cut_off_after_its_header(run_cli, tmp_path: Path) -> None:
+    """A body that cannot be decoded is found only when the image is read: the error names it, and
+    the files written before it are whole images, kept for the rerun to resume from."""
+    root, out = tmp_path / "imagenet", tmp_path / "imagenet-c"
+    bad = _imagenet_with_bad_jpegs(root)
+    bad[0].unlink()
+    code, _, err = run_cli("corruptions", "generate", "--data-root", str(root), "--out", str(out),
+                           "--corruptions", "gaussian_noise", "--severities", "1", "--workers", "0", "-q")
+    one_line_error(code, err, str(bad[1]), "--on-bad-image skip")
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(bad[1].name))

@@ -40,9 +40,12 @@ def list_corruptions() -> None:
 @click.option("--workers", type=int, default=None, help="Processes (default: one per core).")
 @click.option("--limit", type=int, default=None,
               help="Only the fixed seeded subset of N images that `mgbench run --limit N` evaluates.")
+@click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="Unreadable source image: stop with an error (before anything is written), or leave it "
+                   "out and report the count.")
 @progress_option
 def generate(data_name: str, data_root: str, class_list: str, split: str, out: str, corruption_names: str,
-             severities: str, workers: int | None, limit: int | None) -> None:
+             severities: str, workers: int | None, limit: int | None, on_bad_image: str) -> None:
     """Build ImageNet100-C: Resize 256, CenterCrop 224, corrupt (reference backend, seeded),
     save JPEG quality 85 as OUT/corruption/severity/WNID/name.JPEG."""
     from mgbench.corruptions.generate import generate_imagenet_c
@@ -57,6 +60,8 @@ def generate(data_name: str, data_root: str, class_list: str, split: str, out: s
         raise InputError(f"--workers must be 0 or more, not {workers}")
     names, levels = parse_corruptions(corruption_names), parse_severities(severities)
     report = generate_imagenet_c(data_root, out, names, levels, class_list=class_list, split=split,
-                                 workers=workers, limit=limit)
+                                 workers=workers, limit=limit, on_bad_image=on_bad_image)
+    if report.unreadable:
+        console.print(f"note: {report.unreadable} unreadable source image(s) skipped (--on-bad-image skip)")
     console.print(f"{report.images} images x {len(names)} corruptions x {len(levels)} severities: "
                   f"{report.written} files written, {report.skipped} already there, in {report.out}")

@@ -8,6 +8,9 @@ quality 85 (``optimize=True``) in the ImageNet-C layout ``OUT/corruption/severit
 
 Resumable: finished files are skipped, and each file is written to a temporary name and
 renamed, so a killed run never leaves a torn image. Images are spread over worker processes.
+Every source image's header is read before anything is written: an unreadable one stops the
+command with an error naming it (``on_bad_image="fail"``) or is left out and counted
+(``"skip"``), like ``mgbench run --on-bad-image``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class GenerateReport:
     written: int
     skipped: int
     out: Path
+    unreadable: int = 0  # source images left out (on_bad_image="skip")
 
 
 def _target(out: Path, relative: str, corruption: str, severity: int) -> Path:
@@ -52,17 +56,40 @@ def _write_jpeg(image: np.ndarray, path: Path) -> None:
     os.replace(temporary, path)
 
 
-def _one_image(source: str, relative: str, out: str, jobs: Sequence[tuple[str, int]]) -> tuple[int, int]:
-    """Corrupt one source image for every (corruption, severity) not yet on disk."""
+def _unreadable(path: str | Path, exc: Exception) -> InputError:
+    return InputError(f"unreadable image {path} ({exc.__class__.__name__}): remove it or pass --on-bad-image skip")
+
+
+def _readable(source: str) -> Exception | None:
+    """The error of an image whose header cannot be read (None when it can)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(source) as picture:
+            picture.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        return exc
+    return None
+
+
+def _one_image(source: str, relative: str, out: str, jobs: Sequence[tuple[str, int]],
+               on_bad_image: str = "fail") -> tuple[int, int]:
+    """Corrupt one source image for every (corruption, severity) not yet on disk (an image that
+    cannot be decoded writes nothing: (-1, 0) with ``on_bad_image="skip"``)."""
     from mgbench.data.folders import PREPROCESSING
 
     todo = [(c, s) for c, s in jobs if not _target(Path(out), relative, c, s).exists()]
     if not todo:
         return 0, len(jobs)
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(source) as picture:
-        image = PREPROCESSING["resize256-crop224"]()(picture.convert("RGB")).permute(1, 2, 0).numpy()
+    try:
+        with Image.open(source) as picture:
+            image = PREPROCESSING["resize256-crop224"]()(picture.convert("RGB")).permute(1, 2, 0).numpy()
+    except (OSError, UnidentifiedImageError) as exc:  # a body the header check could not see
+        if on_bad_image == "skip":
+            return -1, 0
+        raise _unreadable(source, exc) from None
     for corruption, severity in todo:
         corrupted = corrupt_one(image, corruption, severity, seed_for(relative, corruption, severity))
         _write_jpeg(corrupted, _target(Path(out), relative, corruption, severity))
@@ -79,10 +106,12 @@ def generate_imagenet_c(
     split: str = "val",
     workers: int | None = None,
     limit: int | None = None,
+    on_bad_image: str = "fail",
 ) -> GenerateReport:
     """Write ``out/corruption/severity/WNID/name`` for every image of ``root/split`` in the
     class list, or for the fixed seeded subset of ``limit`` images that ``mgbench run --limit``
-    evaluates (:func:`mgbench.data.spec.imagenet_selection`)."""
+    evaluates (:func:`mgbench.data.spec.imagenet_selection`); unreadable source images stop it
+    before anything is written (``on_bad_image="fail"``) or are left out (``"skip"``)."""
     from mgbench.data import DataSpec
     from mgbench.data.spec import imagenet_selection
 
@@ -91,22 +120,37 @@ def generate_imagenet_c(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file: pass a folder")
+    if on_bad_image not in ("fail", "skip"):
+        raise InputError(f"--on-bad-image must be fail or skip, not {on_bad_image!r}")
     relatives = folder.relative_paths()
-    items = [(str(folder.samples[i][0]), relatives[i]) for i in keep]
+    items = []
+    unreadable = 0
+    for i in keep:
+        source = str(folder.samples[i][0])
+        problem = _readable(source)
+        if problem is None:
+            items.append((source, relatives[i]))
+        elif on_bad_image == "skip":
+            unreadable += 1
+        else:
+            raise _unreadable(source, problem)
     jobs = [(c, s) for c in corruptions for s in severities]
     workers = (os.cpu_count() or 1) if workers is None else workers
-    written = skipped = 0
+    written = skipped = late = 0  # late: images whose header read but whose body did not
     with progress.task(f"ImageNet-C images ({len(jobs)} corruption x severity each)", total=len(items)) as bar:
         if workers <= 1:
             for source, relative in items:
-                new, old = _one_image(source, relative, str(out), jobs)
-                written, skipped = written + new, skipped + old
+                new, old = _one_image(source, relative, str(out), jobs, on_bad_image)
+                late += new < 0
+                written, skipped = written + max(new, 0), skipped + old
                 bar.advance()
         else:
             with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_one_image, source, relative, str(out), jobs) for source, relative in items]
+                futures = [pool.submit(_one_image, source, relative, str(out), jobs, on_bad_image)
+                           for source, relative in items]
                 for future in as_completed(futures):
                     new, old = future.result()
-                    written, skipped = written + new, skipped + old
+                    late += new < 0
+                    written, skipped = written + max(new, 0), skipped + old
                     bar.advance()
-    return GenerateReport(len(items), written, skipped, out)
+    return GenerateReport(len(items) - late, written, skipped, out, unreadable + late)
