@@ -270,10 +270,15 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            _rollback(conn)
+            if not _disk_error(exc):
+                raise
+            raise _disk_full(self.path, exc) from exc
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
-        conn.execute("COMMIT")
 
     def raw_cell(self, cell_key: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """A stored cell's row of the cells table and its result rows, as stored (for merging)."""
@@ -353,6 +358,28 @@ class Store:
         return cells, rows
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already done so (it does after some
+    errors of COMMIT itself)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
+def _disk_full(path: Path, exc: sqlite3.OperationalError) -> InputError:
+    return InputError(f"results store {path} cannot be written ({exc}; is the disk full?): the store is intact, "
+                      "with every cell finished before this one; free space and rerun the same command, which "
+                      "resumes there")
+
+
+def _disk_error(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite failed to write the file (full disk, file size limit, I/O error)."""
+    text = str(exc).lower()
+    return "disk" in text or "full" in text or "i/o" in text
+
+
 def signature(rows: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
     """What must agree for two copies of a cell to be the same result: (metric, step, value, n,
     ...) per row, values rounded to 9 digits, throughput (a timing) left out."""
@@ -400,6 +427,11 @@ def _inspect(conn: sqlite3.Connection, path: Path) -> int:
     try:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.OperationalError as exc:
+        if _disk_error(exc):
+            raise _disk_full(path, exc) from exc
+        raise InputError(f"results store {path} is not an mgbench SQLite file ({exc}): pass another --store") \
+            from exc
     except sqlite3.DatabaseError as exc:
         raise InputError(f"results store {path} is not an mgbench SQLite file ({exc}): pass another --store") \
             from exc

@@ -215,3 +215,51 @@ def test_generate_stops_on_an_image_cut_off_after_its_header(run_cli, tmp_path: 
                            "--corruptions", "gaussian_noise", "--severities", "1", "--workers", "0", "-q")
     one_line_error(code, err, str(bad[1]), "--on-bad-image skip")
     assert not list(out.rglob("*.tmp")) and not list(out.rglob(bad[1].name))
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+def _clean_run(run_cli, store: Path, limit: str) -> tuple[int, str, str]:
+    return run_cli("run", "--suite", "clean", "--model", "resnet-tiny.digits.s0", "--limit", limit, "--batch-size",
+                   "16", "--workers", "0", "--device", "cpu", "--store", str(store), "-q")
+
+
+def test_a_full_disk_is_one_line_saying_the_store_is_intact(run_cli, tmp_path: Path, one_thread,
+                                                            monkeypatch) -> None:
+    """A file size limit (what `ulimit -f` does; Python ignores SIGXFSZ, so a write past it fails
+    like one on a full disk), when the store is opened or at the commit of the next cell: one
+    line saying the store is intact and the rerun resumes; it does, once there is room."""
+    import resource
+
+    from mgbench.store import Store
+
+    store = tmp_path / "s.sqlite"
+    code, _, err = _clean_run(run_cli, store, "16")
+    assert code == 0, err
+    with Store(store, readonly=True) as db:
+        before = db.counts()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    insert = Store._insert
+
+    def fill_the_disk(self, *args):  # from the first cell's insert on, the WAL cannot grow
+        wal = Path(f"{self.path}-wal")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (wal.stat().st_size if wal.exists() else 0, hard))
+        return insert(self, *args)
+
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # not even SQLite's shared-memory file fits
+        code, _, err = _clean_run(run_cli, store, "32")
+        one_line_error(code, err, str(store), "is intact", "resumes")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        with monkeypatch.context() as patch:
+            patch.setattr(Store, "_insert", fill_the_disk)
+            code, _, err = _clean_run(run_cli, store, "32")
+        one_line_error(code, err, str(store), "is intact", "resumes")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    with Store(store, readonly=True) as db:
+        assert db.counts() == before
+    code, text, err = _clean_run(run_cli, store, "32")
+    assert code == 0, err
+    with Store(store, readonly=True) as db:
+        assert db.counts()[0] == before[0] + 1  # the clean cell on 32 images; the compute cell is shared
