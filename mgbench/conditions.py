@@ -68,11 +68,15 @@ class Clean:
 
 Expander = Callable[[dict[str, Any]], list[Condition]]
 _TYPES: dict[str, Expander] = {}
+_KEYS: dict[str, tuple[str, ...]] = {}
 
 
-def register_condition_type(name: str) -> Callable[[Expander], Expander]:
+def register_condition_type(name: str, keys: tuple[str, ...] = ("type",)) -> Callable[[Expander], Expander]:
+    """Register the expander of a condition type and the keys its tables may hold (``type``
+    included); :func:`check_table` refuses any other key, for every type alike."""
     def decorate(expander: Expander) -> Expander:
         _TYPES[name] = expander
+        _KEYS[name] = tuple(keys)
         return expander
 
     return decorate
@@ -82,11 +86,31 @@ def condition_types() -> list[str]:
     return sorted(_TYPES)
 
 
-def expand(table: dict[str, Any]) -> list[Condition]:
+def check_keys(kind: str, table: dict[str, Any]) -> None:
+    """Refuse the keys that tables of type ``kind`` do not take (a typo is an error, not a default)."""
+    allowed = _KEYS[kind]
+    unknown = sorted(str(key) for key in table if key not in allowed)
+    if unknown:
+        known = ", ".join(key for key in allowed if key != "type") or "no key besides type"
+        raise InputError(f"{kind} table has unknown key(s) {', '.join(unknown)}: use {known}")
+
+
+def check_table(table: object) -> str:
+    """The schema every ``[[conditions]]`` table of a suite (or of the API) must meet, whatever its
+    type: a table, a registered ``type``, only that type's keys; returns the type. The values are
+    checked by the type's expander."""
+    if not isinstance(table, dict):
+        raise InputError(f"a [[conditions]] entry must be a table with a type key, not {table!r}: "
+                         "write [[conditions]] and type = \"clean\" below it")
     kind = table.get("type")
-    if kind not in _TYPES:
+    if not isinstance(kind, str) or kind not in _TYPES:
         raise InputError(f"unknown condition type {kind!r}: use one of {', '.join(condition_types())}")
-    return _TYPES[kind](table)
+    check_keys(kind, table)
+    return kind
+
+
+def expand(table: dict[str, Any]) -> list[Condition]:
+    return _TYPES[check_table(table)](table)
 
 
 @register_condition_type("clean")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mgbench.conditions import Condition, expand
+from mgbench.conditions import Condition, check_table, expand
 from mgbench.errors import InputError
 from mgbench.provenance import REPO_ROOT
 
@@ -51,10 +51,9 @@ class Suite:
     def read(cls, path: Path) -> "Suite":
         try:
             data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise InputError(f"suite file {path} cannot be read ({exc}): fix the TOML") from exc
-        if not data.get("conditions"):
-            raise InputError(f"suite file {path} declares no [[conditions]]: add at least one")
+        check_suite(data, path)
         return cls(
             name=data.get("name", path.stem),
             description=data.get("description", ""),
@@ -82,6 +81,39 @@ class Suite:
         """The condition tables of one type, with that type's overrides applied."""
         extra = {k: v for k, v in (overrides or {}).get(condition_type, {}).items() if v is not None}
         return [{**t, **extra} for t in self.conditions if t.get("type") == condition_type]
+
+
+SUITE_KEYS = ("name", "description", "dataset", "models", "limit", "conditions")
+
+
+def check_suite(data: dict[str, Any], path: Path) -> None:
+    """The schema of a suite file, in one place: its top-level keys and their types, and every
+    ``[[conditions]]`` table by :func:`mgbench.conditions.check_table` (registered type, only
+    that type's keys), whatever the condition type; values are checked by the type's expander."""
+    unknown = sorted(set(data) - set(SUITE_KEYS))
+    if unknown:
+        raise InputError(f"suite file {path} has unknown key(s) {', '.join(unknown)}: use {', '.join(SUITE_KEYS)}")
+    for key in ("name", "description", "dataset"):
+        if key in data and not isinstance(data[key], str):
+            raise InputError(f"suite file {path}: {key} must be a string, not {data[key]!r}: write {key} = \"...\"")
+    models = data.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) and m.strip() for m in models):
+        raise InputError(f"suite file {path}: models must be a list of model names, not {models!r}: "
+                         "write models = [\"resnet-tiny.digits.s0\"]")
+    limit = data.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"suite file {path}: limit must be a whole number of images >= 1, not {limit!r}")
+    conditions = data.get("conditions")
+    if not conditions:
+        raise InputError(f"suite file {path} declares no [[conditions]]: add at least one")
+    if not isinstance(conditions, list):
+        raise InputError(f"suite file {path}: conditions must be [[conditions]] tables, not {conditions!r}: "
+                         "write [[conditions]] and type = \"clean\" below it")
+    for table in conditions:
+        try:
+            check_table(table)
+        except InputError as exc:
+            raise InputError(f"suite file {path}: {exc}") from exc
 
 
 def list_suites() -> dict[str, Suite]:

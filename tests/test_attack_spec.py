@@ -107,7 +107,7 @@ def test_default_plan_adds_rescaler_off_where_it_applies_and_the_probes() -> Non
     ({"attack": "pgd", "eps": "4/255", "steps": 0}, "steps must be a positive whole number"),
     ({"attack": "pgd", "eps": "4/255", "restarts": 1.5}, "restarts must be a positive whole number"),
     ({"attack": "pgd", "eps": "4/255", "random_start": "yes"}, "random_start must be true or false"),
-    ({"attack": "pgd", "eps": "4/255", "stpes": 10}, "unknown key 'stpes'"),
+    ({"attack": "pgd", "eps": "4/255", "stpes": 10}, "unknown key(s) stpes"),
     ({"attack": "pgd", "eps": "2"}, "above 1"),
     ({"attack": "pgd", "eps": "4/255", "variant": "rescaler"}, "unknown attack variant 'rescaler'"),
     ({"attack": "pgd", "eps": "4/255", "variant": "glimpse=0"}, "glimpse needs a whole number >= 1"),

@@ -348,7 +348,7 @@ AA = "apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square"
 
 
 @pytest.mark.parametrize("table, message", [
-    ({"eps": "4/255", "bogus": 1}, f"attack table: unknown key 'bogus': use some of {KEYS}"),
+    ({"eps": "4/255", "bogus": 1}, f"attack table has unknown key(s) bogus: use {KEYS}"),
     ({}, 'attack table: eps is missing: add eps = "4/255" (or a list)'),
     ({"eps": "4/255", "checks": "yes"}, "attack table: checks must be true or false, not 'yes'"),
     ({"eps": "4/255", "per_step": 1}, "attack table: per_step must be true or false, not 1"),

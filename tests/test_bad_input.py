@@ -263,3 +263,87 @@ def test_a_full_disk_is_one_line_saying_the_store_is_intact(run_cli, tmp_path: P
     assert code == 0, err
     with Store(store, readonly=True) as db:
         assert db.counts()[0] == before[0] + 1  # the clean cell on 32 images; the compute cell is shared
+
+
+# ----------------------------------------------------------------------------- suite files: one schema
+
+@pytest.mark.parametrize("body, words", [
+    ('conditions = 5', ["conditions must be [[conditions]] tables"]),
+    ('conditions = [5]', ["must be a table"]),
+    ('models = "resnet-tiny.digits.s0"\n[[conditions]]\ntype = "clean"', ["models must be a list"]),
+    ('models = ["resnet-tiny.digits.s0", 3]\n[[conditions]]\ntype = "clean"', ["models must be a list"]),
+    ('limit = "10"\n[[conditions]]\ntype = "clean"', ["limit must be a whole number"]),
+    ('name = 7\n[[conditions]]\ntype = "clean"', ["name must be a string"]),
+    ('modles = []\n[[conditions]]\ntype = "clean"', ["unknown key(s) modles"]),
+    ('[[conditions]]\ntype = "clean"\nfrobnicate = 3', ["clean table has unknown key(s) frobnicate"]),
+    ('[[conditions]]\ntype = "corruption"\nfrobnicate = 3', ["corruption table has unknown key(s) frobnicate"]),
+    ('[[conditions]]\ntype = "attack"\neps = "4/255"\nfrobnicate = 3', ["attack table has unknown key(s) frobnicate"]),
+    ('[[conditions]]\ntype = 3', ["unknown condition type 3"]),
+])
+def test_suite_file_schema(run_cli, tmp_path: Path, store_path: Path, body: str, words: list[str]) -> None:
+    suite = tmp_path / "bad.toml"
+    suite.write_text(body + "\n")
+    before = snapshot(tmp_path)
+    code, _, err = run_cli("run", "--suite", str(suite), "--store", str(store_path), "--limit", "8")
+    one_line_error(code, err, str(suite), *words)
+    assert snapshot(tmp_path) == before and not store_path.exists()
+
+
+# ----------------------------------------------------------------------------- options and environment
+
+def test_train_out_is_a_file(run_cli, tmp_path: Path) -> None:
+    target = tmp_path / "a_file"
+    target.write_text("mine\n")
+    before = snapshot(tmp_path)
+    for out in (target, target / "run"):
+        code, _, err = run_cli("train", "--model", "resnet-tiny", "--out", str(out), "--epochs", "1", "--limit", "8")
+        one_line_error(code, err, str(out), "a file")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("seed", ["100000000000000000000", "-1"])
+def test_seed_out_of_range(run_cli, tmp_path: Path, store_path: Path, seed: str) -> None:
+    code, _, err = run_cli("run", "--suite", "clean", "--model", "resnet-tiny.digits.s0", "--limit", "8",
+                           "--store", str(store_path), "--seed", seed)
+    one_line_error(code, err, "--seed", seed)
+    code, _, err = run_cli("train", "--model", "resnet-tiny", "--out", str(tmp_path / "run"), "--seed", seed)
+    one_line_error(code, err, "--seed", seed)
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_cache_that_is_a_file(run_cli, tmp_path: Path, store_path: Path, monkeypatch) -> None:
+    from mgbench.data.digits import load_digits
+
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder\n")
+    monkeypatch.setenv("MGBENCH_CACHE", str(cache))
+    load_digits.cache_clear()
+    try:
+        code, _, err = run_cli("run", "--suite", "clean", "--model", "resnet-tiny.digits.s0", "--limit", "8",
+                               "--store", str(store_path))
+    finally:
+        load_digits.cache_clear()
+    one_line_error(code, err, str(cache), "MGBENCH_CACHE")
+    assert cache.read_text() == "not a folder\n" and not store_path.exists()
+
+
+def test_a_torn_digits_cache_is_built_again(tmp_path: Path, monkeypatch) -> None:
+    import numpy as np
+
+    from mgbench.data import digits
+
+    spec = digits.DigitsSpec()
+    monkeypatch.setenv("MGBENCH_CACHE", str(tmp_path))
+    path = tmp_path / f"digits-v{spec.version}-{spec.key()}.npz"
+    small = {f"{split}_{part}": np.arange(3) for split in digits.SPLITS for part in ("images", "labels")}
+    np.savez_compressed(path, **small)
+    path.write_bytes(path.read_bytes()[:40])  # cut off, as a killed copy or a full disk leaves it
+    monkeypatch.setattr(digits, "build_digits", lambda spec: small)
+    digits.load_digits.cache_clear()
+    try:
+        arrays = digits.load_digits(spec)
+    finally:
+        digits.load_digits.cache_clear()
+    assert sorted(arrays) == sorted(small)
+    with np.load(path) as archive:  # and the cache file is whole again
+        assert sorted(archive.files) == sorted(small)

@@ -33,7 +33,7 @@ import torch.nn as nn
 from mgbench import distributed
 from mgbench.attacks.bounds import PerturbationStats, check_ball
 from mgbench.attacks.examples import ExampleSet
-from mgbench.attacks.spec import AttackOutput, AttackSpec, Planned, check_attack_target, plan_table
+from mgbench.attacks.spec import TABLE_KEYS, AttackOutput, AttackSpec, Planned, check_attack_target, plan_table
 from mgbench.attacks.variants import numbered
 from mgbench.conditions import register_condition_type
 from mgbench.errors import InputError
@@ -237,7 +237,7 @@ def _check_table_extras(table: dict[str, Any]) -> int | None:
     return limit
 
 
-@register_condition_type("attack")
+@register_condition_type("attack", TABLE_KEYS)
 def expand_attack_table(table: dict[str, Any]) -> list[AttackCondition]:
     """A ``type = "attack"`` table -> one condition per combination (see :mod:`mgbench.attacks.spec`)."""
     from mgbench.models import load_model

@@ -378,9 +378,9 @@ def plan_table(table: dict[str, Any]) -> list[Planned]:
     """Every combination of the table's lists (attack x norm x eps x protocol x variant x
     transfer source x steps x restarts x loss), validated, then the ``per_step`` attacks and the
     verdict's probes; duplicates (same stored key) dropped, the first kept."""
-    unknown = sorted(set(table) - set(TABLE_KEYS))
-    if unknown:
-        raise InputError(f"attack table: unknown key {unknown[0]!r}: use some of {', '.join(TABLE_KEYS[1:])}")
+    from mgbench.conditions import check_keys
+
+    check_keys("attack", table)
     if table.get("eps") is None:
         raise InputError("attack table: eps is missing: add eps = \"4/255\" (or a list)")
     for flag in ("checks", "per_step"):

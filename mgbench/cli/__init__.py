@@ -37,6 +37,10 @@ err_console = Console(stderr=True)
 
 # ----------------------------------------------------------------------------- shared options
 
+# Seeds that every generator takes (NumPy's is the narrowest) and the store's INTEGER holds.
+SEED = click.IntRange(0, 2**32 - 1)
+
+
 def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--data, --data-root, --class-list, --limit, --on-bad-image."""
     decorators = [
@@ -73,7 +77,7 @@ def runtime_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--batch-size", type=int, default=256, show_default=True),
         click.option("--workers", type=int, default=None, help="DataLoader workers (default: sized to the machine)."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=SEED, default=0, show_default=True, help="0 to 2**32 - 1."),
         click.option("--store", type=click.Path(), default=None,
                      help="Results SQLite file [default: results/local.sqlite, git-ignored]."),
         click.option("--force", is_flag=True, help="Recompute cells already in the store."),

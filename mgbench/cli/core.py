@@ -11,6 +11,7 @@ import click
 
 from mgbench import distributed
 from mgbench.cli import (
+    SEED,
     _data_spec,
     _print_cells,
     _print_frame,
@@ -130,7 +131,7 @@ def _print_plan(plan: "Plan", store: Path, estimate: bool) -> None:
 @click.option("--card", default=None, help="Also copy the weights into the zoo and write models/CARD.toml.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--workers", type=int, default=None)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="0 to 2**32 - 1.")
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on GPU.")
 @data_options
 @progress_option

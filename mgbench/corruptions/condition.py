@@ -35,7 +35,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mgbench.cellkey import canonical_json
-from mgbench.conditions import Condition, Summary, SummaryContext, register_condition_type, register_summary
+from mgbench.conditions import (
+    Condition,
+    Summary,
+    SummaryContext,
+    check_keys,
+    register_condition_type,
+    register_summary,
+)
 from mgbench.corruptions import metrics
 from mgbench.corruptions.names import GROUPS, parse_corruptions, parse_severities
 from mgbench.corruptions.scaling import Backend, check_scaling, corrupt_scaled
@@ -101,9 +108,7 @@ def _choice(table: dict[str, Any], key: str, choices: tuple[str, ...], default: 
 
 def parse_table(table: dict[str, Any]) -> Settings:
     """Validate a corruption table (after command-line overrides)."""
-    unknown = sorted(set(table) - set(TABLE_KEYS))
-    if unknown:
-        raise InputError(f"corruption table has unknown key(s) {', '.join(unknown)}: use {', '.join(TABLE_KEYS[1:])}")
+    check_keys("corruption", table)
     backend = _choice(table, "backend", BACKENDS, "torch")
     root = table.get("imagenet_c_root")
     if backend == "folder":
@@ -210,7 +215,7 @@ class FolderCorruption(_CorruptionCell):
         return x
 
 
-@register_condition_type("corruption")
+@register_condition_type("corruption", TABLE_KEYS)
 def expand_corruptions(table: dict[str, Any]) -> list[Condition]:
     settings = parse_table(table)
     kind = FolderCorruption if settings.backend == "folder" else OnTheFlyCorruption

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from mgbench import progress
+from mgbench.errors import InputError
 from mgbench.provenance import stable_hash
 
 SPLITS = ("train", "test")
@@ -148,12 +150,24 @@ def build_digits(spec: DigitsSpec = DigitsSpec()) -> dict[str, np.ndarray]:
 def load_digits(spec: DigitsSpec = DigitsSpec()) -> dict[str, np.ndarray]:
     """The dataset arrays, from the on-disk cache or built (and cached) on first use; kept in
     memory for the life of the process (about 200 MB). Treat them as read-only."""
-    path = cache_dir() / f"digits-v{spec.version}-{spec.key()}.npz"
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cache folder {folder} cannot be created ({exc.strerror}): point MGBENCH_CACHE at a "
+                         "writable folder") from exc
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"cache folder {folder} is not writable: point MGBENCH_CACHE at a writable folder")
+    path = folder / f"digits-v{spec.version}-{spec.key()}.npz"
     if path.exists():
-        with np.load(path) as archive:
-            return {name: archive[name] for name in archive.files}
+        try:
+            with np.load(path) as archive:
+                arrays = {name: archive[name] for name in archive.files}
+            if set(arrays) >= {f"{split}_{part}" for split in SPLITS for part in ("images", "labels")}:
+                return arrays
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+            pass  # a torn or foreign file under the cache's own name: built again below, and replaced
     arrays = build_digits(spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Write to a temporary file and rename, so a killed build never leaves a torn cache.
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
         np.savez_compressed(handle, **arrays)

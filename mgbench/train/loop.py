@@ -155,6 +155,12 @@ def train(
     if rec.batch_size % world:
         raise InputError(f"--batch-size {rec.batch_size} (the total over all ranks) is not divisible by {world} ranks")
     out = Path(out)
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(f"--out {out} is {'a file' if folder == out else f'under {folder}, a file'}: "
+                                 "pass a run folder (new, or a previous run to resume)")
+            break
     # The code that trains is the checkout at the start: edits made while a long run goes on
     # must not be recorded as its provenance.
     code_sha = git_sha()
