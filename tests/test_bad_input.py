@@ -347,3 +347,60 @@ def test_a_torn_digits_cache_is_built_again(tmp_path: Path, monkeypatch) -> None
     assert sorted(arrays) == sorted(small)
     with np.load(path) as archive:  # and the cache file is whole again
         assert sorted(archive.files) == sorted(small)
+
+
+# ----------------------------------------------------------------------------- silently wrong before
+
+def test_unknown_mce_baseline(run_cli, tmp_path: Path, store_path: Path) -> None:
+    code, _, err = run_cli("run", "--suite", "corruptions", "--model", "resnet-tiny.digits.s0", "--limit", "8",
+                           "--corruptions", "fog", "--severities", "1", "--mce-baseline", "nosuch",
+                           "--store", str(store_path))
+    one_line_error(code, err, "nosuch", "mgbench models")
+    assert not store_path.exists()
+
+
+def test_empty_model_and_store_names(run_cli, tmp_path: Path, store_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # where --store '' used to write results/local.sqlite
+    for args, words in (
+        (("--model", "", "--store", str(store_path)), ["--model", "names nothing"]),
+        (("--model", " , ", "--store", str(store_path)), ["--model", "names nothing"]),
+        (("--model", "resnet-tiny.digits.s0", "--store", ""), ["--store", "empty path"]),
+    ):
+        code, _, err = run_cli("run", "--suite", "clean", "--limit", "8", *args)
+        one_line_error(code, err, *words)
+    for command in (("results", "show"), ("results", "export", "--out", "x.csv"), ("leaderboard",)):
+        code, _, err = run_cli(*command, "--store", "")
+        one_line_error(code, err, "--store", "empty path")
+    code, _, err = run_cli("leaderboard", "--store", str(store_path), "--out", "")
+    one_line_error(code, err, "--out", "empty path")
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_l2_eps_that_allows_any_image(run_cli, store_path: Path) -> None:
+    code, _, err = run_cli("attack", "--model", "resnet-tiny.digits.s0", "--norm", "l2", "--eps", "1e9",
+                           "--limit", "8", "--store", str(store_path))
+    one_line_error(code, err, "L2 eps 1e9", "smaller eps")
+    assert not store_path.exists()
+
+
+def test_results_show_unknown_threat_and_empty_filters(run_cli, base: Path) -> None:
+    before = snapshot(base)
+    code, _, err = run_cli("results", "show", "--store", str(base), "--threat", "bogus")
+    one_line_error(code, err, "--threat", "bogus", "linf")
+    code, out, err = run_cli("results", "show", "--store", str(base), "--model", "nosuch")
+    assert code == 0, err
+    assert "0 cells" in out and "no stored row matches" in out
+    assert snapshot(base) == before
+
+
+def test_glimpses_checks_the_model_outputs(run_cli, tmp_path: Path) -> None:
+    factory = tmp_path / "factories.py"
+    factory.write_text("import torch.nn as nn\n\n"
+                       "class Nan(nn.Module):\n"
+                       "    def forward(self, x):\n"
+                       "        return x.mean(dim=(2, 3)).repeat(1, 4)[:, :10] * float('nan')\n\n"
+                       "def nan():\n    return Nan()\n")
+    out = tmp_path / "g.png"
+    code, _, err = run_cli("glimpses", "--model", f"{factory}:nan", "--out", str(out), "--device", "cpu")
+    one_line_error(code, err, "NaN")
+    assert not out.exists()

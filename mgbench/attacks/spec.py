@@ -16,6 +16,7 @@ PGD) are ignored for it, so one table can sweep several attacks.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -178,6 +179,11 @@ class AttackSpec:
         return AttackOutput(x_adv)
 
 
+# The L2 diameter of the largest images mgbench evaluates (3 x 224 x 224 in [0, 1]): an L2 budget
+# above it allows any image on any of its datasets.
+L2_DIAMETER = math.sqrt(3 * 224 * 224)
+
+
 def check_attack_target(spec: AttackSpec, model: nn.Module, name: str) -> None:
     """Raise :class:`InputError` when ``spec`` cannot attack ``model`` (the model the gradients
     come from: the source of a transfer attack): ``rescaler-off`` needs MGNet's
@@ -229,6 +235,10 @@ def make_spec(
         raise InputError(f"random_start must be true or false, not {random_start!r}")
     if norm == "linf" and protocol == "honest" and eps.value > 1:
         raise InputError(f"L-inf eps {eps.text} is above 1, which allows any image: use eps <= 1")
+    if norm == "l2" and protocol == "honest" and eps.value > L2_DIAMETER:
+        raise InputError(f"L2 eps {eps.text} is above {L2_DIAMETER:.0f}, the L2 distance between the farthest two "
+                         "3 x 224 x 224 images in [0, 1] (the largest mgbench evaluates), which allows any image: "
+                         "use a smaller eps")
     # what error messages call it (an AutoAttack without a version is the standard one)
     base = AttackSpec(attack, norm, eps, protocol, variants, transfer_from, version=version or "standard",
                       aa_attacks=aa_attacks)

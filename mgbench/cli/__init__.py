@@ -78,7 +78,7 @@ def runtime_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--batch-size", type=int, default=256, show_default=True),
         click.option("--workers", type=int, default=None, help="DataLoader workers (default: sized to the machine)."),
         click.option("--seed", type=SEED, default=0, show_default=True, help="0 to 2**32 - 1."),
-        click.option("--store", type=click.Path(), default=None,
+        click.option("--store", type=click.Path(), default=None, callback=_nonempty_path,
                      help="Results SQLite file [default: results/local.sqlite, git-ignored]."),
         click.option("--force", is_flag=True, help="Recompute cells already in the store."),
         click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
@@ -97,8 +97,21 @@ def _data_spec(data_name: str | None, data_root: str | None, class_list: str, li
     return DataSpec(name=name, root=data_root, class_list=class_list, limit=limit, on_bad_image=on_bad_image)
 
 
-def _split_names(values: tuple[str, ...]) -> list[str]:
-    return [name for value in values for name in value.split(",") if name]
+def _split_names(values: tuple[str, ...], option: str = "--model") -> list[str]:
+    """The names of a repeatable, comma-separated option; given but naming nothing is an error
+    (an empty --model must not mean "every model of the suite")."""
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if values and not names:
+        raise InputError(f"{option} {values[0]!r} names nothing: pass a name, or leave {option} out for the default")
+    return names
+
+
+def _nonempty_path(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Callback of path options: an empty string is no path (it must not mean the default)."""
+    values = value if isinstance(value, tuple) else (value,)
+    if any(v is not None and not str(v).strip() for v in values):
+        raise click.BadParameter("an empty path names nothing: pass a path, or leave the option out for the default")
+    return value
 
 
 def progress_option(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -13,6 +13,7 @@ from mgbench import distributed
 from mgbench.cli import (
     SEED,
     _data_spec,
+    _nonempty_path,
     _print_cells,
     _print_frame,
     _split_names,
@@ -64,6 +65,7 @@ def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, da
 
     It first says how many cells it will compute and how many are stored already; --plan adds
     an estimate of the time from a short timed probe and stops there."""
+    from mgbench.corruptions.condition import check_known_baseline
     from mgbench.plan import make_plan
     from mgbench.runner import prepare
     from mgbench.runner import run as run_prepared
@@ -80,6 +82,8 @@ def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, da
     if any(v is not None for v in corruption.values()) and "corruption" not in suite.types():
         raise InputError(f"corruption options given, but suite {suite.name} has no corruption conditions")
     suite.expand({"corruption": corruption})  # bad options fail here, before the progress bar draws
+    for table in suite.tables("corruption", {"corruption": corruption}):
+        check_known_baseline(table.get("mce_baseline"))
     prepared = prepare(suite, models=_split_names(model_names) or None, data=data, options=options,
                        overrides={"corruption": corruption})
     plan = make_plan(prepared, store_path, plan_images if plan_only else 0)
@@ -173,12 +177,15 @@ def results() -> None:
     """Inspect and export the results store."""
 
 
+THREATS = ("clean", "corruption", "linf", "l2", "compute")
+
+
 def _filters(func: Callable[..., Any]) -> Callable[..., Any]:
     decorators = [
-        click.option("--store", type=click.Path(), default=None, help="Results SQLite file."),
+        click.option("--store", type=click.Path(), default=None, callback=_nonempty_path, help="Results SQLite file."),
         click.option("--model", "model", multiple=True, help="Only these models."),
         click.option("--dataset", multiple=True, help="Only these datasets."),
-        click.option("--threat", multiple=True, help="clean, corruption, linf, l2, compute."),
+        click.option("--threat", multiple=True, type=click.Choice(THREATS), help="Only these threats."),
         click.option("--attack", multiple=True,
                      help="Only these attacks (fgsm, pgd, autoattack-standard, verdict, ...)."),
         click.option("--corruption", multiple=True, help="Only these corruptions (and their summaries: mean)."),
@@ -221,6 +228,9 @@ def results_show(store: str | None, raw: bool, **filters: tuple[str, ...]) -> No
     elif not frame.empty:
         _print_frame(frame)
     console.print(f"{frame['cell_key'].nunique()} cells, {len(frame)} rows")
+    if frame.empty and any(filters.values()):
+        console.print("note: no stored row matches these filters; `mgbench results show --store FILE` without "
+                      "them lists what the store holds")
 
 
 @results.command("export")

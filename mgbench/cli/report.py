@@ -6,16 +6,16 @@ from pathlib import Path
 
 import click
 
-from mgbench.cli import cli, console, progress_option
+from mgbench.cli import _nonempty_path, cli, console, progress_option
 from mgbench.errors import InputError
 from mgbench.provenance import REPO_ROOT
 
 
 @cli.command()
-@click.option("--store", "stores", type=click.Path(), multiple=True,
+@click.option("--store", "stores", type=click.Path(), multiple=True, callback=_nonempty_path,
               help="Results SQLite file(s), repeatable [default: results/reference.sqlite and "
                    "results/local.sqlite where present].")
-@click.option("--out", type=click.Path(), default=None,
+@click.option("--out", type=click.Path(), default=None, callback=_nonempty_path,
               help="Output folder: new, empty, or a previous leaderboard build, which is replaced "
                    "[default: results/leaderboard].")
 @click.option("--glimpses", "glimpse_dir", type=click.Path(), default=None,
@@ -69,7 +69,7 @@ def leaderboard(stores: tuple[str, ...], out: str | None, glimpse_dir: str | Non
 @cli.command()
 @click.option("--baseline", type=click.Path(), required=True, help="Baseline table, e.g. results/baseline/digits.csv.")
 @click.option("--suite", "suite_name", default="regression", show_default=True, help="The suite to run fresh.")
-@click.option("--store", type=click.Path(), default=None,
+@click.option("--store", type=click.Path(), default=None, callback=_nonempty_path,
               help="Store for the fresh run [default: a temporary file, so every number is recomputed].")
 @click.option("--update", is_flag=True, help="Rewrite the baseline from the fresh run (deliberately).")
 @click.option("--device", default="auto", show_default=True)

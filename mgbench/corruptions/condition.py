@@ -139,6 +139,20 @@ def _check_baseline(name: object) -> None:
         raise InputError(f"mce_baseline must be a model name or alexnet, not {name!r}")
 
 
+def check_known_baseline(name: object) -> None:
+    """A user's mce_baseline (suite file or --mce-baseline) names a model mgbench knows: alexnet,
+    a zoo card, an architecture, or a ``FILE.py:factory`` / ``robustbench:NAME`` (checked when
+    loaded). Stored summaries are not held to this (a merge reads names of any origin)."""
+    from mgbench.models import list_architectures, list_cards
+
+    if name is None or name == "alexnet" or (isinstance(name, str) and ":" in name):
+        return
+    _check_baseline(name)
+    if name not in list_cards() and name not in list_architectures():
+        raise InputError(f"unknown mce_baseline {name!r}: use alexnet, a zoo card or an architecture "
+                         "(`mgbench models` lists them)")
+
+
 @functools.lru_cache(maxsize=None)
 def _backend(name: str, workers: int | None) -> Backend:
     from mgbench.corruptions.reference import ReferenceBackend

@@ -28,6 +28,7 @@ from mgbench.conditions import Clean, Condition, condition_types, expand
 from mgbench.data import DataSpec, class_list, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.models import forward_steps, load_model
+from mgbench.models.outputs import check_outputs
 from mgbench.runner import _check_dataset, resolve_device, to_unit
 
 if TYPE_CHECKING:
@@ -282,6 +283,8 @@ def _observed_batches(model_name: str, data: DataSpec, n: int, condition: str | 
     batches = []
     for images, labels, ids, _ in make_loader(opened.dataset, batch_size, device=dev, workers=0):
         if images is not None:
+            if not batches:  # outputs checked before anything is drawn, as every other command does
+                check_outputs(model.eval(), loaded.name, to_unit(images[:4], dev), data.num_classes)
             batches.append(observe(model, chosen, to_unit(images, dev), labels.to(dev), ids))
     if not batches:
         raise InputError("no readable image among the chosen ones: check --data-root")
