@@ -60,9 +60,14 @@ mutate: install
 leaderboard: install
 	$(BIN)/mgbench leaderboard --store $(STORE) $(if $(wildcard $(LOCAL_STORE)),--store $(LOCAL_STORE))
 
-# Recompute the reference store (hours on a CPU; resumable: finished cells are kept).
+# Recompute the reference store: the CPU protocol (docs/attacks.md, "The CPU reference"; about
+# 8 hours of a 2-core machine, resumable: finished cells are kept). Each suite first prints its
+# plan, estimated from a timed probe of every cell still to compute. On a GPU, use
+# REFERENCE_SUITES="clean corruptions attacks attacks-seeds attacks-mgnet-paper" (the full sweep).
+REFERENCE_SUITES ?= clean corruptions attacks-seeds attacks-cpu attacks-mgnet-paper
 reference: install
-	for suite in clean corruptions attacks attacks-mgnet-paper; do \
+	for suite in $(REFERENCE_SUITES); do \
+		$(BIN)/mgbench run --suite $$suite --store $(STORE) --plan && \
 		$(BIN)/mgbench run --suite $$suite --store $(STORE) || exit 1; done
 	for model in mgnet-tiny.digits.s0 ltpa-tiny.digits.s0; do \
 		$(BIN)/mgbench glimpses --model $$model --n 16 --out results/glimpses/$$model.png || exit 1; done
