@@ -60,6 +60,12 @@ def synthetic_store(path: Path) -> Path:
                       {"threat": "linf", "attack": attack, "protocol": "honest", "variant": "default",
                        "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
                       [MetricRow("top1", value, value - 0.01, value + 0.01, 1000)])
+            # The attack summary's per-example worst case (here: each example broken by AutoAttack).
+            _cell(store, "summary", model,
+                  {"threat": "linf", "attack": "worst-case", "protocol": "honest", "variant": "default",
+                   "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
+                  [MetricRow("top1", aa, aa - 0.01, aa + 0.01, 1000,
+                             detail={"attacks": ["pgd 4/255 (100 steps, 2 restarts)", "autoattack-standard 4/255"]})])
             _cell(store, "summary", model,
                   {"threat": "linf", "attack": "verdict", "protocol": "honest", "variant": "default", "norm": "linf"},
                   [MetricRow("unreliable", float(unreliable), detail={"reasons": ["square beat white-box"]
@@ -100,9 +106,13 @@ def test_files_tables_json_and_csv(board: Path) -> None:
                  "plots/corruptions_digits.png", "glimpses/mgnet-demo.png"):
         assert (board / name).is_file(), name
     md = (board / "index.md").read_text()
-    # headline: clean, corruptions, mCE, robust, attack, n, verdict, GMACs, params (M)
-    assert "| alpha.digits | 95.0 | 70.0 | 30.0 | 15.0 | AutoAttack 4/255 | 1000 | reliable | 0.0640 | 1.00 |" in md
-    assert "| beta.digits | 80.0 | 60.0 | 40.0 | 35.0 | AutoAttack 4/255 | 1000 | unreliable |" in md
+    # headline: clean, corruptions, mCE, robust 4/255 (the worst case), attack, n, verdict, GMACs, params (M);
+    # one card per model here, so the model rows show the card's numbers without a spread, best robust first
+    assert "| alpha.digits | 95.0 | 70.0 | 30.0 | 15.0 | AutoAttack +1 | 1000 | reliable | 0.0640 | 1.00 |" in md
+    assert "| beta.digits | 80.0 | 60.0 | 40.0 | 35.0 | AutoAttack +1 | 1000 | unreliable |" in md
+    headline = md.split("### digits: headline")[1].split("###")[0]
+    assert [line.split(" | ")[0] for line in headline.splitlines() if line.startswith("| ") and "." in line] == \
+        ["| beta.digits", "| alpha.digits", "| gamma.digits"]
     assert "| pgd | 4/255 | 1000 | 20.0 | 40.0 | 5.0 |" in md  # attack x eps rows, a column per model
     assert "accuracy after each glimpse" in md and "| beta.digits | unreliable | square beat white-box |" in md
     assert "mCE normalised by alpha.digits on the same data" in md
@@ -118,7 +128,7 @@ def test_files_tables_json_and_csv(board: Path) -> None:
                                                           "gamma.digits": "reliable"}
     html = (board / "index.html").read_text()
     assert "<svg" in html and 'src="glimpses/mgnet-demo.png"' in html and "http" not in html.split("<svg")[0]
-    assert "<figcaption>digits: robust top-1 against the budget eps" in html and ">ok<" not in html
+    assert "<figcaption>digits: how fast robust accuracy falls" in html and ">ok<" not in html
 
 
 def test_built_from_a_real_corruption_run(tmp_path: Path) -> None:
@@ -197,7 +207,8 @@ def test_page_sorts_in_a_headless_browser(board: Path, tmp_path: Path) -> None:
         driver.get((board / "index.html").resolve().as_uri())
         table = driver.find_element(By.ID, "table0")
         rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
-        assert [row.find_elements(By.TAG_NAME, "td")[0].text for row in rows] == sorted(MODELS)
+        assert [row.find_elements(By.TAG_NAME, "td")[0].text for row in rows] == \
+            ["beta.digits", "alpha.digits", "gamma.digits"]  # best first: robust accuracy at 4/255
 
         def clean_column() -> list[float]:
             return [float(row.find_elements(By.TAG_NAME, "td")[1].text.split()[0])
@@ -306,6 +317,7 @@ def test_seed_cards_are_summarised_and_gaps_judged_against_noise(tmp_path: Path)
     assert gaps[("a.digits", "c.digits")] == (pytest.approx(0.92 - 0.9167, abs=1e-4), False)
     assert gaps[("b.digits", "c.digits")][1] is True  # 10.7 points > range 6
     md = (build(frame, tmp_path / "board").out / "index.md").read_text()
-    assert "### Across seeds" in md and "| a.digits | digits | 0, 1, 2 | 92.0 +- 2.0 (range 4.0, sampling 1.5)" in md
-    assert "| a.digits - b.digits | digits | clean | +11.0 | **yes** |" in md
-    assert "| a.digits - c.digits | digits | clean | +0.3 | no |" in md
+    assert "### digits: across seeds" in md and "| a.digits | 0, 1, 2 | clean | 92.0 | 2.0 | 4.0 | 1.5 |" in md
+    assert "| a.digits - b.digits | clean | +11.0 | yes |" in md
+    assert "| a.digits - c.digits | clean | +0.3 | no |" in md
+    assert "| a.digits | 92.0 ± 2.0 | - |" in md  # the headline's model row: mean ± sd over the three seeds
