@@ -321,3 +321,34 @@ def test_seed_cards_are_summarised_and_gaps_judged_against_noise(tmp_path: Path)
     assert "| a.digits - b.digits | clean | +11.0 | yes |" in md
     assert "| a.digits - c.digits | clean | +0.3 | no |" in md
     assert "| a.digits | 92.0 ± 2.0 | - |" in md  # the headline's model row: mean ± sd over the three seeds
+
+
+def test_tracked_page_is_built_from_the_reference_alone(tmp_path: Path, run_cli, monkeypatch) -> None:
+    """results/leaderboard (the committed page) takes the reference store only; --local builds the
+    reference and the local store into the ignored results/local-leaderboard."""
+    import mgbench.cli.report as report
+    import mgbench.store as store_module
+
+    reference, local = synthetic_store(tmp_path / "reference.sqlite"), tmp_path / "local.sqlite"
+    with Store(local) as db:
+        _cell(db, "clean", "delta.digits", {"threat": "clean"}, [MetricRow("top1", 0.5, 0.4, 0.6, 100)])
+    tracked, local_board = tmp_path / "results" / "leaderboard", tmp_path / "results" / "local-leaderboard"
+    monkeypatch.setattr(report, "TRACKED_BOARD", tracked)
+    monkeypatch.setattr(report, "LOCAL_BOARD", local_board)
+    monkeypatch.setattr(store_module, "REFERENCE_STORE", reference)
+    monkeypatch.setattr(store_module, "DEFAULT_STORE", local)
+    glimpses = ["--glimpses", str(tmp_path / "none")]
+    for args in (["--store", str(local)], ["--store", str(reference), "--store", str(local)], ["--local", "--out",
+                                                                                                 str(tracked)]):
+        code, out, err = run_cli("leaderboard", *args, *glimpses)
+        assert code == 2 and "committed leaderboard" in err and "--local" in err and not tracked.exists(), args
+    code, out, err = run_cli("leaderboard", *glimpses)
+    assert code == 0, err
+    assert sorted(pd.read_csv(tracked / "leaderboard.csv")["model"]) == sorted(MODELS)
+    code, out, err = run_cli("leaderboard", "--local", *glimpses)
+    assert code == 0, err
+    assert sorted(pd.read_csv(local_board / "leaderboard.csv")["model"]) == sorted([*MODELS, "delta.digits"])
+    assert sorted(pd.read_csv(tracked / "leaderboard.csv")["model"]) == sorted(MODELS)  # untouched
+    ignored = subprocess.run(["git", "check-ignore", "-q", "results/local-leaderboard/index.html"],
+                             cwd=Path(__file__).resolve().parents[1])
+    assert ignored.returncode == 0  # git-ignored in the repository
