@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: install demo test test-fast test-kernels mutate leaderboard reference regress bench clean
+.PHONY: install demo test test-fast test-kernels mutate leaderboard leaderboard-local reference regress bench clean
 
 # The committed reference results (every suite, every zoo model; only `make reference` writes them)
 # and the git-ignored local store (every command's default --store, the demo's too).
@@ -57,8 +57,13 @@ mutate: install
 	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints-cpu.txt -e '.[mutate]'
 	$(BIN)/python tests/mutate.py $(MUTATE)
 
+# The committed page (results/leaderboard/, with its screenshots at 1280 and 390 px) from the committed
+# reference alone; your own runs go to leaderboard-local (results/local-leaderboard/, git-ignored).
 leaderboard: install
-	$(BIN)/mgbench leaderboard --store $(STORE) $(if $(wildcard $(LOCAL_STORE)),--store $(LOCAL_STORE))
+	$(BIN)/mgbench leaderboard --store $(STORE) --screenshots
+
+leaderboard-local: install
+	$(BIN)/mgbench leaderboard --local
 
 # Recompute the reference store: the CPU protocol (docs/attacks.md, "The CPU reference"; about
 # 8 hours of a 2-core machine, resumable: finished cells are kept). Each suite first prints its

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -60,6 +62,12 @@ def synthetic_store(path: Path) -> Path:
                       {"threat": "linf", "attack": attack, "protocol": "honest", "variant": "default",
                        "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
                       [MetricRow("top1", value, value - 0.01, value + 0.01, 1000)])
+            # The attack summary's per-example worst case (here: each example broken by AutoAttack).
+            _cell(store, "summary", model,
+                  {"threat": "linf", "attack": "worst-case", "protocol": "honest", "variant": "default",
+                   "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
+                  [MetricRow("top1", aa, aa - 0.01, aa + 0.01, 1000,
+                             detail={"attacks": ["pgd 4/255 (100 steps, 2 restarts)", "autoattack-standard 4/255"]})])
             _cell(store, "summary", model,
                   {"threat": "linf", "attack": "verdict", "protocol": "honest", "variant": "default", "norm": "linf"},
                   [MetricRow("unreliable", float(unreliable), detail={"reasons": ["square beat white-box"]
@@ -100,9 +108,13 @@ def test_files_tables_json_and_csv(board: Path) -> None:
                  "plots/corruptions_digits.png", "glimpses/mgnet-demo.png"):
         assert (board / name).is_file(), name
     md = (board / "index.md").read_text()
-    # headline: clean, corruptions, mCE, robust, attack, n, verdict, GMACs, params (M)
-    assert "| alpha.digits | 95.0 | 70.0 | 30.0 | 15.0 | AutoAttack 4/255 | 1000 | reliable | 0.0640 | 1.00 |" in md
-    assert "| beta.digits | 80.0 | 60.0 | 40.0 | 35.0 | AutoAttack 4/255 | 1000 | unreliable |" in md
+    # headline: clean, corruptions, mCE, robust 4/255 (the worst case), attack, n, verdict, GMACs, params (M);
+    # one card per model here, so the model rows show the card's numbers without a spread, best robust first
+    assert "| alpha.digits | 95.0 | 70.0 | 30.0 | 15.0 | AutoAttack +1 | 1000 | reliable | 0.0640 | 1.00 |" in md
+    assert "| beta.digits | 80.0 | 60.0 | 40.0 | 35.0 | AutoAttack +1 | 1000 | unreliable |" in md
+    headline = md.split("### digits: headline")[1].split("###")[0]
+    assert [line.split(" | ")[0] for line in headline.splitlines() if line.startswith("| ") and "." in line] == \
+        ["| beta.digits", "| alpha.digits", "| gamma.digits"]
     assert "| pgd | 4/255 | 1000 | 20.0 | 40.0 | 5.0 |" in md  # attack x eps rows, a column per model
     assert "accuracy after each glimpse" in md and "| beta.digits | unreliable | square beat white-box |" in md
     assert "mCE normalised by alpha.digits on the same data" in md
@@ -118,19 +130,17 @@ def test_files_tables_json_and_csv(board: Path) -> None:
                                                           "gamma.digits": "reliable"}
     html = (board / "index.html").read_text()
     assert "<svg" in html and 'src="glimpses/mgnet-demo.png"' in html and "http" not in html.split("<svg")[0]
-    assert "<figcaption>digits: robust top-1 against the budget eps" in html and ">ok<" not in html
+    assert "<figcaption>digits: how fast robust accuracy falls" in html and ">ok<" not in html
 
 
-def test_built_from_a_real_corruption_run(tmp_path: Path) -> None:
-    """The summariser's own records (mCE normaliser, per-glimpse means) go through to the files."""
-    from mgbench.runner import evaluate
-    from mgbench.suites import load_suite
-
-    suite = tmp_path / "small.toml"
-    suite.write_text('''name = "small"
+# A real store, built once for the module: two seed cards each of a plain and an anytime model, clean,
+# two corruptions (mCE against resnet-tiny.digits.s0) and an FGSM + PGD sweep (5 steps, without the
+# verdict's probes) whose summary stores the per-example worst case per eps. About 30 s on one core.
+REAL_CARDS = ["resnet-tiny.digits.s0", "resnet-tiny.digits.s1", "mgnet-tiny.digits.s0", "mgnet-tiny.digits.s1"]
+REAL_SUITE = f"""name = "small"
 dataset = "digits"
-models = ["resnet-tiny.digits.s0", "mgnet-tiny.digits.s0"]
-limit = 24
+models = {json.dumps(REAL_CARDS)}
+limit = 32
 
 [[conditions]]
 type = "clean"
@@ -141,19 +151,148 @@ corruptions = ["fog", "contrast"]
 severities = [2]
 backend = "torch"
 mce_baseline = "resnet-tiny.digits.s0"
-''')
-    store = tmp_path / "r.sqlite"
-    evaluate(load_suite(str(suite)), store=store)
+
+[[conditions]]
+type = "attack"
+attack = ["fgsm", "pgd"]
+loss = "ce"
+steps = 5
+restarts = 1
+norm = "linf"
+eps = ["2/255", "4/255", "8/255"]
+checks = false
+"""
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the store, the leaderboard built from it)."""
+    from mgbench.runner import evaluate
+    from mgbench.suites import load_suite
+
+    root = tmp_path_factory.mktemp("real")
+    (root / "small.toml").write_text(REAL_SUITE)
+    store = root / "r.sqlite"
+    evaluate(load_suite(str(root / "small.toml")), store=store)
     with Store(store) as db:
-        result = build(db.frame(), tmp_path / "board", None, source=str(store))
-    entries = {e.model: e for e in result.entries}
-    assert entries["mgnet-tiny.digits.s0"].mce_normaliser == "resnet-tiny.digits.s0"
+        build(db.frame(), root / "board", None, source="r.sqlite")
+    return store, root / "board"
+
+
+def _read(store: Path, where: str, *args: object) -> dict[str, list[float]]:
+    """Per card, the final values of the rows matching ``where`` (read with sqlite3, not mgbench)."""
+    with sqlite3.connect(store) as db:
+        rows = db.execute(f"SELECT model, value FROM results WHERE step IS NULL AND {where} ORDER BY model",
+                          args).fetchall()
+    found: dict[str, list[float]] = {}
+    for model, value in rows:
+        found.setdefault(model, []).append(value)
+    return found
+
+
+def _per_model(per_card: dict[str, list[float]]) -> dict[str, list[float]]:
+    grouped: dict[str, list[float]] = {}
+    for card, values in sorted(per_card.items()):
+        assert len(values) == 1, card
+        grouped.setdefault(card.rsplit(".s", 1)[0], []).append(values[0])
+    return grouped
+
+
+def _mean_sd(values: list[float]) -> str:
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"
+
+
+WORST_4 = "attack = 'worst-case' AND eps_str = '4/255' AND metric = 'top1'"
+
+
+def test_headline_one_row_per_model_from_a_real_store(real: tuple[Path, Path]) -> None:
+    """Per model: mean ± sd (numpy, ddof=1) over its seed cards of the values sqlite3 reads from the
+    store; best robust first; the per-card table follows the per-model one in the markdown."""
+    store, board = real
+    clean = _per_model(_read(store, "threat = 'clean' AND metric = 'top1'"))
+    corrupted = _per_model(_read(store, "corruption = 'mean' AND severity IS NULL AND metric = 'mean_top1'"))
+    mce = _per_model(_read(store, "metric = 'mce'"))
+    robust = _per_model(_read(store, WORST_4))
+    gmacs = _per_model(_read(store, "threat = 'compute' AND metric = 'gmacs'"))
+    params = _per_model(_read(store, "threat = 'compute' AND metric = 'params'"))
+    assert sorted(clean) == sorted(robust) == ["mgnet-tiny.digits", "resnet-tiny.digits"]
+    md = (board / "index.md").read_text()
+    headline = md.split("### digits: headline")[1].split("### digits: every card")[0]
+    for model in clean:
+        row = (f"| {model} | {_mean_sd(clean[model])} | {_mean_sd(corrupted[model])} | {_mean_sd(mce[model])} | "
+               f"{_mean_sd(robust[model])} | PGD +1 | 32 | not checked | {gmacs[model][0]:.4f} | "
+               f"{params[model][0] / 1e6:.2f} |")
+        assert row in headline, row
+    order = sorted(robust, key=lambda m: -np.mean(robust[m]))
+    assert [line.split(" | ")[0][2:] for line in headline.splitlines() if line.startswith("| ") and ".digits" in line] \
+        == order
+    cards = md.split("### digits: every card")[1].split("![")[0]  # the per-card table, before the plots
+    for card in REAL_CARDS:
+        value = _read(store, WORST_4)[card][0]
+        assert f"| {card} | " in cards and f"| {100 * value:.1f} | PGD +1 | 32 |" in cards.split(f"| {card} | ")[1]
+    # The summariser's own records (mCE normaliser, per-glimpse means) go through to the files.
+    assert "mCE normalised by resnet-tiny.digits.s0 on the same data" in md
+    record = json.loads((board / "json" / "digits" / "mgnet-tiny.digits.s0.json").read_text())
+    assert record["corruptions_mce"] is not None and "resnet-tiny.digits.s0" in record["footnote"]
+    with Store(store) as db:
+        entries = {e.model: e for e in collect(db.frame())}
     assert entries["resnet-tiny.digits.s0"].mce == pytest.approx(1.0)
     assert len(entries["mgnet-tiny.digits.s0"].corruption_steps) == 4  # mean accuracy after each glimpse
-    md = (tmp_path / "board" / "index.md").read_text()
-    assert "mCE normalised by resnet-tiny.digits.s0 on the same data" in md
-    record = json.loads((tmp_path / "board" / "json" / "digits" / "mgnet-tiny.digits.s0.json").read_text())
-    assert record["corruptions_mce"] is not None and "resnet-tiny.digits.s0" in record["footnote"]
+    html = (board / "index.html").read_text()
+    assert "<pre" not in html and "|---" not in html
+    assert html.count('<tr class="seed">') == 4 and html.count("<details><summary>") == 2
+
+
+def test_plots_draw_models_from_a_real_store(real: tuple[Path, Path]) -> None:
+    """Robust vs eps: one line per model through the numpy mean of its seeds' worst cases; the
+    compute plot's robust panel: MGNet's curve through the per-glimpse worst case; one colour per
+    model, never shared."""
+    from mgbench.report import plots
+    from mgbench.report.leaderboard import model_groups
+
+    store, board = real
+    with Store(store) as db:
+        entries = collect(db.frame())
+    palette = plots.colours(model_groups(entries))
+    assert len(set(palette.values())) == len(palette) == 2
+    figure, note = plots.robust_vs_eps(entries, "digits")
+    lines = [line for line in figure.axes[0].lines if len(line.get_xdata()) > 1]
+    drawn = {line.get_color(): list(line.get_ydata()) for line in lines}
+    for model in ("mgnet-tiny.digits", "resnet-tiny.digits"):
+        worst = [_per_model(_read(store, f"attack = 'worst-case' AND eps_str = '{eps}' AND metric = 'top1'"))[model]
+                 for eps in ("2/255", "4/255", "8/255")]
+        expected = [100 * np.mean(values) for values in worst]
+        assert drawn[palette[model.split(".")[0]]] == pytest.approx(expected)
+    assert note == ""
+    figure, note = plots.accuracy_vs_compute(entries, "digits")
+    with sqlite3.connect(store) as db:
+        steps = np.array([[v for (v,) in db.execute(
+            "SELECT value FROM results WHERE model = ? AND attack = 'worst-case' AND eps_str = '4/255' AND "
+            "metric = 'top1' AND step IS NOT NULL ORDER BY step", (card,))] for card in REAL_CARDS[2:]])
+    curve = [line for line in figure.axes[2].lines if line.get_linestyle() == "-"]  # seeds of points: dashes
+    assert len(curve) == 1 and curve[0].get_color() == palette["mgnet-tiny"]
+    assert list(curve[0].get_ydata()) == pytest.approx(list(100 * steps.mean(axis=0)))
+    for name in ("accuracy_vs_gmacs_digits.png", "robust_vs_eps_digits.png", "corruptions_digits.png"):
+        assert (board / "plots" / name).is_file()
+
+
+def test_no_robust_numbers_give_a_plot_with_a_note(real: tuple[Path, Path], tmp_path: Path) -> None:
+    store, _ = real
+    with Store(store) as db:
+        frame = db.frame()
+    result = build(frame[~frame["threat"].isin(["linf", "l2"])], tmp_path / "board")
+    md = (result.out / "index.md").read_text()
+    assert (result.out / "plots" / "robust_vs_eps_digits.png").is_file() and "No robust results stored yet." in md
+    assert "robust at 4/255 (worst case): no robust results stored yet." in md
+
+
+def test_more_models_than_colours_is_an_error() -> None:
+    from mgbench.report import plots
+    from mgbench.report.leaderboard import Entry, model_groups
+
+    groups = model_groups([Entry(f"m{i}.digits", "digits", "a", "w") for i in range(len(plots.PALETTE) + 1)])
+    with pytest.raises(ValueError, match="distinct colours"):
+        plots.colours(groups)
 
 
 def _chromium() -> tuple[str, str]:
@@ -179,25 +318,82 @@ def _chromium() -> tuple[str, str]:
     return browser, driver
 
 
-@pytest.mark.slow
-def test_page_sorts_in_a_headless_browser(board: Path, tmp_path: Path) -> None:
+# Elements that stick out of the viewport (left of 0 or right of its width), leaving out those inside a
+# box that scrolls on its own (wide tables; at phone width, plots).
+_OVERFLOW = """
+var boxes = arguments[0], width = document.documentElement.clientWidth, bad = [];
+document.querySelectorAll('body *').forEach(function (el) {
+  if (el.parentElement && el.parentElement.closest(boxes)) { return; }
+  var r = el.getBoundingClientRect();
+  if (r.width > 0 && (r.left < -0.5 || r.right > width + 0.5)) { bad.push(el.tagName + ' ' + el.className); }
+});
+return bad;
+"""
+
+
+def _driver(tmp_path: Path, width: int, height: int):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
 
     browser, driver_path = _chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"):
+                 "--no-first-run", f"--user-data-dir={tmp_path / f'profile{width}'}",
+                 f"--window-size={width},{height}"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def _what_a_reader_sees(driver, scrolling_boxes: str) -> None:
+    """No markdown table source in the visible text, nothing wider than the viewport outside its
+    own scrolling box, every plot and picture loaded."""
+    import re
+
+    text = driver.execute_script("return document.body.innerText")
+    assert not re.search(r"^\s*\|.*\|\s*$", text, re.M) and "|---" not in text and "---|" not in text
+    width = driver.execute_script("return document.documentElement.clientWidth")
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= width
+    assert driver.execute_script(_OVERFLOW, scrolling_boxes) == []
+    svgs = driver.execute_script("return Array.from(document.querySelectorAll('figure svg')).map("
+                                 "function (s) { var r = s.getBoundingClientRect(); return [r.width, r.height]; })")
+    assert len(svgs) >= 3 and all(w > 100 and h > 50 for w, h in svgs)
+    import time
+
+    loaded = "return Array.from(document.images).every(function (i) { return i.complete && i.naturalWidth > 0; })"
+    for image in driver.find_elements("tag name", "img"):  # lazy pictures load once scrolled to
+        driver.execute_script("arguments[0].scrollIntoView()", image)
+    deadline = time.monotonic() + 10
+    while not driver.execute_script(loaded) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert driver.execute_script(loaded)
+    driver.execute_script("window.scrollTo(0, 0)")
+
+
+@pytest.mark.slow
+def test_page_reads_in_a_headless_browser(board: Path, real: tuple[Path, Path], tmp_path: Path) -> None:
+    """The synthetic page (a glimpse picture) and the real store's page (seed cards) in Chromium at
+    1280 and 390 px: what a reader sees, the folded seeds, sorting that keeps them with their model."""
+    from selenium.webdriver.common.by import By
+
+    _, real_board = real
+    for page in (board, real_board):
+        for width, boxes in ((1280, "div.wide"), (390, "div.wide, figure")):
+            driver = _driver(tmp_path, width, 900)
+            try:
+                driver.get((page / "index.html").resolve().as_uri())
+                _what_a_reader_sees(driver, boxes)
+            finally:
+                driver.quit()
+
+    driver = _driver(tmp_path, 1280, 900)
     try:
         driver.get((board / "index.html").resolve().as_uri())
         table = driver.find_element(By.ID, "table0")
         rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
-        assert [row.find_elements(By.TAG_NAME, "td")[0].text for row in rows] == sorted(MODELS)
+        assert [row.find_elements(By.TAG_NAME, "td")[0].text for row in rows] == \
+            ["beta.digits", "alpha.digits", "gamma.digits"]  # best first: robust accuracy at 4/255
 
         def clean_column() -> list[float]:
             return [float(row.find_elements(By.TAG_NAME, "td")[1].text.split()[0])
@@ -205,24 +401,47 @@ def test_page_sorts_in_a_headless_browser(board: Path, tmp_path: Path) -> None:
 
         # At 1280 px the headline table shows whole: nothing scrolls or is cut off horizontally.
         width = driver.execute_script("return document.documentElement.clientWidth")
-        assert driver.execute_script("return document.documentElement.scrollWidth") <= width
         assert table.rect["x"] >= 0 and table.rect["x"] + table.rect["width"] <= width
         wrapper = table.find_element(By.XPATH, "..")
         assert driver.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth", wrapper)
         for cell in table.find_elements(By.TAG_NAME, "td"):
             assert driver.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth", cell)
-
         header = table.find_element(By.XPATH, ".//th[text()='clean']")
         header.click()
         assert clean_column() == [80.0, 90.0, 95.0]
         header.click()
         assert clean_column() == [95.0, 90.0, 80.0]
-        assert len(driver.find_elements(By.TAG_NAME, "svg")) >= 2
-        shot = tmp_path / "leaderboard.png"
-        driver.save_screenshot(str(shot))
-        assert shot.stat().st_size > 10_000
+
+        # The real page: each model's seed cards are folded beneath it and open with its name.
+        driver.get((real_board / "index.html").resolve().as_uri())
+        table = driver.find_element(By.ID, "table0")
+        seeds = table.find_elements(By.CSS_SELECTOR, "tr.seed")
+        assert len(seeds) == 4 and not any(row.is_displayed() for row in seeds)
+        table.find_element(By.XPATH, ".//summary[text()='resnet-tiny.digits']").click()
+        shown = [row.find_elements(By.TAG_NAME, "td")[0].text for row in seeds if row.is_displayed()]
+        assert shown == ["resnet-tiny.digits.s0", "resnet-tiny.digits.s1"]
+        for _ in range(2):  # both directions: every model keeps its seeds in its own tbody
+            table.find_element(By.XPATH, ".//th[text()='robust 4/255']").click()
+            for group in table.find_elements(By.TAG_NAME, "tbody"):
+                names = [row.find_elements(By.TAG_NAME, "td")[0].text for row in group.find_elements(By.TAG_NAME, "tr")]
+                assert all(name.startswith(names[0].split(" ")[0]) for name in names[1:] if name), names
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= width
     finally:
         driver.quit()
+
+
+@pytest.mark.slow
+def test_screenshots_at_laptop_and_phone_width(real: tuple[Path, Path], tmp_path: Path) -> None:
+    import struct
+
+    _chromium()
+    store, _ = real
+    with Store(store) as db:
+        result = build(db.frame(), tmp_path / "board", screenshots=True)
+    for name, width in (("screenshot-1280.png", 1280), ("screenshot-390.png", 390)):
+        header = (result.out / name).read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">I", header[16:20])[0] == width
+        assert (result.out / name) in result.files
 
 
 def test_same_store_gives_byte_identical_files(tmp_path: Path) -> None:
@@ -306,6 +525,38 @@ def test_seed_cards_are_summarised_and_gaps_judged_against_noise(tmp_path: Path)
     assert gaps[("a.digits", "c.digits")] == (pytest.approx(0.92 - 0.9167, abs=1e-4), False)
     assert gaps[("b.digits", "c.digits")][1] is True  # 10.7 points > range 6
     md = (build(frame, tmp_path / "board").out / "index.md").read_text()
-    assert "### Across seeds" in md and "| a.digits | digits | 0, 1, 2 | 92.0 +- 2.0 (range 4.0, sampling 1.5)" in md
-    assert "| a.digits - b.digits | digits | clean | +11.0 | **yes** |" in md
-    assert "| a.digits - c.digits | digits | clean | +0.3 | no |" in md
+    assert "### digits: across seeds" in md and "| a.digits | 0, 1, 2 | clean | 92.0 | 2.0 | 4.0 | 1.5 |" in md
+    assert "| a.digits - b.digits | clean | +11.0 | yes |" in md
+    assert "| a.digits - c.digits | clean | +0.3 | no |" in md
+    assert "| a.digits | 92.0 ± 2.0 | - |" in md  # the headline's model row: mean ± sd over the three seeds
+
+
+def test_tracked_page_is_built_from_the_reference_alone(tmp_path: Path, run_cli, monkeypatch) -> None:
+    """results/leaderboard (the committed page) takes the reference store only; --local builds the
+    reference and the local store into the ignored results/local-leaderboard."""
+    import mgbench.cli.report as report
+    import mgbench.store as store_module
+
+    reference, local = synthetic_store(tmp_path / "reference.sqlite"), tmp_path / "local.sqlite"
+    with Store(local) as db:
+        _cell(db, "clean", "delta.digits", {"threat": "clean"}, [MetricRow("top1", 0.5, 0.4, 0.6, 100)])
+    tracked, local_board = tmp_path / "results" / "leaderboard", tmp_path / "results" / "local-leaderboard"
+    monkeypatch.setattr(report, "TRACKED_BOARD", tracked)
+    monkeypatch.setattr(report, "LOCAL_BOARD", local_board)
+    monkeypatch.setattr(store_module, "REFERENCE_STORE", reference)
+    monkeypatch.setattr(store_module, "DEFAULT_STORE", local)
+    glimpses = ["--glimpses", str(tmp_path / "none")]
+    for args in (["--store", str(local)], ["--store", str(reference), "--store", str(local)], ["--local", "--out",
+                                                                                                 str(tracked)]):
+        code, out, err = run_cli("leaderboard", *args, *glimpses)
+        assert code == 2 and "committed leaderboard" in err and "--local" in err and not tracked.exists(), args
+    code, out, err = run_cli("leaderboard", *glimpses)
+    assert code == 0, err
+    assert sorted(pd.read_csv(tracked / "leaderboard.csv")["model"]) == sorted(MODELS)
+    code, out, err = run_cli("leaderboard", "--local", *glimpses)
+    assert code == 0, err
+    assert sorted(pd.read_csv(local_board / "leaderboard.csv")["model"]) == sorted([*MODELS, "delta.digits"])
+    assert sorted(pd.read_csv(tracked / "leaderboard.csv")["model"]) == sorted(MODELS)  # untouched
+    ignored = subprocess.run(["git", "check-ignore", "-q", "results/local-leaderboard/index.html"],
+                             cwd=Path(__file__).resolve().parents[1])
+    assert ignored.returncode == 0  # git-ignored in the repository

@@ -10,14 +10,21 @@ from mgbench.cli import _nonempty_path, cli, console, progress_option
 from mgbench.errors import InputError
 from mgbench.provenance import REPO_ROOT
 
+TRACKED_BOARD = REPO_ROOT / "results" / "leaderboard"
+LOCAL_BOARD = REPO_ROOT / "results" / "local-leaderboard"
+
 
 @cli.command()
 @click.option("--store", "stores", type=click.Path(), multiple=True, callback=_nonempty_path,
-              help="Results SQLite file(s), repeatable [default: results/reference.sqlite and "
-                   "results/local.sqlite where present].")
+              help="Results SQLite file(s), repeatable [default: results/reference.sqlite; with --local, also "
+                   "results/local.sqlite].")
+@click.option("--local", is_flag=True,
+              help="Your own results beside the reference: read results/reference.sqlite and results/local.sqlite "
+                   "(where present) into results/local-leaderboard (git-ignored).")
 @click.option("--out", type=click.Path(), default=None, callback=_nonempty_path,
-              help="Output folder: new, empty, or a previous leaderboard build, which is replaced "
-                   "[default: results/leaderboard].")
+              help="Output folder: new, empty, or a previous leaderboard build, which is replaced [default: "
+                   "results/leaderboard, the committed page, which only results/reference.sqlite may write; "
+                   "with --local: results/local-leaderboard].")
 @click.option("--glimpses", "glimpse_dir", type=click.Path(), default=None,
               help="Folder of glimpse pictures to include [default: results/glimpses].")
 @click.option("--include-random-init", is_flag=True,
@@ -25,27 +32,38 @@ from mgbench.provenance import REPO_ROOT
 @click.option("--force", is_flag=True,
               help="Write into an --out folder that also holds files the leaderboard did not write "
                    "(they are kept; only a previous build's own files are replaced).")
-def leaderboard(stores: tuple[str, ...], out: str | None, glimpse_dir: str | None, include_random_init: bool,
-                force: bool) -> None:
+@click.option("--screenshots", is_flag=True,
+              help="Also screenshot the page in headless Chromium at 1280 and 390 px (screenshot-*.png; needs "
+                   "chromium).")
+def leaderboard(stores: tuple[str, ...], local: bool, out: str | None, glimpse_dir: str | None,
+                include_random_init: bool, force: bool, screenshots: bool) -> None:
     """Derive the leaderboard (md, html, csv, RobustBench json, plots) from the results store(s).
 
     Several stores are read as one table; where they hold the same condition, the cell with the
-    largest n, then the newest, is shown. Models with untrained (random-init) weights are left
-    out unless --include-random-init is given. The folder is built beside --out and swapped in;
-    a folder holding files the leaderboard did not write is refused (--force writes beside them)."""
+    largest n, then the newest, is shown. The committed page (results/leaderboard) is built from
+    the committed reference (results/reference.sqlite) alone; --local builds the reference and your
+    local store into results/local-leaderboard. Models with untrained (random-init) weights are
+    left out unless --include-random-init is given. The folder is built beside --out and swapped
+    in; a folder holding files the leaderboard did not write is refused (--force writes beside them)."""
     import pandas as pd
 
     from mgbench.report.build import build
     from mgbench.report.leaderboard import trained_rows
     from mgbench.store import DEFAULT_STORE, REFERENCE_STORE, Store
 
-    paths = [Path(s) for s in stores] or [p for p in (REFERENCE_STORE, DEFAULT_STORE) if p.is_file()]
-    if not paths:
-        raise InputError(f"no results store at {REFERENCE_STORE} or {DEFAULT_STORE}: run a suite first "
-                         "(e.g. `make demo`) or pass --store")
+    if stores:
+        paths = [Path(s) for s in stores]
+    elif local:
+        paths = [p for p in (REFERENCE_STORE, DEFAULT_STORE) if p.is_file()] or [DEFAULT_STORE]
+    else:
+        paths = [REFERENCE_STORE]
     for path in paths:
         if not path.is_file():
             raise InputError(f"no results store at {path}: run a suite first (e.g. `make demo`) or pass --store")
+    target = Path(out) if out else (LOCAL_BOARD if local else TRACKED_BOARD)
+    if target.resolve() == TRACKED_BOARD.resolve() and [p.resolve() for p in paths] != [REFERENCE_STORE.resolve()]:
+        raise InputError(f"{TRACKED_BOARD} is the committed leaderboard, built from {REFERENCE_STORE} alone: "
+                         "build other stores with --local (into results/local-leaderboard) or --out DIR")
     frames = []
     for path in paths:
         with Store(path, readonly=True) as db:
@@ -56,14 +74,25 @@ def leaderboard(stores: tuple[str, ...], out: str | None, glimpse_dir: str | Non
         if frame.empty and untrained:
             raise InputError(f"the store holds only untrained (random-init) models ({', '.join(untrained)}): "
                              "pass --include-random-init to list them anyway")
-    result = build(frame, Path(out) if out else REPO_ROOT / "results" / "leaderboard",
-                   Path(glimpse_dir) if glimpse_dir else REPO_ROOT / "results" / "glimpses",
-                   source=", ".join(str(p) for p in paths), force=force)
+    if screenshots:
+        from mgbench.report.screenshots import browser
+
+        browser()  # a missing chromium is an error before anything is written
+    result = build(frame, target, Path(glimpse_dir) if glimpse_dir else REPO_ROOT / "results" / "glimpses",
+                   source=", ".join(_shown(p) for p in paths), force=force, screenshots=screenshots)
     console.print(f"{len(result.entries)} model x dataset entries, {len(result.files)} files -> {result.out}")
     if untrained:
         console.print(f"left out (random-init weights; --include-random-init lists them): {', '.join(untrained)}")
     for name in ("index.md", "index.html", "leaderboard.csv"):
         console.print(f"  {result.out / name}")
+
+
+def _shown(path: Path) -> str:
+    """A store's path as the page names it: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 @cli.command()

@@ -3,11 +3,11 @@
 Outputs in the ``out`` folder: ``index.md`` (GitHub tables), ``index.html`` (one page: the
 headline table, then details per threat, sortable; plots inlined as SVG, glimpse pictures linked
 from ``glimpses/``; no network), ``leaderboard.csv``, ``json/<dataset>/<model>.json``
-(RobustBench format), ``plots/*.png|svg`` and the glimpse pictures found under
-``results/glimpses``, and the marker ``.mgbench-leaderboard`` (the entries the build wrote). The
-folder is built beside ``out`` and swapped in at the end, so a failure leaves the previous
-leaderboard untouched; ``out`` must be new, empty or a previous build (nothing else in it is
-deleted or overwritten).
+(RobustBench format), ``plots/*.png|svg``, the glimpse pictures found under
+``results/glimpses``, when asked ``screenshot-1280.png`` / ``screenshot-390.png`` of the page,
+and the marker ``.mgbench-leaderboard`` (the entries the build wrote). The folder is built beside
+``out`` and swapped in at the end, so a failure leaves the previous leaderboard untouched; ``out``
+must be new, empty or a previous build (nothing else in it is deleted or overwritten).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from matplotlib.figure import Figure
 from mgbench.errors import InputError
 from mgbench.report import plots
 from mgbench.report.leaderboard import (
+    HEADLINE_EPS,
     Entry,
     attack_columns,
     collect,
     robustbench_json,
-    seed_markdown,
     summary_frame,
 )
 from mgbench.report.render import dataset_tables, html_table, markdown
@@ -44,9 +44,12 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
       var ascending = th.getAttribute('aria-sort') !== 'ascending';
       table.querySelectorAll('th').forEach(function (other) { other.removeAttribute('aria-sort'); });
       th.setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
-      var body = table.tBodies[0];
-      var rows = Array.prototype.slice.call(body.rows);
+      // A grouped table (a model with its seed cards beneath) sorts its tbodies by their first row.
+      var grouped = table.classList.contains('grouped');
+      var body = grouped ? table : table.tBodies[0];
+      var rows = Array.prototype.slice.call(grouped ? table.tBodies : body.rows);
       rows.sort(function (a, b) {
+        if (grouped) { a = a.rows[0]; b = b.rows[0]; }
         var x = a.cells[col], y = b.cells[col];
         var missingX = x.textContent === '-', missingY = y.textContent === '-';
         if (missingX || missingY) { return missingX - missingY; }
@@ -55,6 +58,12 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
           : x.dataset.sort.localeCompare(y.dataset.sort);
         return ascending ? order : -order;
       });
+      if (grouped) {
+        var sorted = Array.prototype.slice.call(table.tBodies).sort(function (a, b) {
+          return rows.indexOf(a) - rows.indexOf(b); });
+        sorted.forEach(function (group) { table.appendChild(group); });
+        return;
+      }
       rows.forEach(function (row) { body.appendChild(row); });
     });
   });
@@ -62,13 +71,21 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 """
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 75em; color: #222; }
-div.wide, pre { overflow-x: auto; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 75em; color: #222;
+       overflow-wrap: break-word; }
+div.wide { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 0.5em 0 2em; font-size: 0.85em; }
 table.headline td:first-child { white-space: nowrap; }
+table.grouped tr.seed { display: none; color: #555; }
+table.grouped tbody:has(details[open]) tr.seed { display: table-row; }
+table.grouped tr.seed td:first-child { padding-left: 1.6em; }
+table.grouped tbody { border-bottom: 2px solid #ccc; }
+details summary { cursor: pointer; } details .seeds { display: none; }
+td.good { font-weight: 600; }
 td[title] { text-decoration: underline dotted #999; }
 td.bad { color: #b00020; font-weight: 600; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+td[data-kind=num], table.headline td { white-space: nowrap; }
 td:first-child, th:first-child { text-align: left; }
 th { background: #f0f0f0; cursor: pointer; user-select: none; }
 th[aria-sort=ascending]::after { content: " \\25B2"; }
@@ -76,6 +93,11 @@ th[aria-sort=descending]::after { content: " \\25BC"; }
 .note { color: #555; max-width: 60em; font-size: 0.85em; }
 figure { margin: 1em 0 2em; } svg, figure img { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: 0.85em; max-width: 60em; }
+details.note { margin: -0.5em 0 0.5em; } details.note summary { color: #333; }
+@media (max-width: 40em) {
+  body { padding: 0 0.6em; } h1 { font-size: 1.5em; }
+  figure { overflow-x: auto; } figure svg { min-width: 36em; }  /* a plot stays legible; its box scrolls */
+}
 """
 
 
@@ -91,8 +113,9 @@ def _slug(text: str) -> str:
 
 
 def build(frame: pd.DataFrame, out: Path, glimpse_dir: Path | None = None, source: str = "",
-          force: bool = False) -> BuildResult:
-    """Write the leaderboard for ``frame`` (the store's rows) into ``out``.
+          force: bool = False, screenshots: bool = False) -> BuildResult:
+    """Write the leaderboard for ``frame`` (the store's rows) into ``out``; with ``screenshots``,
+    also the page as headless Chromium shows it at 1280 and 390 px (report/screenshots.py).
 
     ``out`` may be new, empty, or a previous build (its marker file, or the layout of a build
     made before the marker); a folder holding anything else is refused before anything is
@@ -106,6 +129,10 @@ def build(frame: pd.DataFrame, out: Path, glimpse_dir: Path | None = None, sourc
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         _write_all(entries, staging, glimpse_dir, _origin(frame, source))
+        if screenshots:
+            from mgbench.report.screenshots import shoot
+
+            shoot(staging / "index.html", staging)
         written = sorted(p.name for p in staging.iterdir())
         (staging / MARKER).write_text(_MARKER_TEXT + "".join(f"{name}\n" for name in written))
         _swap_in(staging, out, own)
@@ -216,16 +243,13 @@ def _write_all(entries: list[Entry], out: Path, glimpse_dir: Path | None, origin
         figures = _figures(dataset, mine)
         for table in dataset_tables(dataset, mine):
             md.append(markdown(table))
-            page.append(html_table(table, f"table{table_index}"))
-            table_index += 1
+            if table.html:
+                page.append(html_table(table, f"table{table_index}"))
+                table_index += 1
             for name, caption, figure in figures.pop(table.anchor, []):
                 png, svg = plots.save(figure, out / "plots" / name)
                 md.append(f"![{caption.split('. ')[0]}](plots/{png.name})\n\n*{caption}*\n")
                 page.append(f"<figure>{_strip_xml_header(svg)}<figcaption>{html.escape(caption)}</figcaption></figure>")
-        seeds = seed_markdown(mine)  # mean and spread over seed cards, gaps beyond noise
-        if seeds:
-            md.append(seeds)
-            page.append(f"<pre>{html.escape(seeds)}</pre>")
         columns = attack_columns(mine)
         for entry in mine:
             target = out / "json" / _slug(dataset) / f"{_slug(entry.model)}.json"
@@ -247,7 +271,8 @@ def _write_all(entries: list[Entry], out: Path, glimpse_dir: Path | None, origin
     (out / "index.md").write_text("\n".join(md))
     summary_frame(entries).to_csv(out / "leaderboard.csv", index=False)
     (out / "index.html").write_text(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>mgbench leaderboard</title>"
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>mgbench leaderboard</title>"
         f"<style>{_STYLE}</style></head><body><h1>mgbench leaderboard</h1>"
         f"<p class=\"note\">Derived by <code>mgbench leaderboard</code> from {html.escape(origin)}. "
         "Click a column header to sort.</p>"
@@ -258,17 +283,32 @@ def _write_all(entries: list[Entry], out: Path, glimpse_dir: Path | None, origin
 def _figures(dataset: str, entries: list[Entry]) -> dict[str, list[tuple[str, str, Figure]]]:
     """The plots of one dataset as (file stem, caption, figure), keyed by the table they follow."""
     slug = _slug(dataset)
-    unreliable = "(unreliable): the model failed a gradient-masking check, its robust numbers are upper bounds."
-    candidates = [
-        ("headline", f"accuracy_vs_gmacs_{slug}", plots.accuracy_vs_compute(entries, dataset),
-         f"{dataset}: top-1 accuracy against compute (GMACs per image). Anytime models are curves through their "
-         f"glimpses (numbered); circles: clean, squares: mean over the corruptions. {unreliable}"),
-        ("attacks", f"robust_vs_eps_{slug}", plots.robust_vs_eps(entries, dataset),
-         f"{dataset}: robust top-1 against the budget eps, one panel per attack (honest protocol, every panel on "
-         f"the same logarithmic eps axis). Dotted {unreliable}"),
-        ("corruptions", f"corruptions_{slug}", plots.corruption_heatmaps(entries),
-         f"{dataset}: top-1 % per corruption (rows) and severity (columns), one panel per model."),
+    unreliable = "(unreliable): a seed failed a gradient-masking check, its robust numbers are upper bounds."
+    colour = "One colour per model (architecture + training), the same in every plot"
+    compute, compute_note = plots.accuracy_vs_compute(entries, dataset)
+    robust, robust_note = plots.robust_vs_eps(entries, dataset)
+    candidates: list[tuple[str, str, Figure | None, str]] = [
+        ("headline", f"accuracy_vs_gmacs_{slug}", compute,
+         f"{dataset}: what each GMAC of compute buys, clean, under corruption and under attack. Top-1 accuracy "
+         f"against the cumulative GMACs per image after each glimpse: anytime models (MGNet) are curves through "
+         f"their glimpses, which a reader can stop early; other models are one point (diamond: the mean over the "
+         f"seeds, dashes: each seed). Higher and further left is better; the gap between a model's clean and "
+         f"robust panels is what an attack takes away at that compute. {colour}; the band spans the seeds' lowest "
+         f"to highest value. Robust: the per-example worst case over every attack run at L-inf {HEADLINE_EPS}. "
+         f"{unreliable}{compute_note}"),
+        ("headline", f"robust_vs_eps_{slug}", robust,
+         f"{dataset}: how fast robust accuracy falls as the attack budget grows. Robust top-1 (the per-example "
+         f"worst case over every attack run at that eps, L-inf, honest protocol) against eps on a log axis: a "
+         f"line per model through the mean over its seeds, the band from its lowest to its highest seed, the "
+         f"marker the strongest attack that every seed's worst case covers at that eps (a stronger attack gives a "
+         f"lower, more trustworthy number). {colour}. {unreliable}{robust_note}"),
     ]
+    heatmaps = plots.corruption_heatmaps(entries)
+    if heatmaps is not None:
+        candidates.append(("corruptions", f"corruptions_{slug}", heatmaps[0],
+                           f"{dataset}: which corruptions hurt and how much more at each severity. Top-1 % per "
+                           "corruption (rows) and severity (columns), one panel per model (the mean over its "
+                           "seeds)."))
     figures: dict[str, list[tuple[str, str, Figure]]] = {}
     for anchor, name, figure, caption in candidates:
         if figure is not None:

@@ -18,12 +18,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mgbench.report.tables import condition_label, verdict_word
 
 # The corruption sets a leaderboard's mean is taken over, in order of preference.
 NAMED_SETS = ("common", "all", "extra")
+# The budget of the headline robust number (the attacks suite's, RobustBench's ImageNet one).
+HEADLINE_EPS = "4/255"
 
 
 @dataclass
@@ -77,6 +80,8 @@ class Entry:
     mce_normaliser: str | None = None
     corruption_set: str | None = None  # the set the mean and mCE cover; "(partial)" when not a named set
     robust: dict[AttackColumn, Acc] = field(default_factory=dict)
+    robust_steps: dict[AttackColumn, list[float]] = field(default_factory=dict)
+    robust_attacks: dict[AttackColumn, list[str]] = field(default_factory=dict)  # what a worst case covers
     unreliable: bool | None = None
     reasons: list[str] = field(default_factory=list)
 
@@ -229,6 +234,10 @@ def _fill_attacks(entry: Entry, rows: pd.DataFrame) -> None:
         # Several step/restart settings of one attack: the strongest (lowest accuracy) is reported.
         if column not in entry.robust or acc.value < entry.robust[column].value:
             entry.robust[column] = acc
+            cell = rows[(rows["cell_key"] == row.cell_key) & (rows["metric"] == "top1")]
+            entry.robust_steps[column] = _steps(cell)
+            record = json.loads(row.detail) if isinstance(row.detail, str) else {}
+            entry.robust_attacks[column] = [str(a) for a in record.get("attacks", [])]
     verdicts = _final(rows[rows["metric"] == "unreliable"])
     if not verdicts.empty:
         entry.unreliable = bool(verdicts["value"].max() > 0)
@@ -259,6 +268,31 @@ def headline_attack(entry: Entry, columns: list[AttackColumn]) -> tuple[AttackCo
 
 def worst_case(entry: Entry, columns: list[AttackColumn]) -> list[tuple[AttackColumn, Acc]]:
     return [(c, entry.robust[c]) for c in columns if c in entry.robust and c.attack == "worst-case"]
+
+
+def robust_at(entry: Entry, eps_str: str = HEADLINE_EPS) -> tuple[AttackColumn, Acc] | None:
+    """A card's robust accuracy at ``eps_str`` (L-inf, honest protocol): the per-example worst case
+    over every attack run at that budget, as the attack summary stores it (``worst-case`` rows);
+    None when no attack ran there."""
+    for column, acc in worst_case(entry, attack_columns([entry])):
+        if column.norm == "linf" and column.eps_str == eps_str and column.protocol == "honest":
+            return column, acc
+    return None
+
+
+# How the leaderboard names the attack families a worst case covers, strongest first.
+ATTACK_NAMES = {"autoattack-standard": "AutoAttack", "autoattack-custom:apgd-ce+apgd-t": "APGD-CE+T", "pgd": "PGD",
+                "autoattack-custom:square": "Square", "fgsm": "FGSM", "noise": "noise"}
+
+
+def attack_families(labels: list[str]) -> list[str]:
+    """The attacks a worst case covers (its stored labels, e.g. ``pgd 4/255 (100 steps, 2 restarts)
+    [rescaler-off]``) as family names, strongest first, each once (other attacks by their stored
+    name, after those)."""
+    found = {label.split()[0] for label in labels if label.split()}
+    order = list(ATTACK_NAMES)
+    ranked = sorted(found, key=lambda a: (order.index(a) if a in order else len(order), a))
+    return [ATTACK_NAMES.get(a, a) for a in ranked]
 
 
 def verdict_text(entry: Entry) -> str:
@@ -345,8 +379,18 @@ def robustbench_json(entry: Entry, columns: list[AttackColumn]) -> dict[str, Any
 # ----------------------------------------------------------------------------- seeds
 
 
-SEED_CARD = re.compile(r"^(?P<base>.+)\.s(?P<seed>\d+)$")
+# A seed card: ``<model>.s<seed>``, with the precision tag of a non-fp32 entry after it.
+SEED_CARD = re.compile(r"^(?P<base>.+)\.s(?P<seed>\d+)(?P<tag> \[[^\]]+\])?$")
 SEED_METRICS = ("clean", "corruption mean", "headline robust")
+
+
+def split_seed(model: str) -> tuple[str, int | None]:
+    """A card's model (architecture + dataset + training: the name without its seed suffix) and
+    seed; a name without a seed suffix is a model of its own (seed None)."""
+    match = SEED_CARD.match(model)
+    if match is None:
+        return model, None
+    return match["base"] + (match["tag"] or ""), int(match["seed"])
 
 
 @dataclass
@@ -358,13 +402,12 @@ class SeedStat:
 
     @property
     def mean(self) -> float:
-        return sum(self.values) / len(self.values)
+        return float(np.mean(self.values))
 
     @property
-    def spread(self) -> float:
-        """Sample standard deviation over the seeds."""
-        m = self.mean
-        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (len(self.values) - 1))
+    def spread(self) -> float | None:
+        """Sample standard deviation over the seeds (numpy, ddof=1); None for a single value."""
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else None
 
     @property
     def range(self) -> float:
@@ -374,6 +417,47 @@ class SeedStat:
     def sampling(self) -> float:
         """The mean half-width of the seeds' 95% Wilson intervals (the test set's sampling error)."""
         return sum(self.half_widths) / len(self.half_widths) if self.half_widths else 0.0
+
+
+def seed_stat(accs: list[Acc | float]) -> SeedStat:
+    values = [a.value if isinstance(a, Acc) else float(a) for a in accs]
+    halves = [(a.high - a.low) / 2 for a in accs if isinstance(a, Acc) and a.low is not None and a.high is not None]
+    return SeedStat(values, halves)
+
+
+@dataclass
+class ModelGroup:
+    """One model on one dataset (architecture + dataset + training): its seed cards
+    ``<name>.s<seed>`` in seed order, or the one card of a name without a seed suffix."""
+
+    name: str
+    dataset: str
+    cards: list[Entry]
+    seeds: list[int | None]
+
+    @property
+    def key(self) -> str:
+        """The model without its dataset (what a plot colours by): architecture + training."""
+        return self.name.replace(f".{self.dataset}", "", 1)
+
+    def stat(self, read: Any) -> SeedStat | None:
+        """``read(card)`` (an :class:`Acc`, a number or None) over the cards that have it."""
+        found = [value for value in (read(card) for card in self.cards) if value is not None]
+        return seed_stat(found) if found else None
+
+
+def model_groups(entries: list[Entry]) -> list[ModelGroup]:
+    """The entries grouped into models (cards that differ only in the seed suffix), by dataset
+    then name."""
+    grouped: dict[tuple[str, str], list[tuple[int | None, Entry]]] = {}
+    for entry in entries:
+        name, seed = split_seed(entry.model)
+        grouped.setdefault((entry.dataset, name), []).append((seed, entry))
+    groups = []
+    for (dataset, name), members in sorted(grouped.items()):
+        members.sort(key=lambda item: (item[0] is None, item[0] or 0, item[1].model))
+        groups.append(ModelGroup(name, dataset, [e for _, e in members], [s for s, _ in members]))
+    return groups
 
 
 @dataclass
@@ -386,39 +470,26 @@ class SeedGroup:
     metrics: dict[str, SeedStat]
 
 
-def _seed_metrics(entry: Entry) -> dict[str, Acc]:
-    found: dict[str, Acc] = {}
-    if entry.clean is not None:
-        found["clean"] = entry.clean
-    if entry.corruption_mean is not None:
-        found["corruption mean"] = entry.corruption_mean
-    headline = headline_attack(entry, attack_columns([entry]))
-    if headline is not None:
-        found["headline robust"] = headline[1]
-    return found
+SEED_READERS = {
+    "clean": lambda e: e.clean,
+    "corruption mean": lambda e: e.corruption_mean,
+    "headline robust": lambda e: None if robust_at(e) is None else robust_at(e)[1],
+}
 
 
 def seed_groups(entries: list[Entry]) -> list[SeedGroup]:
-    """Entries named ``<base>.s<seed>`` grouped by base and dataset (two seeds or more). A metric
-    counts only where every seed of the group has it."""
-    grouped: dict[tuple[str, str], list[tuple[int, Entry]]] = {}
-    for entry in entries:
-        match = SEED_CARD.match(entry.model)
-        if match:
-            grouped.setdefault((entry.dataset, match["base"]), []).append((int(match["seed"]), entry))
+    """The models with two seed cards or more. A metric counts only where every seed has it."""
     groups = []
-    for (dataset, base), members in sorted(grouped.items()):
-        if len(members) < 2:
+    for group in model_groups(entries):
+        seeds = [s for s in group.seeds if s is not None]
+        if len(seeds) < 2 or len(seeds) != len(group.cards):
             continue
-        members.sort(key=lambda item: item[0])
-        per_seed = [_seed_metrics(entry) for _, entry in members]
         metrics = {}
         for name in SEED_METRICS:
-            accs = [found[name] for found in per_seed if name in found]
-            if len(accs) == len(members):
-                halves = [(a.high - a.low) / 2 for a in accs if a.low is not None and a.high is not None]
-                metrics[name] = SeedStat([a.value for a in accs], halves)
-        groups.append(SeedGroup(base, dataset, [seed for seed, _ in members], metrics))
+            stat = group.stat(SEED_READERS[name])
+            if stat is not None and len(stat.values) == len(group.cards):
+                metrics[name] = stat
+        groups.append(SeedGroup(group.name, group.dataset, seeds, metrics))
     return groups
 
 
@@ -443,33 +514,3 @@ def seed_differences(groups: list[SeedGroup]) -> pd.DataFrame:
                     rows.append({"dataset": first.dataset, "first": first.base, "second": second.base,
                                  "metric": name, "gap": a.mean - b.mean, "beyond_noise": beyond_noise(a, b)})
     return pd.DataFrame(rows, columns=["dataset", "first", "second", "metric", "gap", "beyond_noise"])
-
-
-def seed_markdown(entries: list[Entry]) -> str:
-    """The seed section of the leaderboard: mean +- spread per model, and which gaps are beyond noise
-    (empty when no model has two seed cards or more)."""
-    groups = seed_groups(entries)
-    if not groups:
-        return ""
-    lines = ["### Across seeds\n",
-             "Models with several seed cards (`NAME.s0`, `NAME.s1`, ...): mean over the seeds +- their "
-             "standard deviation, the seed range (max - min) and the mean 95% sampling half-width, in "
-             "points. A gap between two models is **beyond noise** when it is larger than both models' "
-             "seed ranges and both sampling half-widths.\n",
-             "| model | dataset | seeds | " + " | ".join(SEED_METRICS) + " |",
-             "|---|---|---|" + "---|" * len(SEED_METRICS)]
-    for group in groups:
-        cells = []
-        for name in SEED_METRICS:
-            stat = group.metrics.get(name)
-            cells.append("-" if stat is None else f"{100 * stat.mean:.1f} +- {100 * stat.spread:.1f} "
-                         f"(range {100 * stat.range:.1f}, sampling {100 * stat.sampling:.1f})")
-        lines.append(f"| {group.base} | {group.dataset} | {', '.join(map(str, group.seeds))} | " + " | ".join(cells)
-                     + " |")
-    differences = seed_differences(groups)
-    if not differences.empty:
-        lines += ["", "| models | dataset | metric | gap (points) | beyond noise |", "|---|---|---|---|---|"]
-        for row in differences.itertuples():
-            lines.append(f"| {row.first} - {row.second} | {row.dataset} | {row.metric} | {100 * row.gap:+.1f} | "
-                         f"{'**yes**' if row.beyond_noise else 'no'} |")
-    return "\n".join(lines) + "\n"

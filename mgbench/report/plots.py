@@ -1,104 +1,220 @@
-"""Leaderboard plots (matplotlib's object API: no pyplot state, any backend untouched)."""
+"""Leaderboard plots (matplotlib's object API: no pyplot state, any backend untouched).
+
+Every plot draws models, not cards: one colour per model (architecture + training, the card name
+without dataset and seed), its seed cards as a band (curves) or as small markers around the mean
+(points). Each plot function returns the figure and a note for its caption naming the models it
+could not draw (no numbers stored); a plot with nothing to draw says so on its axes."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any, Callable
 
 import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
-from mgbench.report.leaderboard import Entry, attack_columns
-from mgbench.report.tables import attack_rank
+from mgbench.report.leaderboard import (
+    HEADLINE_EPS,
+    Entry,
+    ModelGroup,
+    attack_columns,
+    attack_families,
+    model_groups,
+    robust_at,
+    worst_case,
+)
+
+# tab10, then the lighter halves of tab20: 20 colours, none repeated.
+PALETTE = [matplotlib.colors.to_hex(c) for c in colormaps["tab10"].colors] + \
+    [matplotlib.colors.to_hex(c) for c in colormaps["tab20"].colors[1::2]]
 
 
-def _name(entry: Entry) -> str:
-    """A model's legend name; unreliable robustness is marked in every plot."""
-    return f"{entry.model} (unreliable)" if entry.unreliable else entry.model
+def colours(groups: list[ModelGroup]) -> dict[str, str]:
+    """One colour per model key (architecture + training), in name order; more models than the
+    palette holds is an error, never a repeated colour."""
+    keys = sorted({g.key for g in groups})
+    if len(keys) > len(PALETTE):
+        raise ValueError(f"{len(keys)} models in one plot, more than the {len(PALETTE)} distinct colours of the "
+                         "leaderboard's palette (mgbench.report.plots.PALETTE): extend it")
+    return dict(zip(keys, PALETTE))
 
 
-def accuracy_vs_compute(entries: list[Entry], dataset: str) -> Figure | None:
-    """Top-1 against GMACs; anytime models as a curve through their steps, clean (solid) and
-    under corruption (dashed). The legend sits beside the axes, never on the points."""
-    drawn = [e for e in entries if e.clean is not None and e.gmacs is not None]
-    if not drawn:
-        return None
-    fig = Figure(figsize=(8, 4.2), layout="constrained")
-    ax = fig.add_subplot()
-    for index, e in enumerate(drawn):
-        colour = f"C{index % 10}"
-        if e.anytime and len(e.clean_steps) == len(e.gmacs_steps):
-            ax.plot(e.gmacs_steps, [100 * v for v in e.clean_steps], "o-", color=colour, label=f"{_name(e)}, clean")
-            for t, (x, y) in enumerate(zip(e.gmacs_steps, e.clean_steps)):
-                ax.annotate(str(t + 1), (x, 100 * y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        else:
-            ax.plot([e.gmacs], [100 * e.clean.value], "o", color=colour, label=f"{_name(e)}, clean")
-        if e.anytime and len(e.corruption_steps) == len(e.gmacs_steps):
-            ax.plot(e.gmacs_steps, [100 * v for v in e.corruption_steps], "s--", color=colour,
-                    label=f"{_name(e)}, corruptions")
-        elif e.corruption_mean is not None:
-            ax.plot([e.gmacs], [100 * e.corruption_mean.value], "s", color=colour, mfc="none",
-                    label=f"{_name(e)}, corruptions")
-    ax.set_xlabel("GMACs per image (fvcore)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.grid(alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize=7, frameon=False)
-    return fig
+def _name(group: ModelGroup) -> str:
+    """A model's legend name; unreliable robustness (any seed) is marked in every plot."""
+    seeds = f" ({len(group.cards)} seeds)" if len(group.cards) > 1 else ""
+    return group.name + seeds + (" (unreliable)" if any(c.unreliable for c in group.cards) else "")
 
 
-def robust_vs_eps(entries: list[Entry], dataset: str) -> Figure | None:
-    """Robust accuracy against eps, one panel per attack (honest protocol, default variant), all
-    panels on one log eps axis spanning every budget (so an attack run at one eps is a point, not
-    a zoomed axis); unreliable models dotted and named so."""
-    columns = [c for c in attack_columns(entries)
-               if c.protocol == "honest" and c.variant == "default" and c.attack not in ("verdict",)]
-    attacks = sorted({(c.attack, c.norm) for c in columns}, key=lambda a: (a[1], attack_rank(a[0]), a[0]))
-    if not attacks:
-        return None
-    fig = Figure(figsize=(2.6 * len(attacks) + 2.2, 3.4), layout="constrained")
-    axes = fig.subplots(1, len(attacks), squeeze=False, sharey=True)[0]
-    for ax, (attack, norm) in zip(axes, attacks):
-        mine = sorted((c for c in columns if c.attack == attack and c.norm == norm), key=lambda c: c.eps)
-        everywhere = sorted({(c.eps, c.eps_str) for c in columns if c.norm == norm})
-        for index, e in enumerate(entries):
-            points = [(c.eps, e.robust[c].value) for c in mine if c in e.robust]
-            if points:
-                xs, ys = zip(*points)
-                ax.plot(xs, [100 * y for y in ys], "o" + (":" if e.unreliable else "-"), color=f"C{index % 10}",
-                        label=_name(e))
-        # Budgets usually double (1, 2, 4, 8/255): a log axis spaces them evenly.
-        ax.set_xscale("log", base=2)
-        ax.set_xlim(everywhere[0][0] / 1.5, everywhere[-1][0] * 1.5)
-        ax.set_xticks([eps for eps, _ in everywhere], [text for _, text in everywhere], fontsize=7)
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_title(f"{attack} ({norm})", fontsize=9)
-        ax.set_xlabel("eps")
-        ax.set_ylim(0, 100)
+def _empty(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="#555", wrap=True)
+
+
+def _missing(groups: list[ModelGroup], drawn: set[str], what: str) -> str:
+    left = [g.name for g in groups if g.name not in drawn]
+    if left and not drawn:
+        return f" No {what} stored yet."
+    return f" Not drawn, no {what} stored: {', '.join(left)}." if left else ""
+
+
+# The panels of the compute plot: (title, final value of a card, its values after each step).
+def _robust_value(e: Entry) -> float | None:
+    found = robust_at(e)
+    return None if found is None else found[1].value
+
+
+def _robust_steps(e: Entry) -> list[float]:
+    found = robust_at(e)
+    return [] if found is None else e.robust_steps.get(found[0], [])
+
+
+PANELS: list[tuple[str, str, Callable[[Entry], float | None], Callable[[Entry], list[float]]]] = [
+    ("clean", "clean", lambda e: e.clean.value if e.clean else None, lambda e: e.clean_steps),
+    ("corruptions (mean)", "corruption", lambda e: e.corruption_mean.value if e.corruption_mean else None,
+     lambda e: e.corruption_steps),
+    (f"robust at {HEADLINE_EPS} (worst case)", "robust", _robust_value, _robust_steps),
+]
+
+
+def _draw_model(ax: Axes, group: ModelGroup, colour: str, final: Callable[[Entry], float | None],
+                steps: Callable[[Entry], list[float]]) -> bool:
+    """One model in one panel: a curve through the glimpses (mean over the seeds, band from the
+    lowest to the highest seed) when every seed has a value per step, else a point at the final
+    compute (mean, each seed a small marker). False when no card has the number."""
+    cards = [c for c in group.cards if final(c) is not None and c.gmacs is not None]
+    if not cards:
+        return False
+    curves = [steps(c) for c in cards]
+    gmacs = cards[0].gmacs_steps
+    if len(gmacs) > 1 and all(len(curve) == len(gmacs) for curve in curves):
+        values = 100 * np.array(curves)
+        ax.plot(gmacs, values.mean(axis=0), "o-", color=colour, markersize=3.5, linewidth=1.4)
+        if len(cards) > 1:
+            ax.fill_between(gmacs, values.min(axis=0), values.max(axis=0), color=colour, alpha=0.2, linewidth=0)
+        return True
+    xs = [c.gmacs for c in cards]
+    ys = [100 * final(c) for c in cards]
+    if len(cards) > 1:
+        ax.plot(xs, ys, "_", color=colour, markersize=7, alpha=0.8)
+    ax.plot([float(np.mean(xs))], [float(np.mean(ys))], "D", color=colour, markersize=5)
+    return True
+
+
+def accuracy_vs_compute(entries: list[Entry], dataset: str) -> tuple[Figure, str]:
+    """Top-1 against cumulative GMACs per glimpse, one panel each for clean, the corruption mean
+    and the worst case at the headline eps; anytime models as curves, others as points."""
+    groups = model_groups(entries)
+    palette = colours(groups)
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    axes = fig.subplots(1, len(PANELS), sharex=True, sharey=True)
+    notes = []
+    for ax, (title, what, final, steps) in zip(axes, PANELS):
+        drawn = {g.name for g in groups if _draw_model(ax, g, palette[g.key], final, steps)}
+        if not drawn:
+            _empty(ax, f"no {what} results\nin the store")
+        notes.append(_missing(groups, drawn, f"{what} results").replace(" Not drawn", f" {title}: not drawn")
+                     .replace(" No ", f" {title}: no "))
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("GMACs per image, cumulative (fvcore)", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("robust top-1 (%)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    seen = dict(zip(labels, handles))
-    for ax in axes[1:]:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(label, handle)
-    fig.legend(list(seen.values()), list(seen), loc="outside right upper", fontsize=7, frameon=False)
-    return fig
+    axes[0].set_ylabel("top-1 accuracy (%)", fontsize=8)
+    _legend(fig, groups, palette)
+    return fig, "".join(notes)
 
 
-def corruption_heatmaps(entries: list[Entry]) -> Figure | None:
-    """Top-1 % per corruption x severity, one panel per model side by side."""
-    drawn = [e for e in entries if e.corruption_grid]
-    if not drawn:
+def _legend(fig: Figure, groups: list[ModelGroup], palette: dict[str, str],
+            extra: list[tuple[Any, str]] | None = None) -> None:
+    handles = [Line2D([], [], color=palette[g.key], marker="o", linewidth=1.4, markersize=4) for g in groups]
+    labels = [_name(g) for g in groups]
+    for handle, label in extra or []:
+        handles.append(handle)
+        labels.append(label)
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(handles)), fontsize=7,
+                   frameon=False)
+
+
+# The marker of a worst case's strongest attack family.
+MARKERS = {"AutoAttack": "s", "APGD-CE+T": "o", "PGD": "^", "Square": "P", "FGSM": "v", "noise": "x"}
+
+
+def robust_vs_eps(entries: list[Entry], dataset: str) -> tuple[Figure, str]:
+    """Robust top-1 (the per-example worst case, L-inf, honest protocol) against eps: one line per
+    model through the mean over its seeds, a band from the lowest to the highest seed, the marker
+    the strongest attack every seed's worst case covers at that eps."""
+    groups = model_groups(entries)
+    palette = colours(groups)
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    budgets: dict[float, str] = {}
+    drawn, used = set(), set()
+    for group in groups:
+        points: dict[float, list[tuple[float, list[str]]]] = {}
+        for card in group.cards:
+            for column, acc in worst_case(card, attack_columns([card])):
+                if column.norm == "linf" and column.protocol == "honest" and column.variant == "default":
+                    budgets[column.eps] = column.eps_str
+                    points.setdefault(column.eps, []).append(
+                        (acc.value, attack_families(card.robust_attacks.get(column, []))))
+        if not points:
+            continue
+        drawn.add(group.name)
+        eps = sorted(points)
+        values = [[100 * v for v, _ in points[e]] for e in eps]
+        colour = palette[group.key]
+        ax.plot(eps, [np.mean(v) for v in values], "-", color=colour, linewidth=1.4)
+        if len(group.cards) > 1:
+            ax.fill_between(eps, [min(v) for v in values], [max(v) for v in values], color=colour, alpha=0.2,
+                            linewidth=0)
+        for e, v in zip(eps, values):
+            common = [f for f in MARKERS if all(f in families for _, families in points[e])]
+            family = common[0] if common else "noise"
+            used.add(family)
+            ax.plot([e], [np.mean(v)], MARKERS.get(family, "o"), color=colour, markersize=5)
+    if budgets:
+        ax.set_xscale("log", base=2)  # budgets usually double (1, 2, 4, 8/255)
+        ax.set_xlim(min(budgets) / 1.5, max(budgets) * 1.5)
+        ax.set_xticks(sorted(budgets), [budgets[e] for e in sorted(budgets)], fontsize=7)
+        ax.xaxis.set_minor_locator(NullLocator())
+    else:
+        ax.set_xticks([])
+        _empty(ax, "no robust results in the store yet:\nrun the attacks suite (`mgbench run --suite attacks`)")
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("eps (L-inf)", fontsize=8)
+    ax.set_ylabel("robust top-1 (%), worst case", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    markers = [(Line2D([], [], color="#444", marker=MARKERS[f], linestyle="none", markersize=5), f"marker: {f}")
+               for f in MARKERS if f in used]
+    _legend(fig, [g for g in groups if g.name in drawn], palette, markers)
+    return fig, _missing(groups, drawn, "robust results")
+
+
+def corruption_heatmaps(entries: list[Entry]) -> tuple[Figure, str] | None:
+    """Top-1 % per corruption x severity, one panel per model (the mean over its seed cards)."""
+    groups = [g for g in model_groups(entries) if any(c.corruption_grid for c in g.cards)]
+    if not groups:
         return None
-    corruptions = sorted({c for e in drawn for c, _ in e.corruption_grid})
-    severities = sorted({s for e in drawn for _, s in e.corruption_grid})
-    fig = Figure(figsize=(0.35 * len(severities) * len(drawn) + 2.4, 0.24 * len(corruptions) + 1.4),
+    corruptions = sorted({c for g in groups for e in g.cards for c, _ in e.corruption_grid})
+    severities = sorted({s for g in groups for e in g.cards for _, s in e.corruption_grid})
+    fig = Figure(figsize=(0.35 * len(severities) * len(groups) + 2.4, 0.24 * len(corruptions) + 1.6),
                  layout="constrained")
-    axes = fig.subplots(1, len(drawn), squeeze=False, sharey=True)[0]
+    axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)[0]
     image = None
-    for ax, entry in zip(axes, drawn):
-        grid = [[100 * entry.corruption_grid.get((c, s), float("nan")) for s in severities] for c in corruptions]
+    for ax, group in zip(axes, groups):
+        grid = []
+        for c in corruptions:
+            row = []
+            for s in severities:
+                found = [100 * e.corruption_grid[(c, s)] for e in group.cards if (c, s) in e.corruption_grid]
+                row.append(float(np.mean(found)) if found else float("nan"))
+            grid.append(row)
         image = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(severities)), [str(s) for s in severities], fontsize=7)
         ax.set_yticks(range(len(corruptions)), corruptions, fontsize=7)
@@ -108,11 +224,9 @@ def corruption_heatmaps(entries: list[Entry]) -> Figure | None:
                     ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=5.5,
                             color="white" if value < 50 else "black")
         ax.set_xlabel("severity", fontsize=7)
-        ax.set_title(_name(entry).replace(" (", "\n("), fontsize=7)
+        ax.set_title(_name(group).replace(" (", "\n("), fontsize=7)
     fig.colorbar(image, ax=list(axes), label="top-1 %", shrink=0.8)
-    return fig
-
-
+    return fig, ""
 # Same figure, same bytes: no dates, no random ids, no version strings; SVG text stays text
 # (smaller than glyph outlines, and searchable on the page).
 _STABLE_RC = {"svg.hashsalt": "mgbench", "svg.fonttype": "none"}

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from mgbench.attacks.variants import DEFAULT, TRANSFER_PREFIX
-from mgbench.report.leaderboard import Acc, AttackColumn, Entry, attack_columns, headline_attack, verdict_text
-from mgbench.report.tables import attack_rank
+from mgbench.report.leaderboard import (
+    HEADLINE_EPS,
+    SEED_METRICS,
+    Acc,
+    AttackColumn,
+    Entry,
+    ModelGroup,
+    attack_columns,
+    attack_families,
+    model_groups,
+    robust_at,
+    seed_differences,
+    seed_groups,
+    verdict_text,
+)
+from mgbench.report.tables import attack_rank, verdict_word
 
 
 @dataclass
@@ -26,6 +41,10 @@ class Table:
     rows: list[list[Cell]]
     kind: str = "detail"  # "headline": the one table that must fit a laptop screen
     anchor: str = ""  # the plots that follow this table (build.py): headline, attacks, corruptions
+    # Rows shown beneath each row in the HTML page, folded (a model's seed cards); empty: none.
+    children: list[list[list[Cell]]] = field(default_factory=list)
+    html: bool = True  # False: markdown only (the HTML page shows these rows folded elsewhere)
+    legend: str = ""  # what each column means: after the note in markdown, folded in the HTML page
 
 
 def _acc_cell(acc: Acc | None, ci: bool = False) -> Cell:
@@ -47,36 +66,219 @@ def _attack_name(column: AttackColumn) -> str:
     return "AutoAttack" if column.attack == "autoattack-standard" else column.attack
 
 
-def headline_table(dataset: str, entries: list[Entry], columns: list[AttackColumn]) -> Table:
-    """One row per model, the numbers a reader compares first; details follow in their own tables."""
-    rows = []
-    for e in entries:
-        headline = headline_attack(e, columns)
-        robust = ([_acc_cell(headline[1]), Cell(f"{_attack_name(headline[0])} {headline[0].eps_str}"),
-                   _num(headline[1].n, "d")] if headline else [Cell("-"), Cell("-"), Cell("-")])
-        rows.append([
-            Cell(e.model),
-            _acc_cell(e.clean),
-            _acc_cell(e.corruption_mean),
-            _num(None if e.mce is None else 100 * e.mce, ".1f"),
-            *robust,
-            _verdict_cell(e),
-            _num(e.gmacs, ".4f"),
-            _num(None if e.params is None else e.params / 1e6, ".2f"),
-        ])
+# ----------------------------------------------------------------------------- the headline columns
+
+
+def _seed_label(group: ModelGroup, card: Entry) -> str:
+    seed = group.seeds[group.cards.index(card)]
+    return card.model if seed is None else f"s{seed}"
+
+
+def _mean_cell(group: ModelGroup, read: Callable[[Entry], Any], scale: float, fmt: str) -> Cell:
+    """Mean +- sample sd (numpy, ddof=1) over the cards that have the number; one card: its number.
+    Marked * when some of the model's cards lack it."""
+    stat = group.stat(read)
+    if stat is None:
+        return Cell("-", None)
+    text = format(scale * stat.mean, fmt)
+    if stat.spread is not None:
+        text += f" ± {format(scale * stat.spread, fmt)}"
+    having = [_seed_label(group, card) for card in group.cards if read(card) is not None]
+    if len(having) < len(group.cards):
+        text += "*"
+    values = ", ".join(f"{_seed_label(group, card)} {format(scale * _value(read(card)), fmt)}"
+                       for card in group.cards if read(card) is not None)
+    hint = ("mean ± sd over " if stat.spread is not None else "") + values
+    return Cell(text, stat.mean, hint)
+
+
+def _value(found: Acc | float) -> float:
+    return found.value if isinstance(found, Acc) else float(found)
+
+
+def _robust(entry: Entry) -> Acc | None:
+    found = robust_at(entry)
+    return None if found is None else found[1]
+
+
+def _robust_attack(entry: Entry) -> tuple[str, str] | None:
+    """The attacks a card's headline worst case covers: (short text, every family)."""
+    found = robust_at(entry)
+    if found is None:
+        return None
+    families = attack_families(entry.robust_attacks.get(found[0], []))
+    if not families:
+        return "worst case", "per-example worst case"
+    extra = f" +{len(families) - 1}" if len(families) > 1 else ""
+    return families[0] + extra, "per-example worst case over " + ", ".join(families)
+
+
+def _distinct(group: ModelGroup, read: Callable[[Entry], Any], show: Callable[[Any], str]) -> Cell:
+    """A text column of a model: its cards' values, each distinct one once (seed order)."""
+    texts = []
+    for card in group.cards:
+        value = read(card)
+        if value is not None and show(value) not in texts:
+            texts.append(show(value))
+    if not texts:
+        return Cell("-", None)
+    hint = "; ".join(f"{_seed_label(group, card)}: {show(read(card))}" for card in group.cards
+                     if read(card) is not None) if len(texts) > 1 else ""
+    return Cell(" / ".join(texts), hint=hint)
+
+
+def _group_verdict(group: ModelGroup) -> Cell:
+    """The worst verdict over the seeds: unreliable when any seed is; reliable when every checked
+    seed is, saying how many were checked when not all."""
+    checked = [card for card in group.cards if card.unreliable is not None]
+    if any(card.unreliable for card in checked):
+        bad = [_seed_label(group, card) for card in checked if card.unreliable]
+        return Cell("unreliable", hint="unreliable: " + ", ".join(bad), tone="bad")
+    if not checked:
+        return Cell(verdict_word(None))
+    if len(checked) < len(group.cards):
+        return Cell(f"{verdict_word(False)} ({len(checked)} of {len(group.cards)} checked)",
+                    hint="checked: " + ", ".join(_seed_label(group, card) for card in checked))
+    return Cell(verdict_word(False))
+
+
+@dataclass(frozen=True)
+class Column:
+    """One headline column: its header, how a card's cell is made from the card's entry (what
+    :func:`collect` read from the store) and how a model's cell is made from its cards."""
+
+    name: str
+    card: Callable[[Entry], Cell]
+    model: Callable[[ModelGroup], Cell]
+
+
+def _pct_column(name: str, read: Callable[[Entry], Acc | None]) -> Column:
+    return Column(name, lambda e: _acc_cell(read(e)), lambda g: _mean_cell(g, read, 100, ".1f"))
+
+
+def _number_column(name: str, read: Callable[[Entry], float | None], scale: float, fmt: str) -> Column:
+    def card(e: Entry) -> Cell:
+        value = read(e)
+        return _num(None if value is None else scale * value, fmt)
+    return Column(name, card, lambda g: _mean_cell(g, read, scale, fmt))
+
+
+def _same_column(name: str, read: Callable[[Entry], float | None], scale: float, fmt: str) -> Column:
+    """A property of the architecture (GMACs, parameters): the same on every seed, shown once."""
+    def show(value: float) -> str:
+        return format(scale * value, fmt)
+
+    def model(g: ModelGroup) -> Cell:
+        cell = _distinct(g, read, show)
+        values = [read(card) for card in g.cards if read(card) is not None]
+        return Cell(cell.text, scale * values[0] if len(set(values)) == 1 else cell.sort, cell.hint)
+    return Column(name, lambda e: _num(None if read(e) is None else scale * read(e), fmt), model)
+
+
+def _attack_cell(entry: Entry) -> Cell:
+    found = _robust_attack(entry)
+    return Cell("-") if found is None else Cell(found[0], hint=found[1])
+
+
+def _n(entry: Entry) -> int | None:
+    acc = _robust(entry)
+    return None if acc is None else acc.n
+
+
+HEADLINE_COLUMNS = (
+    _pct_column("clean", lambda e: e.clean),
+    _pct_column("corruptions", lambda e: e.corruption_mean),
+    _number_column("mCE", lambda e: e.mce, 100, ".1f"),
+    _pct_column(f"robust {HEADLINE_EPS}", _robust),
+    Column("attack", _attack_cell, lambda g: _distinct(g, lambda e: _robust_attack(e), lambda a: a[0])),
+    Column("n", lambda e: _num(_n(e), "d"), lambda g: _distinct(g, _n, str)),
+    Column("verdict", _verdict_cell, _group_verdict),
+    _same_column("GMACs", lambda e: e.gmacs, 1, ".4f"),
+    _same_column("params (M)", lambda e: e.params, 1e-6, ".2f"),
+)
+
+
+def _best_first(group: ModelGroup) -> tuple[float, float, str]:
+    """Models in the order a reader compares them: robust accuracy at the headline eps (mean over
+    seeds), then clean accuracy, both highest first; models without a number after those with."""
+    robust, clean = group.stat(_robust), group.stat(lambda e: e.clean)
+    return (-robust.mean if robust else 1.0, -clean.mean if clean else 1.0, group.name)
+
+
+def _headline_note(entries: list[Entry]) -> str:
     normalisers = sorted({e.mce_normaliser for e in entries if e.mce_normaliser})
     corruption_sets = sorted({e.corruption_set for e in entries if e.corruption_set})
-    return Table(
-        f"{dataset}: headline",
+    return (
         "Top-1 accuracy in % (hover for the 95% Wilson interval and n). corruptions: mean top-1 over the cells of "
         "one corruption set x severities (" + (", ".join(corruption_sets) or "-") + "; common preferred, "
         "\"partial\" when not a named set); mCE normalised by " + (", ".join(normalisers) or "-") + " on the "
-        "same data. robust: AutoAttack (standard version unless named) at the largest eps it ran at, on n images. "
-        "verdict: the gradient-masking checks (reliable / unreliable, reasons below). GMACs: fvcore, 1 "
-        "multiply-add = 1 FLOP, after the last step.",
-        ["model", "clean", "corruptions", "mCE", "robust", "attack", "n", "verdict", "GMACs", "params (M)"],
-        rows, kind="headline", anchor="headline",
+        f"same data. robust {HEADLINE_EPS}: the per-example worst case over every attack run at L-inf "
+        f"{HEADLINE_EPS} (attack: the strongest one it covers, +k more, hover for all), on n images. verdict: the "
+        "gradient-masking checks (reliable / unreliable, reasons below). GMACs: fvcore, 1 multiply-add = 1 FLOP, "
+        "after the last step."
     )
+
+
+def headline_tables(dataset: str, entries: list[Entry]) -> list[Table]:
+    """The headline: one row per model (its seed cards folded beneath it in the HTML page), best
+    first, mean ± sd over the seeds; then one row per card (the markdown's per-card table)."""
+    groups = sorted(model_groups(entries), key=_best_first)
+    headers = ["model", *[c.name for c in HEADLINE_COLUMNS]]
+    rows, children = [], []
+    for group in groups:
+        rows.append([Cell(group.name), *[c.model(group) for c in HEADLINE_COLUMNS]])
+        seeded = len(group.cards) > 1
+        children.append([[Cell(card.model), *[c.card(card) for c in HEADLINE_COLUMNS]] for card in group.cards]
+                        if seeded else [])
+    per_model = Table(
+        f"{dataset}: headline",
+        "One row per model (architecture + dataset + training), best first: by robust accuracy at "
+        f"{HEADLINE_EPS}, then clean. Top-1 %: the mean ± standard deviation over a model's seed cards (NAME.s0, "
+        "NAME.s1, ...; * when some seeds lack the number), one number for a single card; the verdict is the worst "
+        "of any seed. Open a model's name for its seeds; hover a number for every seed's value.",
+        headers, rows, kind="headline", children=children, legend=_headline_note(entries),
+    )
+    per_card = Table(
+        f"{dataset}: every card", "One row per card (each seed of a model on its own), by name.",
+        ["card", *[c.name for c in HEADLINE_COLUMNS]],
+        [[Cell(e.model), *[c.card(e) for c in HEADLINE_COLUMNS]] for e in entries], kind="cards", html=False,
+        legend="The columns as in the headline above.",
+        anchor="headline",  # the plots follow the headline tables (in the page: the per-model one)
+    )
+    return [per_model, per_card]
+
+
+def seed_tables(dataset: str, entries: list[Entry]) -> list[Table]:
+    """Across seeds: each model's spread and sampling error per metric, and which gaps between
+    models are beyond that noise (nothing when no model has two seed cards)."""
+    groups = seed_groups(entries)
+    if not groups:
+        return []
+    rows = []
+    for group in groups:
+        for name in SEED_METRICS:
+            stat = group.metrics.get(name)
+            if stat is not None:
+                rows.append([Cell(group.base), Cell(", ".join(map(str, group.seeds))), Cell(name),
+                             _num(100 * stat.mean, ".1f"), _num(100 * (stat.spread or 0.0), ".1f"),
+                             _num(100 * stat.range, ".1f"), _num(100 * stat.sampling, ".1f")])
+    tables = [Table(
+        f"{dataset}: across seeds",
+        "Models with several seed cards: per metric (headline robust: the worst case at "
+        f"{HEADLINE_EPS}), the mean over the seeds, their standard deviation, the seed range (max - min) and the "
+        "mean 95% sampling half-width, in points. A metric is listed where every seed has it.",
+        ["model", "seeds", "metric", "mean", "sd", "range", "sampling"], rows)]
+    differences = seed_differences(groups)
+    if not differences.empty:
+        tables.append(Table(
+            f"{dataset}: gaps between models",
+            "A gap between two models is beyond noise when it is larger than both models' seed ranges and both "
+            "sampling half-widths.",
+            ["models", "metric", "gap (points)", "beyond noise"],
+            [[Cell(f"{row.first} - {row.second}"), Cell(str(row.metric)), _num(100 * row.gap, "+.1f"),
+              Cell("yes" if row.beyond_noise else "no", tone="good" if row.beyond_noise else "")]
+             for row in differences.itertuples()]))
+    return tables
 
 
 # The attack tables: (title, note, which columns belong).
@@ -150,10 +352,10 @@ def corruption_table(dataset: str, entries: list[Entry]) -> Table | None:
 
 
 def dataset_tables(dataset: str, entries: list[Entry]) -> list[Table]:
-    """The tables of one dataset: the headline, then the details (attacks by kind, verdicts,
-    corruptions, the anytime curve)."""
+    """The tables of one dataset: the headline (per model, then per card), then the details
+    (attacks by kind, verdicts, corruptions, the anytime curve, across seeds)."""
     columns = attack_columns(entries)
-    tables = [headline_table(dataset, entries, columns), *attack_tables(dataset, entries, columns)]
+    tables = [*headline_tables(dataset, entries), *attack_tables(dataset, entries, columns)]
     tables += [t for t in (verdict_table(dataset, entries), corruption_table(dataset, entries)) if t is not None]
     anytime = [e for e in entries if e.anytime]
     if anytime:
@@ -171,32 +373,54 @@ def dataset_tables(dataset: str, entries: list[Entry]) -> list[Table]:
             ["model", "step", "GMACs (cumulative)", "clean top-1", "corruptions top-1"],
             rows,
         ))
-    return tables
+    return tables + seed_tables(dataset, entries)
 
 
 def markdown(table: Table) -> str:
     def escape(text: str) -> str:
         return text.replace("|", "\\|")
 
-    lines = [f"### {table.title}", "", table.note, "", "| " + " | ".join(map(escape, table.headers)) + " |",
+    notes = [table.note, "", table.legend, ""] if table.legend else [table.note, ""]
+    lines = [f"### {table.title}", "", *notes, "| " + " | ".join(map(escape, table.headers)) + " |",
              "|" + "|".join("---" for _ in table.headers) + "|"]
     lines += ["| " + " | ".join(escape(c.text) for c in row) + " |" for row in table.rows]
     return "\n".join(lines) + "\n"
 
 
+def _html_row(row: list[Cell], css: str = "", first: str | None = None) -> str:
+    cells = []
+    for index, cell in enumerate(row):
+        sort = cell.text if cell.sort is None else cell.sort
+        kind = "num" if isinstance(sort, (int, float)) else "text"
+        hint = f' title="{html.escape(cell.hint)}"' if cell.hint else ""
+        tone = f' class="{cell.tone}"' if cell.tone else ""
+        content = first if index == 0 and first is not None else html.escape(cell.text)
+        cells.append(f'<td data-sort="{html.escape(str(sort))}" data-kind="{kind}"{hint}{tone}>{content}</td>')
+    return f"<tr{css}>" + "".join(cells) + "</tr>"
+
+
 def html_table(table: Table, table_id: str) -> str:
+    """A sortable table; with children, each row is a ``tbody`` of its own whose first cell is a
+    ``details`` that unfolds the children rows beneath it (sorting moves them together)."""
     head = "".join(f'<th data-col="{i}">{html.escape(h)}</th>' for i, h in enumerate(table.headers))
-    body = []
-    for row in table.rows:
-        cells = []
-        for cell in row:
-            sort = cell.text if cell.sort is None else cell.sort
-            kind = "num" if isinstance(sort, (int, float)) else "text"
-            hint = f' title="{html.escape(cell.hint)}"' if cell.hint else ""
-            tone = f' class="{cell.tone}"' if cell.tone else ""
-            cells.append(f'<td data-sort="{html.escape(str(sort))}" data-kind="{kind}"{hint}{tone}>'
-                         f"{html.escape(cell.text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<h3>{html.escape(table.title)}</h3><p class="note">{html.escape(table.note)}</p>'
-            f'<div class="wide"><table class="sortable {table.kind}" id="{table_id}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+    grouped = any(table.children)
+    if grouped:
+        body = []
+        for row, children in zip(table.rows, table.children):
+            name = html.escape(row[0].text)
+            if children:
+                first = (f'<details><summary>{name}</summary><span class="seeds">{len(children)} cards '
+                         "below</span></details>")
+                body.append("<tbody>" + _html_row(row, first=first)
+                            + "".join(_html_row(child, ' class="seed"') for child in children) + "</tbody>")
+            else:
+                body.append("<tbody>" + _html_row(row) + "</tbody>")
+        tbody = "".join(body)
+    else:
+        tbody = "<tbody>" + "".join(_html_row(row) for row in table.rows) + "</tbody>"
+    kind = table.kind + (" grouped" if grouped else "")
+    legend = (f'<details class="note"><summary>What each column means</summary>{html.escape(table.legend)}</details>'
+              if table.legend else "")
+    return (f'<h3>{html.escape(table.title)}</h3><p class="note">{html.escape(table.note)}</p>{legend}'
+            f'<div class="wide"><table class="sortable {kind}" id="{table_id}"><thead><tr>{head}</tr></thead>'
+            f"{tbody}</table></div>")
