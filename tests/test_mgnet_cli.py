@@ -40,9 +40,10 @@ def _expand_blackout(table: dict[str, Any]) -> list[Blackout]:
 @pytest.fixture(autouse=True)
 def blackout_type() -> Iterator[None]:
     """Register the test condition type for this module's tests only."""
-    register_condition_type("test-blackout")(_expand_blackout)
+    register_condition_type("test-blackout", keys=("type", "copies"))(_expand_blackout)
     yield
     conditions._TYPES.pop("test-blackout")
+    conditions._KEYS.pop("test-blackout")
 
 
 def _numbers(line: str) -> list[float]:
