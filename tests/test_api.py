@@ -9,6 +9,8 @@ import pytest
 
 import mgbench
 
+pytestmark = pytest.mark.kernels  # the outcome rests on float arithmetic (tests/README.md)
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 

@@ -10,7 +10,7 @@ from attack_support import one_thread, write_factory  # noqa: F401
 
 from mgbench.store import Store
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kernels]
 
 
 @pytest.fixture(scope="module")

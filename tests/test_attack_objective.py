@@ -15,7 +15,7 @@ from mgbench.attacks.gradient import _ascent, _random_start, default_step_size, 
 from mgbench.models import forward_steps
 from mgbench.models.anytime import StepOutputs
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kernels]
 
 
 def test_the_default_objective_is_the_final_cross_entropy() -> None:

@@ -13,6 +13,8 @@ from mgbench.runner import RunOptions, evaluate
 from mgbench.store import Store
 from mgbench.suites import load_suite
 
+pytestmark = pytest.mark.kernels  # the outcome rests on float arithmetic (tests/README.md)
+
 DATA = DataSpec(limit=200)
 
 

@@ -18,7 +18,7 @@ from mgbench.runner import CellOutcome, RunOptions, evaluate
 from mgbench.store import Store
 from mgbench.suites import Suite
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kernels]
 
 
 def _digest(path: Path) -> str:

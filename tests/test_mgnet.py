@@ -16,7 +16,7 @@ from mgbench.models import create_model, forward_steps, list_architectures
 from mgbench.models.mgnet import MGNet, glimpse_boxes
 from mgbench.train.loop import LossModule
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kernels]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from mgbench.errors import InputError
 from mgbench.models import create_model, forward_steps, list_architectures, list_cards, load_model, num_steps
 from mgbench.models.layers import IMAGENET_MEAN, IMAGENET_STD
 
+pytestmark = pytest.mark.kernels  # the outcome rests on float arithmetic (tests/README.md)
+
 
 def test_torchvision_imports_beside_cpu_torch() -> None:
     """Either the compiled ops load (nothing declared) or the compat module declared the schemas."""

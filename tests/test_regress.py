@@ -14,6 +14,8 @@ import torch
 from mgbench.models import zoo_dir
 from mgbench.report.regress import compare, failed, margin
 
+pytestmark = pytest.mark.kernels  # the outcome rests on float arithmetic (tests/README.md)
+
 SUITE = """
 name = "regression"
 dataset = "digits"

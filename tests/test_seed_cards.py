@@ -12,6 +12,8 @@ import torch
 from mgbench.data import DataSpec, make_loader, open_dataset
 from mgbench.models import forward_steps, list_cards, load_model
 
+pytestmark = pytest.mark.kernels  # the outcome rests on float arithmetic (tests/README.md)
+
 # base -> (architecture, training method); the zoo holds seeds 0, 1 and 2 of each.
 BASES = {
     "resnet-tiny.digits": ("resnet-tiny", "standard"),

@@ -23,6 +23,8 @@ from mgbench.train.gwi import (
 )
 from mgbench.train.loop import LossModule, StepContext
 
+pytestmark = pytest.mark.kernels  # the outcome rests on float arithmetic (tests/README.md)
+
 
 def reference_kmeans(points: np.ndarray, init: list[int], max_iter: int = 50, tol: float = 1e-4):
     """One sample, written from the description in the reference document, loop by loop.

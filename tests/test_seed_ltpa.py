@@ -12,6 +12,8 @@ from mgbench.errors import InputError
 from mgbench.flops import profile
 from mgbench.models import create_model, forward_steps
 
+pytestmark = pytest.mark.kernels  # the outcome rests on float arithmetic (tests/README.md)
+
 
 def _tiny(**kwargs) -> torch.nn.Module:
     torch.manual_seed(0)

@@ -13,6 +13,8 @@ from mgbench.flops import profile
 from mgbench.models import create_model
 from mgbench.models.tdam import Searchlight, TopDownBlock
 
+pytestmark = pytest.mark.kernels  # the outcome rests on float arithmetic (tests/README.md)
+
 
 def _tiny(**kwargs) -> torch.nn.Module:
     torch.manual_seed(0)

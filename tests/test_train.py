@@ -13,6 +13,8 @@ from mgbench.errors import InputError
 from mgbench.models import load_model
 from mgbench.train import Recipe, train, write_card
 
+pytestmark = pytest.mark.kernels  # the outcome rests on float arithmetic (tests/README.md)
+
 RECIPE = Recipe("test", epochs=2, batch_size=64, lr=0.05, augmentation="digits")
 DATA = DataSpec(limit=384)
 

@@ -29,7 +29,7 @@ from mgbench.runner import RunOptions, evaluate
 from mgbench.store import Store
 from mgbench.suites import Suite
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kernels]
 
 
 @pytest.fixture(scope="module")
