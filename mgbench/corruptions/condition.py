@@ -351,7 +351,7 @@ def summarise(ctx: SummaryContext, settings: Settings) -> list[Summary]:
             notes.append(f"mCE undefined: the normaliser {settings.mce_baseline} lacks {len(missing)} of the set's "
                          f"{len(covered)} cells ({', '.join(f'{c} s{s}' for c, s in missing[:4])}"
                          f"{', ...' if len(missing) > 4 else ''}) with the same settings and data: "
-                         f"run this suite for {settings.mce_baseline} first")
+                         f"run this suite for {settings.mce_baseline} (its run adds the mCE here)")
         else:
             ce = metrics.corruption_errors(cells, base)
             clean = _clean(ctx, ctx.model["model"], ctx.model["weights"])
