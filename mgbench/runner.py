@@ -366,7 +366,7 @@ class _SuiteRun:
     def cells(self) -> list[CellOutcome]:
         """Condition by condition (so a model-free condition conditions each batch once for all
         models): every model's compute cell, its condition cells, then its summaries; last, the
-        stored summaries of other models that read these models' cells (:meth:`_dependents`).
+        stored summaries of other models that read the cells this run added (:meth:`_dependents`).
         Returns the outcomes of this run's models' cells only."""
         loaded, conditions = self.prepared.loaded, self.prepared.conditions
         with progress.task(f"suite {self.suite.name}: cell", total=len(loaded) * len(conditions)) as self.cell_task:
@@ -381,9 +381,10 @@ class _SuiteRun:
                 outcomes += self._summaries(item, outcomes)
                 item.module.cpu()
             summarised = {o.cell_key for outcomes in per_model for o in outcomes}
-            for item in loaded:
-                self.cell_task.update(status=f"summaries that read {item.name}")
-                self._dependents(item, summarised)
+            for item, outcomes in zip(loaded, per_model):
+                if any(o.computed and o.condition["type"] != "summary" for o in outcomes):
+                    self.cell_task.update(status=f"summaries that read {item.name}")
+                    self._dependents(item, summarised)
         return [outcome for outcomes in per_model for outcome in outcomes]
 
     def _skipped(self) -> None:

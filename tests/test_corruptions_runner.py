@@ -197,7 +197,7 @@ def test_the_order_of_a_model_and_its_mce_baseline_does_not_matter(tmp_path: Pat
                              "WHERE threat = 'corruption' AND metric = 'top1' AND severity = 1").fetchall()
         stored = dict(conn.execute("SELECT IFNULL(step, -1), value FROM results WHERE model = ? AND metric = 'mce'",
                                    (MGNET,)).fetchall())
-        finished = conn.execute("SELECT cell_key, finished_at FROM cells WHERE model = ? ORDER BY cell_key",
+        finished = conn.execute("SELECT rowid, cell_key, finished_at FROM cells WHERE model = ? ORDER BY cell_key",
                                 (MGNET,)).fetchall()
     accuracy = {(model, corruption, step): value for model, corruption, step, value in cells}
     corruptions = ("contrast", "fog")
@@ -219,10 +219,19 @@ def test_the_order_of_a_model_and_its_mce_baseline_does_not_matter(tmp_path: Pat
     for model in (MGNET, BASELINE):
         assert _summary_table(late, model) == _summary_table(early, model), model
 
-    # Rewritten only when the rows change: another run of the baseline touches none of mgnet's cells.
-    evaluate(suite, models=[BASELINE], data=data, store=late, options=options)
+    # Rewritten only when the rows change: a run that adds other cells of the baseline (severity 2)
+    # recomputes mgnet's summaries, to the same rows, and touches none of mgnet's cells (a rewrite
+    # is a new row of the cells table: a new rowid).
+    other = Suite.read(_suite(tmp_path, """
+        [[conditions]]
+        type = "corruption"
+        corruptions = "fog"
+        severities = [2]
+    """, name="other"))
+    added = evaluate(other, models=[BASELINE], data=data, store=late, options=options)
+    assert any(o.computed and _is_cell(o.condition) for o in added)
     with sqlite3.connect(late) as conn:
-        assert conn.execute("SELECT cell_key, finished_at FROM cells WHERE model = ? ORDER BY cell_key",
+        assert conn.execute("SELECT rowid, cell_key, finished_at FROM cells WHERE model = ? ORDER BY cell_key",
                             (MGNET,)).fetchall() == finished
 
 
