@@ -12,6 +12,8 @@ A type may also register a *summariser* (:func:`register_summary`, with a versio
 conditions'): after all cells of a model are stored, it reads them and returns derived results
 (mean corruption accuracy and mCE, gradient-masking verdicts), which the runner stores as cells
 of their own, keyed by model, data, run options and what the summary covers (never by suite).
+A summariser that also reads other models' cells (an mCE normaliser) says which through
+``depends_on``; a run of one of them recomputes those stored summaries.
 """
 
 from __future__ import annotations
@@ -161,15 +163,19 @@ Summariser = Callable[[SummaryContext], list[Summary]]
 # Rebuilds a summariser's condition tables from the condition keys of its stored summary cells
 # (what a merge has instead of the suite file).
 TablesFrom = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
-_SUMMARIES: dict[str, tuple[Summariser, int, TablesFrom]] = {}
+# The names of the other models whose stored cells a summary with this condition key reads (an
+# mCE normaliser): a run that adds cells of one of them recomputes the summary.
+DependsOn = Callable[[dict[str, Any]], set[str]]
+_SUMMARIES: dict[str, tuple[Summariser, int, TablesFrom, DependsOn | None]] = {}
 
 
-def register_summary(condition_type: str, version: int,
-                     tables_from: TablesFrom) -> Callable[[Summariser], Summariser]:
+def register_summary(condition_type: str, version: int, tables_from: TablesFrom,
+                     depends_on: DependsOn | None = None) -> Callable[[Summariser], Summariser]:
     """Register the summariser of a condition type; ``version`` enters its cells' keys (bump it
-    when a change moves the numbers); ``tables_from`` rebuilds its tables from stored summary keys."""
+    when a change moves the numbers); ``tables_from`` rebuilds its tables from stored summary keys;
+    ``depends_on`` (optional) names the other models a stored summary key reads cells of."""
     def decorate(summariser: Summariser) -> Summariser:
-        _SUMMARIES[condition_type] = (summariser, version, tables_from)
+        _SUMMARIES[condition_type] = (summariser, version, tables_from, depends_on)
         return summariser
 
     return decorate
@@ -186,6 +192,13 @@ def summary_version(condition_type: str) -> int:
 
 def summary_tables(condition_type: str, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return _SUMMARIES[condition_type][2](keys)
+
+
+def summary_depends_on(condition_type: str, key: dict[str, Any]) -> set[str]:
+    """The other models whose cells the stored summary with condition ``key`` reads (none when
+    its summariser reads only its own model's cells)."""
+    depends_on = _SUMMARIES[condition_type][3]
+    return depends_on(key) if depends_on is not None else set()
 
 
 # Condition types that live in their own packages register themselves when imported.

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 from mgbench.cellkey import CellKey
-from mgbench.conditions import SummaryContext, summariser, summary_tables, summary_version
+from mgbench.conditions import summariser, summary_version
 from mgbench.errors import InputError
 from mgbench.provenance import now_iso
-from mgbench.runner import cell_provenance, summarise, summary_frame
+from mgbench.runner import cell_provenance, restate
 from mgbench.store import CellRecord, MetricRow, Store, signature
 
 Copy = tuple[dict[str, Any], list[dict[str, Any]]]
@@ -53,14 +53,10 @@ def _recompute(target: Store, group: tuple[str, str, str, str], copies: list[Cop
     """Recompute one model's summaries of one kind on one data and run options; the keys written."""
     kind, model_json, data_json, options_json = group
     model, data, options = json.loads(model_json), json.loads(data_json), json.loads(options_json)
-    stored = target.frame(model_json=model_json, options_json=options_json)
-    # a folder-backed corruption cell names its images in the condition, not in the data key
-    own_images = stored.loc[stored["condition_json"].str.contains('"imagenet_c_root"'), "cell_key"]
-    frame = summary_frame(target, model, data, options, own_images.unique().tolist())
-    tables = summary_tables(kind, [json.loads(cell["condition_json"]) for cell, _ in copies])
+    keys = [json.loads(cell["condition_json"]) for cell, _ in copies]
     params = next((r["params"] for _, rows in copies for r in rows if r.get("params") is not None), None)
     written = set()
-    for key, rows in summarise(kind, SummaryContext(frame, tables, model, data, target, options)):
+    for key, rows in restate(target, kind, model, data, options, keys):
         written.add(key.hash)
         if not target.same_rows(key.hash, rows):
             _write(target, key, rows, params, sources)

@@ -22,7 +22,15 @@ import torch.nn as nn
 
 from mgbench import distributed, flops, progress
 from mgbench.cellkey import CellKey, canonical_json, compute_key, condition_key, run_options, summary_key
-from mgbench.conditions import Condition, LiveModel, SummaryContext, summariser, summary_version
+from mgbench.conditions import (
+    Condition,
+    LiveModel,
+    SummaryContext,
+    summariser,
+    summary_depends_on,
+    summary_tables,
+    summary_version,
+)
 from mgbench.data import DataSpec, OpenedData, make_loader, open_dataset
 from mgbench.errors import InputError
 from mgbench.metrics import AccuracyCounter
@@ -357,7 +365,9 @@ class _SuiteRun:
 
     def cells(self) -> list[CellOutcome]:
         """Condition by condition (so a model-free condition conditions each batch once for all
-        models): every model's compute cell, its condition cells, then its summaries."""
+        models): every model's compute cell, its condition cells, then its summaries; last, the
+        stored summaries of other models that read the cells this run added (:meth:`_dependents`).
+        Returns the outcomes of this run's models' cells only."""
         loaded, conditions = self.prepared.loaded, self.prepared.conditions
         with progress.task(f"suite {self.suite.name}: cell", total=len(loaded) * len(conditions)) as self.cell_task:
             self.cell_task.update(status="compute (GMACs)")
@@ -370,6 +380,11 @@ class _SuiteRun:
                 self.cell_task.update(status=f"{item.name}: summaries")
                 outcomes += self._summaries(item, outcomes)
                 item.module.cpu()
+            summarised = {o.cell_key for outcomes in per_model for o in outcomes}
+            for item, outcomes in zip(loaded, per_model):
+                if any(o.computed and o.condition["type"] != "summary" for o in outcomes):
+                    self.cell_task.update(status=f"summaries that read {item.name}")
+                    self._dependents(item, summarised)
         return [outcome for outcomes in per_model for outcome in outcomes]
 
     def _skipped(self) -> None:
@@ -471,6 +486,52 @@ class _SuiteRun:
         distributed.barrier()
         return out
 
+    def _dependents(self, item: LoadedModel, summarised: set[str]) -> list[CellOutcome]:
+        """Recompute the stored summaries that read ``item``'s cells besides their own model's
+        (corruption summaries whose mCE normaliser it is), on this run's data under its options,
+        from the stored cells as a merge does; rewritten only where their rows change. So the order
+        of runs does not matter: a model run before its normaliser gets its mCE when the normaliser
+        runs. ``summarised``: the summaries this run just computed (not recomputed again)."""
+        out: list[CellOutcome] = []
+        if self.results is not None:
+            data_key, options = self.opened.key(self.data), self.options.key()
+            name = item.identity()["model"]
+            groups: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
+            for cell_key, condition, model_json in self.results.summary_cells(canonical_json(data_key),
+                                                                             canonical_json(options)):
+                kind = condition.get("of")
+                if (cell_key in summarised or summariser(kind) is None
+                        or condition.get("version") != summary_version(kind)
+                        or name not in summary_depends_on(kind, condition)):
+                    continue
+                groups.setdefault((kind, model_json), []).append((cell_key, condition))
+            for (kind, model_json), stored in groups.items():
+                model = json.loads(model_json)
+                try:
+                    restated = restate(self.results, kind, model, data_key, options, [c for _, c in stored])
+                except InputError:  # a table that no longer parses here: left as it is (a merge reports it)
+                    continue
+                params = next((r["params"] for cell_key, _ in stored for r in self.results.raw_cell(cell_key)[1]
+                               if r.get("params") is not None), None)
+                for key, rows in restated:
+                    changed = not self.results.same_rows(key.hash, rows)
+                    if changed:
+                        self._write_derived(key, rows, params, because=name)
+                        self.results.drop_superseded(key)
+                    out.append(CellOutcome(key.hash, model["model"], key.condition, changed, rows))
+        distributed.barrier()
+        return out
+
+    def _write_derived(self, key: CellKey, rows: list[MetricRow], params: int | None, because: str) -> None:
+        """Write a recomputed summary of another model (it reads ``because``'s cells)."""
+        if self.results is None:
+            return
+        config = {"suite": self.suite.name, "model": key.model, "data": key.data, "condition": key.condition,
+                  "seed": self.options.seed, "precision": self.options.precision, "recomputed_after": because}
+        record = CellRecord(key, self.suite.name, params, config,
+                            cell_provenance(config, self.options.seed, self.device, now_iso(), 0.0), rows)
+        self.results.write_cell(record, replace=True)
+
 
 def _nested(data: dict[str, Any], within: dict[str, Any]) -> bool:
     """Whether ``data``'s images are among ``within``'s: same dataset, split and preprocessing and
@@ -491,6 +552,20 @@ def summary_frame(store: Store, model: dict[str, Any], data: dict[str, Any], opt
     # astype(bool): an empty mask of dtype object would select columns, not rows
     summaries = frame["condition_json"].map(lambda c: json.loads(c)["type"] == "summary").astype(bool)
     return frame[~summaries].reset_index(drop=True)
+
+
+def restate(store: Store, kind: str, model: dict[str, Any], data: dict[str, Any], options: dict[str, Any],
+            keys: list[dict[str, Any]]) -> list[tuple[CellKey, list[MetricRow]]]:
+    """Summaries of ``kind`` recomputed from the stored cells alone (no live model), for the
+    condition tables that the stored summary condition ``keys`` were computed from: what a merge
+    does for every summary, and a run for the summaries of other models that read its model's
+    cells (an mCE normaliser). May raise InputError (a table that no longer parses here, e.g. a
+    folder-backed set whose folder is not on this machine)."""
+    stored = store.frame(model_json=canonical_json(model), options_json=canonical_json(options))
+    # a folder-backed corruption cell names its images in the condition, not in the data key
+    own_images = stored.loc[stored["condition_json"].str.contains('"imagenet_c_root"'), "cell_key"]
+    frame = summary_frame(store, model, data, options, own_images.unique().tolist())
+    return summarise(kind, SummaryContext(frame, summary_tables(kind, keys), model, data, store, options))
 
 
 def summarise(kind: str, ctx: SummaryContext) -> list[tuple[CellKey, list[MetricRow]]]:

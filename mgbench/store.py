@@ -349,6 +349,19 @@ class Store:
         sql += " ORDER BY c.finished_at, r.rowid"
         return pd.read_sql_query(sql, self._conn, params=params)
 
+    def summary_cells(self, data_json: str, options_json: str) -> list[tuple[str, dict[str, Any], str]]:
+        """(cell key, condition, model JSON) of every stored summary cell on this data under
+        these run options, oldest first."""
+        found = self._conn.execute(
+            "SELECT cell_key, condition_json, model_json FROM cells WHERE data_json = ? AND options_json = ? "
+            "AND condition_json LIKE '%\"type\":\"summary\"%' ORDER BY finished_at", (data_json, options_json))
+        out = []
+        for cell_key, condition_json, model_json in found:
+            condition = json.loads(condition_json)
+            if condition.get("type") == "summary":
+                out.append((cell_key, condition, model_json))
+        return out
+
     def cell_keys(self) -> list[str]:
         return [row[0] for row in self._conn.execute("SELECT cell_key FROM cells ORDER BY finished_at")]
 

@@ -169,7 +169,7 @@ def test_a_normaliser_without_every_cell_gives_no_ce(store: Store) -> None:
     assert [r.metric for r in overall] == ["mean_top1"]
     assert overall[0].detail["notes"][1] == ("mCE undefined: the normaliser b lacks 1 of the set's 4 cells "
                                              "(shot_noise s2) with the same settings and data: run this suite for "
-                                             "b first")
+                                             "b (its run adds the mCE here)")
 
 
 def test_a_long_list_of_missing_normaliser_cells_is_cut_after_four(store: Store) -> None:
@@ -181,12 +181,12 @@ def test_a_long_list_of_missing_normaliser_cells_is_cut_after_four(store: Store)
     notes = summaries(store, table)["mean", None][1][0].detail["notes"]
     assert notes[1] == ("mCE undefined: the normaliser b lacks 5 of the set's 6 cells (gaussian_noise s1, "
                         "gaussian_noise s2, gaussian_noise s3, shot_noise s1, ...) with the same settings and "
-                        "data: run this suite for b first")
+                        "data: run this suite for b (its run adds the mCE here)")
     write(store, BASE, condition("gaussian_noise", 1), top1(0.3))
     notes = summaries(store, table)["mean", None][1][0].detail["notes"]
     assert notes[1] == ("mCE undefined: the normaliser b lacks 4 of the set's 6 cells (gaussian_noise s2, "
                         "gaussian_noise s3, shot_noise s1, shot_noise s2) with the same settings and data: run this "
-                        "suite for b first")
+                        "suite for b (its run adds the mCE here)")
 
 
 def test_without_a_normaliser_or_clean_accuracies_the_notes_say_what_to_add(store: Store) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import sqlite3
 import textwrap
 from pathlib import Path
 
@@ -150,6 +151,90 @@ def test_missing_baseline_skips_mce_with_a_note(tmp_path: Path, factory: Path, s
     notes = json.loads(overall.iloc[0]["detail"])["notes"]
     assert any("resnet-tiny.nowhere" in note for note in notes)
     assert set(frame.loc[frame["threat"] == "corruption", "backend"].dropna()) == {"reference"}
+
+
+ORDER_SUITE = """
+    [[conditions]]
+    type = "clean"
+
+    [[conditions]]
+    type = "corruption"
+    corruptions = ["contrast", "fog"]
+    severities = [1]
+    mce_baseline = "resnet-tiny.digits.s0"
+"""
+MGNET, BASELINE = "mgnet-tiny.digits.s0", "resnet-tiny.digits.s0"
+
+
+def _summary_table(store: Path, model: str) -> list[tuple]:
+    """A model's stored corruption summary rows, as sqlite3 reads them (no mgbench code)."""
+    with sqlite3.connect(store) as conn:
+        return sorted(conn.execute(
+            "SELECT c.condition_json, r.metric, IFNULL(r.step, -1), r.value, r.n, r.detail FROM results r "
+            "JOIN cells c USING (cell_key) WHERE r.model = ? AND c.condition_json LIKE '%\"type\":\"summary\"%'",
+            (model,)).fetchall())
+
+
+def test_the_order_of_a_model_and_its_mce_baseline_does_not_matter(tmp_path: Path) -> None:
+    """Issue 28: mgnet run before its mCE normaliser had no mCE, and running the normaliser
+    afterwards did not add it. Now the normaliser's run recomputes mgnet's stored summary, to the
+    numbers of the other order, and by Hendrycks' formula from the stored accuracies."""
+    suite = Suite.read(_suite(tmp_path, ORDER_SUITE))
+    data, options = DataSpec(name="digits", limit=32), RunOptions(device="cpu", batch_size=32, seed=0)
+    late, early = tmp_path / "late.sqlite", tmp_path / "early.sqlite"
+
+    evaluate(suite, models=[MGNET], data=data, store=late, options=options)
+    before = _summary_table(late, MGNET)
+    assert before and not any(metric in ("ce", "mce") for _, metric, *_ in before)
+    notes = [json.loads(detail)["notes"] for _, metric, step, *_, detail in before
+             if metric == "mean_top1" and step == -1 and "notes" in json.loads(detail)]  # the overall cell's
+    undefined = f"mCE undefined: the normaliser {BASELINE} lacks 2 of the set's 2 cells"
+    assert len(notes) == 1 and any(note.startswith(undefined) for note in notes[0]), notes
+
+    outcomes = evaluate(suite, models=[BASELINE], data=data, store=late, options=options)
+    assert {o.model for o in outcomes} == {BASELINE}  # what the run returns is its own model's cells
+
+    with sqlite3.connect(late) as conn:
+        cells = conn.execute("SELECT model, corruption, IFNULL(step, -1), value FROM results "
+                             "WHERE threat = 'corruption' AND metric = 'top1' AND severity = 1").fetchall()
+        stored = dict(conn.execute("SELECT IFNULL(step, -1), value FROM results WHERE model = ? AND metric = 'mce'",
+                                   (MGNET,)).fetchall())
+        finished = conn.execute("SELECT rowid, cell_key, finished_at FROM cells WHERE model = ? ORDER BY cell_key",
+                                (MGNET,)).fetchall()
+    accuracy = {(model, corruption, step): value for model, corruption, step, value in cells}
+    corruptions = ("contrast", "fog")
+    steps = sorted({step for model, _, step in accuracy if model == MGNET})
+    assert len(steps) > 1 and -1 in steps  # an anytime model: one row per glimpse and the final output
+    # Hendrycks: CE_c = sum_s E_{s,c} / sum_s E^base_{s,c} (one severity here), mCE = mean_c CE_c,
+    # every step of mgnet against the baseline's final output.
+    base_errors = [1 - accuracy[BASELINE, c, -1] for c in corruptions]
+    assert all(e > 0 for e in base_errors), "the baseline must err on every corruption for CE to be finite"
+    expected = {step: np.mean([(1 - accuracy[MGNET, c, step]) / e for c, e in zip(corruptions, base_errors)])
+                for step in steps}
+    assert stored.keys() == expected.keys()
+    for step, value in expected.items():
+        assert stored[step] == pytest.approx(value, rel=1e-12), step
+
+    # The other order gives the same stored summaries, for both models.
+    evaluate(suite, models=[BASELINE], data=data, store=early, options=options)
+    evaluate(suite, models=[MGNET], data=data, store=early, options=options)
+    for model in (MGNET, BASELINE):
+        assert _summary_table(late, model) == _summary_table(early, model), model
+
+    # Rewritten only when the rows change: a run that adds other cells of the baseline (severity 2)
+    # recomputes mgnet's summaries, to the same rows, and touches none of mgnet's cells (a rewrite
+    # is a new row of the cells table: a new rowid).
+    other = Suite.read(_suite(tmp_path, """
+        [[conditions]]
+        type = "corruption"
+        corruptions = "fog"
+        severities = [2]
+    """, name="other"))
+    added = evaluate(other, models=[BASELINE], data=data, store=late, options=options)
+    assert any(o.computed and _is_cell(o.condition) for o in added)
+    with sqlite3.connect(late) as conn:
+        assert conn.execute("SELECT rowid, cell_key, finished_at FROM cells WHERE model = ? ORDER BY cell_key",
+                            (MGNET,)).fetchall() == finished
 
 
 def _fake_imagenet(root: Path) -> None:

@@ -351,7 +351,7 @@ def summarise(ctx: SummaryContext, settings: Settings) -> list[Summary]:
             notes.append(f"mCE undefined: the normaliser {settings.mce_baseline} lacks {len(missing)} of the set's "
                          f"{len(covered)} cells ({', '.join(f'{c} s{s}' for c, s in missing[:4])}"
                          f"{', ...' if len(missing) > 4 else ''}) with the same settings and data: "
-                         f"run this suite for {settings.mce_baseline} first")
+                         f"run this suite for {settings.mce_baseline} (its run adds the mCE here)")
         else:
             ce = metrics.corruption_errors(cells, base)
             clean = _clean(ctx, ctx.model["model"], ctx.model["weights"])
@@ -399,7 +399,14 @@ def tables_from_summaries(keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(tables.values())
 
 
-@register_summary("corruption", SUMMARY_VERSION, tables_from_summaries)
+def normalisers(key: dict[str, Any]) -> set[str]:
+    """The model whose stored cells a summary with this key normalises CE and mCE by (none for
+    ``alexnet``'s published errors or no baseline)."""
+    baseline = key.get("mce_baseline")
+    return {baseline} if isinstance(baseline, str) and baseline != "alexnet" else set()
+
+
+@register_summary("corruption", SUMMARY_VERSION, tables_from_summaries, normalisers)
 def summarise_tables(ctx: SummaryContext) -> list[Summary]:
     return [summary for table in ctx.tables for summary in summarise(ctx, parse_table(table))]
 
