@@ -235,7 +235,10 @@ def headline_tables(dataset: str, entries: list[Entry]) -> list[Table]:
         "One row per model (architecture + dataset + training), best first: by robust accuracy at "
         f"{HEADLINE_EPS}, then clean. Top-1 %: the mean ± standard deviation over a model's seed cards (NAME.s0, "
         "NAME.s1, ...; * when some seeds lack the number), one number for a single card; the verdict is the worst "
-        "of any seed. Open a model's name for its seeds; hover a number for every seed's value.",
+        "of any seed. Open a model's name for its seeds; hover a number for every seed's value. Robust: the "
+        "per-example worst case over every attack stored for the card at that eps; in the committed reference "
+        "(the CPU protocol, docs/attacks.md \"The CPU reference\") every seed card has APGD-CE+T, and seed 0 "
+        "also AutoAttack standard, PGD and the verdict's probes, so the attack column names each seed's set.",
         headers, rows, kind="headline", children=children, legend=_headline_note(entries),
     )
     per_card = Table(
