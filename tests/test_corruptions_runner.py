@@ -24,14 +24,14 @@ from mgbench.runner import RunOptions, evaluate
 from mgbench.store import Store
 from mgbench.suites import Suite
 
+pytestmark = pytest.mark.kernels  # the outcome rests on float arithmetic (tests/README.md)
+
 # Two genuinely different models of one architecture: the zoo's trained weights and a random
 # initialisation (seed 2), so CE = model errors / baseline errors is far from 1 and swapping the
 # two cannot pass.
 FACTORY = '''
 import torch
 from mgbench.models import load_model
-
-pytestmark = pytest.mark.kernels  # the outcome rests on float arithmetic (tests/README.md)
 
 
 def first():
