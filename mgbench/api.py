@@ -9,22 +9,26 @@ import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mgbench.models import create_model  # noqa: F401  (re-exported as mgbench.create_model)
+from mgbench.data import DataSpec
+from mgbench.models import (
+    create_model,  # noqa: F401  (re-exported as mgbench.create_model)
+    list_architectures,
+    list_cards,
+)
+from mgbench.runner import evaluate as run_suite
+from mgbench.store import DEFAULT_STORE, Store
+from mgbench.suites import Suite, load_suite
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mgbench.data import DataSpec
     from mgbench.progress import Reporter
     from mgbench.runner import RunOptions
-    from mgbench.suites import Suite
 
 
 def list_models(pattern: str = "*", *, cards: bool = True, architectures: bool = True) -> list[str]:
     """Names ``create_model`` and ``evaluate`` accept, sorted: zoo cards (trained weights) and
     registered architectures (seeded random init), filtered by a shell-style ``pattern``."""
-    from mgbench.models import list_architectures, list_cards
-
     names = (list(list_cards()) if cards else []) + (list_architectures() if architectures else [])
     return sorted(name for name in set(names) if fnmatch.fnmatchcase(name, pattern))
 
@@ -48,11 +52,6 @@ def evaluate(
     fixed seeded subset of that many images (default: the suite's). ``overrides`` are per-condition
     type options, e.g. ``corruption={"corruptions": "fog", "severities": "1-2"}``; ``reporter`` shows
     progress (e.g. ``mgbench.progress.LogReporter()``; default: silent)."""
-    from mgbench.data import DataSpec
-    from mgbench.runner import evaluate as run_suite
-    from mgbench.store import DEFAULT_STORE, Store
-    from mgbench.suites import Suite, load_suite
-
     suite = suite if isinstance(suite, Suite) else load_suite(str(suite))
     if isinstance(data, DataSpec):
         spec = data if limit is None else dataclasses.replace(data, limit=limit)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mgbench import distributed
-from mgbench.cli import (
+from mgbench.cli.common import (
     _data_spec,
     _print_cells,
     _split_names,

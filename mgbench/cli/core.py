@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from mgbench import distributed
-from mgbench.cli import (
+from mgbench.cli.common import (
     SEED,
     _data_spec,
     _nonempty_path,

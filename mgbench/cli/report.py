@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mgbench.cli import _nonempty_path, cli, console, progress_option
+from mgbench.cli.common import _nonempty_path, cli, console, progress_option
 from mgbench.errors import InputError
 from mgbench.provenance import REPO_ROOT
 
