@@ -66,7 +66,7 @@ def runtime_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def with_options(*args: Any, device: str, batch_size: int, workers: int | None, seed: int, force: bool,
                      precision: str, channels_last: bool, compile: bool, **kwargs: Any) -> Any:
-        from mgbench.runner import RunOptions
+        from mgbench.api import RunOptions
 
         options = RunOptions(device=device, batch_size=batch_size, workers=workers, seed=seed, force=force,
                              precision=precision, channels_last=channels_last, compile=compile)
