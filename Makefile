@@ -29,10 +29,13 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt
 demo: install
 	$(BIN)/mgbench run --suite clean --store $(LOCAL_STORE)
 
-# Lint first (ruff, configured in pyproject.toml): a cheap failure before the long test run. The
-# tests run on every core (pytest-xdist: one worker per core, each with its share of torch threads).
+# Lint first (ruff, configured in pyproject.toml), then the import layers (lint-imports: the
+# import-linter contracts in pyproject.toml, see docs/architecture.md): cheap failures before the long
+# test run. The tests run on every core (pytest-xdist: one worker per core, each with its share of
+# torch threads).
 test: install
 	$(BIN)/ruff check mgbench tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n auto
 
 test-fast: install

@@ -11,10 +11,9 @@ These names load their modules on first use (``mgbench/api.py``), so ``import mg
 
 from typing import Any
 
-__version__ = "0.1.0"
-
 # Before any submodule imports torchvision: make it importable beside a CPU-only torch.
 from mgbench import compat  # noqa: E402,F401
+from mgbench._version import __version__
 
 __all__ = ["__version__", "create_model", "evaluate", "list_models"]
 

@@ -6,7 +6,8 @@ bump the version when a change of code moves the numbers, and the store recomput
 and ``apply(model, x, y, ids) -> x'``; :mod:`mgbench.cellkey` turns them into the cell's key.
 Clean returns ``x``; a corruption ignores the model; an attack uses it. Suites name condition
 *types*; each type has an expander that turns one ``[[conditions]]`` table of a suite file (plus
-command-line overrides) into conditions. Condition types register themselves with :func:`register_condition_type`.
+command-line overrides) into conditions. Condition types register themselves with :func:`register_condition_type`;
+those of the plugin packages (attacks, corruptions) are imported by name on first lookup (:data:`PLUGINS`).
 
 A type may also register a *summariser* (:func:`register_summary`, with a version like the
 conditions'): after all cells of a model are stored, it reads them and returns derived results
@@ -18,6 +19,8 @@ A summariser that also reads other models' cells (an mCE normaliser) says which 
 
 from __future__ import annotations
 
+import importlib
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -25,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from mgbench.errors import InputError
-from mgbench.store import MetricRow
+from mgbench.rows import MetricRow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,6 +53,27 @@ class Condition(Protocol):
         """Rows the condition measured besides accuracy (empty for most)."""
 
 
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def condition_label(key: "pd.Series | dict[str, Any]") -> str:
+    """The one short human name of a condition, from its key or a stored row's condition columns:
+    ``clean``, ``fog s3``, ``pgd linf 4/255 [mgnet-paper] (no-rescale)``. Tables, the leaderboard,
+    figure titles, progress and error messages all name conditions with it."""
+    threat = key["threat"]
+    if threat == "corruption":
+        return f"{key['corruption']} s{int(key['severity'])}"
+    if threat in ("linf", "l2"):
+        parts = [key.get("attack"), threat, key.get("eps_str")]
+        if _present(key.get("protocol")) and key.get("protocol") != "honest":
+            parts.append(f"[{key['protocol']}]")
+        if _present(key.get("variant")) and key.get("variant") not in ("", "default"):
+            parts.append(f"({key['variant']})")
+        return " ".join(str(p) for p in parts if _present(p))
+    return str(threat)
+
+
 CLEAN_VERSION = 1
 
 
@@ -72,6 +96,21 @@ Expander = Callable[[dict[str, Any]], list[Condition]]
 _TYPES: dict[str, Expander] = {}
 _KEYS: dict[str, tuple[str, ...]] = {}
 
+# Condition types that live in packages of their own (plugins), by name. The registry imports
+# none of them: a lookup of one of these names imports its package (once), whose modules register
+# the type and its summary, as lm-evaluation-harness's registry finds its tasks. A new plugin
+# package adds one line here.
+PLUGINS: dict[str, str] = {
+    "attack": "mgbench.attacks",
+    "corruption": "mgbench.corruptions",
+}
+
+
+def _load(name: object) -> None:
+    """Import the plugin package that registers condition type ``name``, if it is one not yet loaded."""
+    if isinstance(name, str) and name not in _TYPES and name in PLUGINS:
+        importlib.import_module(PLUGINS[name])
+
 
 def register_condition_type(name: str, keys: tuple[str, ...] = ("type",)) -> Callable[[Expander], Expander]:
     """Register the expander of a condition type and the keys its tables may hold (``type``
@@ -85,11 +124,14 @@ def register_condition_type(name: str, keys: tuple[str, ...] = ("type",)) -> Cal
 
 
 def condition_types() -> list[str]:
+    for name in PLUGINS:
+        _load(name)
     return sorted(_TYPES)
 
 
 def check_keys(kind: str, table: dict[str, Any]) -> None:
     """Refuse the keys that tables of type ``kind`` do not take (a typo is an error, not a default)."""
+    _load(kind)
     allowed = _KEYS[kind]
     unknown = sorted(str(key) for key in table if key not in allowed)
     if unknown:
@@ -105,6 +147,7 @@ def check_table(table: object) -> str:
         raise InputError(f"a [[conditions]] entry must be a table with a type key, not {table!r}: "
                          "write [[conditions]] and type = \"clean\" below it")
     kind = table.get("type")
+    _load(kind)
     if not isinstance(kind, str) or kind not in _TYPES:
         raise InputError(f"unknown condition type {kind!r}: use one of {', '.join(condition_types())}")
     check_keys(kind, table)
@@ -182,24 +225,24 @@ def register_summary(condition_type: str, version: int, tables_from: TablesFrom,
 
 
 def summariser(condition_type: str) -> Summariser | None:
+    _load(condition_type)
     found = _SUMMARIES.get(condition_type)
     return found[0] if found else None
 
 
 def summary_version(condition_type: str) -> int:
+    _load(condition_type)
     return _SUMMARIES[condition_type][1]
 
 
 def summary_tables(condition_type: str, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    _load(condition_type)
     return _SUMMARIES[condition_type][2](keys)
 
 
 def summary_depends_on(condition_type: str, key: dict[str, Any]) -> set[str]:
     """The other models whose cells the stored summary with condition ``key`` reads (none when
     its summariser reads only its own model's cells)."""
+    _load(condition_type)
     depends_on = _SUMMARIES[condition_type][3]
     return depends_on(key) if depends_on is not None else set()
-
-
-# Condition types that live in their own packages register themselves when imported.
-from mgbench import attacks, corruptions  # noqa: E402,F401

@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Subset
 
+from mgbench.device import resolve_device
+
 T = TypeVar("T")
 
 
@@ -35,8 +37,6 @@ def init(device: str) -> torch.device:
     ``device`` is the user's choice (auto, cpu, cuda); under torchrun ``cuda`` means
     ``cuda:LOCAL_RANK``. The backend is NCCL on GPUs and gloo on CPUs.
     """
-    from mgbench.runner import resolve_device
-
     chosen = resolve_device(device)
     if not requested():
         return chosen

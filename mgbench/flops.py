@@ -48,7 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mgbench.errors import InputError
 from mgbench.models import LoadedModel, get_entry, list_cards, load_model
 from mgbench.models.anytime import forward_steps, num_steps
-from mgbench.store import MetricRow
+from mgbench.rows import MetricRow
 
 CONVENTION = "fvcore: 1 multiply-add = 1 FLOP (GMACs), batch of one image, eval mode"
 TORCH_CONVENTION = "torch FlopCounterMode: 2 FLOPs per multiply-add (GFLOPs), batch of one image, eval mode"

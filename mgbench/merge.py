@@ -23,8 +23,9 @@ from mgbench.cellkey import CellKey
 from mgbench.conditions import summariser, summary_version
 from mgbench.errors import InputError
 from mgbench.provenance import now_iso
+from mgbench.rows import CellRecord, MetricRow
 from mgbench.runner import cell_provenance, restate
-from mgbench.store import CellRecord, MetricRow, Store, signature
+from mgbench.store import Store, signature
 
 Copy = tuple[dict[str, Any], list[dict[str, Any]]]
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from scipy.stats import binomtest
 
-from mgbench.store import MetricRow
+from mgbench import distributed
+from mgbench.rows import MetricRow
 
 
 def binomial_ci(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -51,8 +52,6 @@ class AccuracyCounter:
 
     def reduce(self) -> None:
         """Sum the counts over all ranks (a no-op outside torchrun)."""
-        from mgbench import distributed
-
         n, topk, *steps = distributed.all_sum([self.n, self.correct_topk, *self.correct_steps])
         self.n, self.correct_topk, self.correct_steps = int(n), int(topk), [int(c) for c in steps]
 

@@ -21,6 +21,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Iterable, Iterator, TypeVar
 
+from mgbench import distributed
 from mgbench.errors import InputError
 
 if TYPE_CHECKING:
@@ -198,8 +199,6 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
 def for_console(console: "Console", quiet: bool = False) -> Reporter:
     """What a command shows on ``console`` (stderr): bars on a terminal, log lines elsewhere (every
     ``$MGBENCH_PROGRESS_SECONDS``, default 15), nothing when ``quiet`` or on a torchrun rank other than 0."""
-    from mgbench import distributed
-
     if quiet or not distributed.is_main():
         return Reporter()
     if console.is_terminal:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-import mgbench
+from mgbench._version import __version__
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def _version(dist: str) -> str:
 @functools.lru_cache(maxsize=None)
 def library_versions() -> dict[str, str]:
     return {
-        "mgbench": mgbench.__version__,
+        "mgbench": __version__,
         "torch": torch.__version__,
         "torchvision": _version("torchvision"),
         "numpy": _version("numpy"),

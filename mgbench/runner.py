@@ -26,19 +26,22 @@ from mgbench.conditions import (
     Condition,
     LiveModel,
     SummaryContext,
+    condition_label,
     summariser,
     summary_depends_on,
     summary_tables,
     summary_version,
 )
 from mgbench.data import DataSpec, OpenedData, make_loader, open_dataset
+from mgbench.data.spec import ArrayDataset
+from mgbench.device import to_unit
 from mgbench.errors import InputError
 from mgbench.metrics import AccuracyCounter
 from mgbench.models import LoadedModel, forward_steps, load_model, num_steps
 from mgbench.models.outputs import check_batch, check_outputs
 from mgbench.provenance import device_name, git_sha, library_versions, now_iso, stable_hash
-from mgbench.report.tables import condition_label
-from mgbench.store import DEFAULT_STORE, CellRecord, MetricRow, Store
+from mgbench.rows import CellRecord, MetricRow
+from mgbench.store import DEFAULT_STORE, Store
 from mgbench.suites import Suite
 
 ProgressHook = Callable[[str, int, int], None]  # (description, done, total)
@@ -96,31 +99,12 @@ class CellOutcome:
     rows: list[MetricRow] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise InputError(f"unknown device {name!r}: use auto, cpu or cuda[:N]") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} asked for, but no CUDA GPU is visible: use --device cpu")
-    return device
-
-
 def _workers(opened: OpenedData, options: RunOptions) -> int | None:
     """In-memory data (the embedded digits) loads fastest without worker processes."""
-    from mgbench.data.spec import ArrayDataset
-
     base = opened.dataset
     while hasattr(base, "dataset"):  # subsets (--limit, a plan's probe) of the data
         base = base.dataset
     return 0 if isinstance(base, ArrayDataset) and options.workers is None else options.workers
-
-
-def to_unit(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 NCHW from the loader -> float [0, 1] on the device."""
-    return images.to(device, non_blocking=True).float().div_(255.0)
 
 
 def evaluate_condition(
@@ -152,7 +136,7 @@ def evaluate_condition(
     loader = make_loader(distributed.shard(opened.dataset), options.batch_size, device=device,
                          workers=_workers(opened, options))
     skipped = 0
-    described = _describe(condition)
+    described = condition_label(condition.key)
     started = time.perf_counter()
     for index, (images, labels, ids, batch_skipped) in enumerate(loader):
         skipped += batch_skipped
@@ -205,11 +189,6 @@ def evaluate_condition(
                                   detail={"reason": "unreadable", "images_read": counter.n}))
         out.append(rows)
     return out
-
-
-def _describe(condition: Condition) -> str:
-    """A condition as its key's values, e.g. ``corruption fog 3``."""
-    return " ".join(str(value) for value in condition.key.values())
 
 
 def cell_provenance(
@@ -314,7 +293,7 @@ def prepare(
     loaded = [load_model(name, data=data) for name in names]
     probe = _probe_images(opened, device)
     for item in loaded:
-        _check_dataset(item, data)
+        item.check_dataset(data)
         check_outputs(item.module.to(device).eval(), item.name, probe, data.num_classes)
         for condition in conditions:
             check_model = getattr(condition, "check_model", None)
@@ -340,14 +319,6 @@ def _probe_images(opened: OpenedData, device: torch.device, n: int = 4) -> torch
         if images is not None:
             return to_unit(images, device)
     raise InputError("no readable image in the data: check --data-root")
-
-
-def _check_dataset(item: LoadedModel, data: DataSpec) -> None:
-    if item.card is not None and item.card.dataset != data.label:
-        raise InputError(
-            f"model card {item.name} was trained on {item.card.dataset}, not {data.label}: "
-            "choose a card for this dataset or pass --data"
-        )
 
 
 @dataclass

@@ -24,7 +24,6 @@ import shutil
 import sqlite3
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,6 +32,7 @@ import pandas as pd
 from mgbench.cellkey import CONDITION_COLUMNS, CellKey, compute_key, run_options, summary_key
 from mgbench.errors import InputError
 from mgbench.provenance import REPO_ROOT
+from mgbench.rows import CellRecord, MetricRow
 
 # A git-ignored local store: a trial run never touches the committed reference results
 # (results/reference.sqlite, written only by `make reference`).
@@ -112,31 +112,6 @@ CELL_COLUMNS = (
     "cell_key", "suite", "model", "dataset", "config", "config_hash", "seed", "mgbench_version",
     "git_sha", "torch_version", "versions", "device", "started_at", "finished_at", "runtime_s", *KEY_COLUMNS,
 )
-
-
-@dataclass
-class MetricRow:
-    """One measured number. ``step`` is the glimpse/step t for anytime models (None = final)."""
-
-    metric: str
-    value: float
-    ci_low: float | None = None
-    ci_high: float | None = None
-    n: int | None = None
-    step: int | None = None
-    detail: dict[str, Any] | None = None
-
-
-@dataclass
-class CellRecord:
-    """Everything written for one finished cell."""
-
-    key: CellKey
-    suite: str                   # the suite or command that wrote it (provenance, not identity)
-    params: int | None           # the model's parameter count
-    config: dict[str, Any]       # the full configuration that produced the numbers
-    provenance: dict[str, Any]   # seed, versions, git_sha, device, times
-    rows: list[MetricRow] = field(default_factory=list)
 
 
 _DATA_COLUMNS = ("dataset", "split", "preprocessing", "subset")

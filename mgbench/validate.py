@@ -18,7 +18,13 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mgbench import distributed
+from mgbench.data import DataSpec
 from mgbench.errors import InputError
+from mgbench.models.robustbench import PREFIX, find_entry
+from mgbench.runner import evaluate
+from mgbench.store import Store
+from mgbench.suites import Suite
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,13 +110,6 @@ def validate_robustbench(
 ) -> list[Comparison]:
     """Run RobustBench's protocol for ``robustbench:NAME`` (clean; AutoAttack standard at the
     published eps for Linf models) on RobustBench's ImageNet images and compare with its numbers."""
-    from mgbench import distributed
-    from mgbench.data import DataSpec
-    from mgbench.models.robustbench import PREFIX, find_entry
-    from mgbench.runner import evaluate
-    from mgbench.store import Store
-    from mgbench.suites import Suite
-
     entry = find_entry(name)
     numbers = published_for(entry.name, entry.threat_model)
     if entry.preprocessing is None:

@@ -44,3 +44,20 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
     final = frame[frame["step"].isna()]
     assert sorted(final["model"]) == ["mgnet-tiny.digits.s0", "resnet-tiny.digits.s0"]
     assert (final["n"] == 12).all()
+
+
+def test_the_steps_of_evaluate_are_public(tmp_path: Path) -> None:
+    """prepare (no store touched), plan, run: what `mgbench run` calls, and what evaluate is made of."""
+    from mgbench import api
+
+    store = tmp_path / "steps.sqlite"
+    prepared = api.prepare("clean", "resnet-tiny.digits.s0", limit=8, options=api.RunOptions(device="cpu"))
+    assert not store.exists()
+    plan = api.plan(prepared, store)
+    assert len(plan.pending) == len(plan.cells) == 1 and not store.exists()
+    outcomes = api.run(prepared, store)
+    assert [o.computed for o in outcomes] == [True, True]  # the compute cell and the clean cell
+    rows = mgbench.evaluate("clean", "resnet-tiny.digits.s0", limit=8, store=store,
+                            options=api.RunOptions(device="cpu"))
+    assert set(rows["cell_key"]) == {o.cell_key for o in outcomes}
+    assert len(api.plan(prepared, store).pending) == 0

@@ -297,7 +297,7 @@ def test_a_table_limit_evaluates_the_smaller_of_its_limit_and_the_runs(monkeypat
                                       "variant": "default", "checks": False})
     assert len(conditions) == 1 and isinstance(conditions[0], LimitedAttackCondition) and conditions[0].limit == 3
     opened = []
-    monkeypatch.setattr("mgbench.data.open_dataset", lambda spec: opened.append(spec.limit))
+    monkeypatch.setattr("mgbench.attacks.condition.open_dataset", lambda spec: opened.append(spec.limit))
     for limit in (None, 2, 10):
         conditions[0].open_data(DataSpec("digits", limit=limit))
     assert opened == [3, 2, 3]

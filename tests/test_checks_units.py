@@ -33,7 +33,7 @@ from mgbench.attacks.checks import (
     worst_of,
 )
 from mgbench.attacks.examples import ExampleSet
-from mgbench.store import MetricRow
+from mgbench.rows import MetricRow
 
 PGD2 = "pgd 2/255 (10 steps, 1 restart)"
 

@@ -149,7 +149,7 @@ def test_folder_cells_read_imagenet100_c_with_their_preprocessing(tmp_path: Path
     assert str(error.value) == ("backend folder reads ImageNet-C style folders of ImageNet100, not digits: use "
                                 "backend torch or reference")
     opened = []
-    monkeypatch.setattr("mgbench.data.open_imagenet_c", lambda *args: opened.append(args) or "opened")
+    monkeypatch.setattr("mgbench.corruptions.condition.open_imagenet_c", lambda *args: opened.append(args) or "opened")
     spec = DataSpec("imagenet100", root=str(tmp_path))
     assert cell.open_data(spec) == "opened"
     FolderCorruption(Settings(("fog",), (2,), backend="folder", imagenet_c_root=str(tmp_path)), "fog", 2) \

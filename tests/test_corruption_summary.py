@@ -13,8 +13,9 @@ import pytest
 from mgbench.cellkey import CellKey
 from mgbench.conditions import SummaryContext
 from mgbench.corruptions.condition import parse_table, summarise
+from mgbench.rows import CellRecord, MetricRow
 from mgbench.runner import summary_frame
-from mgbench.store import CellRecord, MetricRow, Store
+from mgbench.store import Store
 
 DATA = {"dataset": "digits", "split": "test", "preprocessing": "none", "subset": "feed", "n_images": 100}
 SUBSET = {**DATA, "n_images": 10}

@@ -16,7 +16,8 @@ import pytest
 from mgbench.cellkey import CellKey
 from mgbench.report.build import build
 from mgbench.report.leaderboard import collect, latest_cells
-from mgbench.store import CellRecord, MetricRow, Store
+from mgbench.rows import CellRecord, MetricRow
+from mgbench.store import Store
 
 PROVENANCE = {"config_hash": "h", "seed": 0, "versions": {"mgbench": "0", "torch": "t"}, "git_sha": "s",
               "device": "cpu", "started_at": "a", "finished_at": "2026-01-01", "runtime_s": 0.0}

@@ -14,7 +14,7 @@ from mgbench import conditions
 from mgbench.conditions import register_condition_type
 from mgbench.models import create_model
 from mgbench.report.glimpses import observe, one_condition, parse_condition
-from mgbench.store import MetricRow
+from mgbench.rows import MetricRow
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,7 +16,8 @@ import pytest
 
 from mgbench.cellkey import CellKey
 from mgbench.errors import InputError
-from mgbench.store import CellRecord, MetricRow, Store, export
+from mgbench.rows import CellRecord, MetricRow
+from mgbench.store import Store, export
 
 PROVENANCE = {
     "config_hash": "abc", "seed": 0, "versions": {"mgbench": "0", "torch": "t"}, "git_sha": "sha",
@@ -97,7 +98,8 @@ def test_export_csv_and_parquet(store_path: Path, tmp_path: Path) -> None:
 WRITER = textwrap.dedent("""
     import sys
     from mgbench.cellkey import CellKey
-    from mgbench.store import CellRecord, MetricRow, Store
+    from mgbench.rows import CellRecord, MetricRow
+    from mgbench.store import Store
     path, start = sys.argv[1], int(sys.argv[2])
     prov = {"config_hash": "h", "seed": 0, "versions": {"mgbench": "0", "torch": "t"}, "git_sha": "s",
             "device": "cpu", "started_at": "a", "finished_at": "b", "runtime_s": 0.0}

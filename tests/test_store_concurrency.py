@@ -11,7 +11,8 @@ from pathlib import Path
 
 from mgbench.cellkey import CellKey
 from mgbench.provenance import REPO_ROOT
-from mgbench.store import CellRecord, MetricRow, Store
+from mgbench.rows import CellRecord, MetricRow
+from mgbench.store import Store
 
 PROVENANCE = {"config_hash": "h", "seed": 0, "versions": {"mgbench": "0", "torch": "t"}, "git_sha": "s",
               "device": "cpu", "started_at": "a", "finished_at": "b", "runtime_s": 0.0}

@@ -20,12 +20,11 @@ import pytest
 
 from mgbench.cellkey import CellKey, canonical_json
 from mgbench.errors import InputError
+from mgbench.rows import CellRecord, MetricRow
 from mgbench.store import (
     CELL_COLUMNS,
     RESULT_COLUMNS,
     SCHEMA_VERSION,
-    CellRecord,
-    MetricRow,
     Store,
     _create_or_migrate,
     export,

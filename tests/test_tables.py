@@ -9,7 +9,8 @@ from rich.console import Console
 from test_leaderboard import MODELS, _cell, synthetic_store
 
 from mgbench.report.tables import grouped_tables
-from mgbench.store import MetricRow, Store
+from mgbench.rows import MetricRow
+from mgbench.store import Store
 
 
 def _store(tmp_path: Path) -> Path:

@@ -30,8 +30,9 @@ from mgbench.data.spec import OpenedData
 from mgbench.metrics import binomial_ci
 from mgbench.models import LoadedModel
 from mgbench.provenance import now_iso
+from mgbench.rows import CellRecord, MetricRow
 from mgbench.runner import cell_provenance
-from mgbench.store import CellRecord, MetricRow, Store
+from mgbench.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N, BATCH = 40, 16  # three batches, the last one short

@@ -39,9 +39,9 @@ import torchattacks  # noqa: E402
 from mgbench.attacks.autoattack import run_autoattack  # noqa: E402
 from mgbench.attacks.gradient import pgd  # noqa: E402
 from mgbench.data import DataSpec, open_dataset  # noqa: E402
+from mgbench.device import resolve_device  # noqa: E402
 from mgbench.models import list_cards, load_model  # noqa: E402
 from mgbench.provenance import device_name, git_sha, library_versions  # noqa: E402
-from mgbench.runner import resolve_device  # noqa: E402
 
 EPS = 4 / 255
 

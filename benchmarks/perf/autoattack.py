@@ -36,8 +36,8 @@ from mgbench import perf  # noqa: E402
 from mgbench.attacks.eps import parse_eps  # noqa: E402
 from mgbench.attacks.spec import make_spec  # noqa: E402
 from mgbench.data import DataSpec, open_dataset  # noqa: E402
+from mgbench.device import resolve_device  # noqa: E402
 from mgbench.models import list_cards, load_model  # noqa: E402
-from mgbench.runner import resolve_device  # noqa: E402
 
 EPS = "4/255"
 

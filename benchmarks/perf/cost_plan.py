@@ -38,9 +38,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from mgbench.device import resolve_device  # noqa: E402
 from mgbench.models import load_model  # noqa: E402
 from mgbench.perf import interleaved_medians, write_results  # noqa: E402
-from mgbench.runner import RunOptions, resolve_device  # noqa: E402
+from mgbench.runner import RunOptions  # noqa: E402
 
 N = 5000
 EPS_SWEEP = 4

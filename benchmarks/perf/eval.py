@@ -28,9 +28,10 @@ import torch  # noqa: E402
 from mgbench import flops  # noqa: E402
 from mgbench.conditions import Clean  # noqa: E402
 from mgbench.data import DataSpec, make_loader, open_dataset  # noqa: E402
+from mgbench.device import resolve_device, to_unit  # noqa: E402
 from mgbench.models import list_cards, load_model  # noqa: E402
 from mgbench.perf import interleaved_medians, peak_rss_mb, write_results  # noqa: E402
-from mgbench.runner import RunOptions, evaluate, evaluate_condition, resolve_device, to_unit  # noqa: E402
+from mgbench.runner import RunOptions, evaluate, evaluate_condition  # noqa: E402
 from mgbench.suites import load_suite  # noqa: E402
 
 

@@ -50,9 +50,10 @@ from PIL import Image  # noqa: E402
 
 from mgbench.attacks.gradient import pgd  # noqa: E402
 from mgbench.data import DataSpec, class_list  # noqa: E402
+from mgbench.device import resolve_device  # noqa: E402
 from mgbench.models import load_model  # noqa: E402
 from mgbench.perf import PERF_DIR, interleaved_medians, machine_info, peak_rss_mb  # noqa: E402
-from mgbench.runner import RunOptions, evaluate, resolve_device  # noqa: E402
+from mgbench.runner import RunOptions, evaluate  # noqa: E402
 from mgbench.suites import Suite  # noqa: E402
 
 SIZES = ((500, 375), (375, 500), (500, 333), (500, 500), (320, 250))  # width x height, as in ImageNet val

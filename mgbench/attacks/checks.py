@@ -22,7 +22,7 @@ from typing import Any
 from mgbench.attacks.examples import ExampleSet
 from mgbench.attacks.variants import ADAPTIVE, DEFAULT, TRANSFER_PREFIX, without_seed
 from mgbench.metrics import binomial_ci
-from mgbench.store import MetricRow
+from mgbench.rows import MetricRow
 
 TOLERANCE = 0.01
 CHANCE_EPS_LINF = 0.5  # the chance-level probe's budget (spec.CHANCE_EPS)

@@ -36,11 +36,12 @@ from mgbench.attacks.examples import ExampleSet
 from mgbench.attacks.spec import TABLE_KEYS, AttackOutput, AttackSpec, Planned, check_attack_target, plan_table
 from mgbench.attacks.variants import numbered
 from mgbench.conditions import register_condition_type
+from mgbench.data import open_dataset
 from mgbench.errors import InputError
 from mgbench.metrics import accuracy_row
-from mgbench.models import forward_steps
+from mgbench.models import forward_steps, load_model, num_steps
 from mgbench.provenance import library_versions
-from mgbench.store import MetricRow
+from mgbench.rows import MetricRow
 
 if TYPE_CHECKING:
     from mgbench.data import DataSpec, OpenedData
@@ -102,8 +103,6 @@ class AttackCondition:
             check_attack_target(self.spec, model.module, model.name)
         except InputError:
             return False
-        from mgbench.models import num_steps
-
         step = numbered(self.spec.variants, "glimpse")
         return step is None or step < num_steps(model.module)
 
@@ -220,8 +219,6 @@ class LimitedAttackCondition(AttackCondition):
     limit: int = 0
 
     def open_data(self, spec: "DataSpec") -> "OpenedData":
-        from mgbench.data import open_dataset
-
         limit = self.limit if spec.limit is None else min(self.limit, spec.limit)
         return open_dataset(replace(spec, limit=limit))
 
@@ -240,8 +237,6 @@ def _check_table_extras(table: dict[str, Any]) -> int | None:
 @register_condition_type("attack", TABLE_KEYS)
 def expand_attack_table(table: dict[str, Any]) -> list[AttackCondition]:
     """A ``type = "attack"`` table -> one condition per combination (see :mod:`mgbench.attacks.spec`)."""
-    from mgbench.models import load_model
-
     limit = _check_table_extras(table)
     planned: list[Planned] = plan_table(table)
     sources = {name: load_model(name) for name in {p.spec.transfer_from for p in planned if p.spec.transfer_from}}

@@ -37,6 +37,7 @@ from mgbench.attacks.variants import (
     rescaler_switch,
     variant_label,
 )
+from mgbench.conditions import check_keys, condition_label
 from mgbench.errors import InputError
 
 ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "noise", "square")
@@ -96,12 +97,7 @@ class AttackSpec:
 
     @property
     def label(self) -> str:
-        parts = [self.name, self.norm, self.eps.text]
-        if self.protocol != "honest":
-            parts.append(f"[{self.protocol}]")
-        if self.variant != "default":
-            parts.append(f"({self.variant})")
-        return " ".join(parts)
+        return condition_label(self.key())
 
     def key(self) -> dict[str, Any]:
         """The store's condition columns."""
@@ -388,8 +384,6 @@ def plan_table(table: dict[str, Any]) -> list[Planned]:
     """Every combination of the table's lists (attack x norm x eps x protocol x variant x
     transfer source x steps x restarts x loss), validated, then the ``per_step`` attacks and the
     verdict's probes; duplicates (same stored key) dropped, the first kept."""
-    from mgbench.conditions import check_keys
-
     check_keys("attack", table)
     if table.get("eps") is None:
         raise InputError("attack table: eps is missing: add eps = \"4/255\" (or a list)")

@@ -37,8 +37,10 @@ from mgbench.attacks.examples import ExampleSet
 from mgbench.attacks.variants import DEFAULT
 from mgbench.cellkey import canonical_json
 from mgbench.conditions import LiveModel, Summary, SummaryContext, register_summary
+from mgbench.data import make_loader
+from mgbench.device import to_unit
 from mgbench.metrics import binomial_ci
-from mgbench.store import MetricRow
+from mgbench.rows import MetricRow
 
 FACTS_SEED = 0
 # Bump when a change moves the worst cases or the verdict (2: fed every stored attack cell of the
@@ -88,9 +90,6 @@ def read_attacks(frame: pd.DataFrame) -> list[StoredAttack]:
 
 def _batches(live: LiveModel) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
     """The evaluation data as [0, 1] tensors on the device, with dataset indices."""
-    from mgbench.data import make_loader
-    from mgbench.runner import to_unit
-
     loader = make_loader(live.opened.dataset, live.batch_size, device=live.device, workers=0)
     for images, labels, ids, _ in progress.track(loader, "verdict checks: batch"):
         if images is None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mgbench import distributed
-from mgbench.cli import (
+from mgbench.cli.common import (
     _data_spec,
     _print_cells,
     _split_names,
@@ -21,7 +21,7 @@ from mgbench.cli import (
 from mgbench.cli.validate import robustbench_dir_option
 
 if TYPE_CHECKING:
-    from mgbench.runner import RunOptions
+    from mgbench.api import RunOptions
 
 DEFAULT_MODELS = ["resnet-tiny.digits.s0"]
 
@@ -90,7 +90,7 @@ def attack(model_names: tuple[str, ...], eps: str, attacks: str, norm: str, step
       mgbench attack --eps 1/255,2/255,4/255,8/255 --attack fgsm,pgd,apgd --limit 500
       mgbench attack --eps 4/255 --attack pgd --protocol honest,mgnet-paper --model mgnet-tiny.digits.s0
     """
-    from mgbench.runner import evaluate
+    from mgbench import api
     from mgbench.store import DEFAULT_STORE
     from mgbench.suites import Suite
 
@@ -104,8 +104,8 @@ def attack(model_names: tuple[str, ...], eps: str, attacks: str, norm: str, step
     suite = Suite(name="attack", description="mgbench attack (command line)", dataset=data.name,
                   models=_default_models(), conditions=[table], source=Path("<command line>"))
     store_path = Path(store) if store else DEFAULT_STORE
-    outcomes = evaluate(suite, models=_split_names(model_names) or None, data=data, store=store_path,
-                        options=options)
+    outcomes = api.run(api.prepare(suite, _split_names(model_names) or None, data=data, options=options),
+                       store_path)
     if not distributed.is_main():
         return
     done = sum(o.computed for o in outcomes)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from mgbench import distributed
-from mgbench.cli import (
+from mgbench.cli.common import (
     SEED,
     _data_spec,
     _nonempty_path,
@@ -30,8 +30,7 @@ from mgbench.errors import InputError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mgbench.plan import Plan
-    from mgbench.runner import RunOptions
+    from mgbench.api import Plan, RunOptions
 
 @cli.command()
 @click.option("--suite", "suite_name", required=True, help="Suite name (benchmarks/NAME.toml) or a .toml path.")
@@ -65,10 +64,8 @@ def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, da
 
     It first says how many cells it will compute and how many are stored already; --plan adds
     an estimate of the time from a short timed probe and stops there."""
+    from mgbench import api
     from mgbench.corruptions.condition import check_known_baseline
-    from mgbench.plan import make_plan
-    from mgbench.runner import prepare
-    from mgbench.runner import run as run_prepared
     from mgbench.store import DEFAULT_STORE
     from mgbench.suites import load_suite
 
@@ -84,14 +81,14 @@ def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, da
     suite.expand({"corruption": corruption})  # bad options fail here, before the progress bar draws
     for table in suite.tables("corruption", {"corruption": corruption}):
         check_known_baseline(table.get("mce_baseline"))
-    prepared = prepare(suite, models=_split_names(model_names) or None, data=data, options=options,
-                       overrides={"corruption": corruption})
-    plan = make_plan(prepared, store_path, plan_images if plan_only else 0)
+    prepared = api.prepare(suite, _split_names(model_names) or None, data=data, options=options,
+                           corruption=corruption)
+    plan = api.plan(prepared, store_path, plan_images if plan_only else 0)
     if distributed.is_main():
         _print_plan(plan, store_path, estimate=plan_only)
     if plan_only:
         return
-    outcomes = run_prepared(prepared, store_path)
+    outcomes = api.run(prepared, store_path)
     if not distributed.is_main():
         return
     done = sum(o.computed for o in outcomes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from mgbench.cli import cli, console, progress_option
+from mgbench.cli.common import cli, console, progress_option
 from mgbench.errors import InputError
 
 

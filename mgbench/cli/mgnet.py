@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from mgbench.cli import _data_spec, cli, console
+from mgbench.cli.common import _data_spec, cli, console
 from mgbench.errors import InputError
 
 

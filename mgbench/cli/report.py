@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mgbench.cli import _nonempty_path, cli, console, progress_option
+from mgbench.cli.common import _nonempty_path, cli, console, progress_option
 from mgbench.errors import InputError
 from mgbench.provenance import REPO_ROOT
 
@@ -112,9 +112,8 @@ def regress(baseline: str, suite_name: str, store: str | None, update: bool, dev
 
     from rich.table import Table
 
+    from mgbench.api import RunOptions, evaluate
     from mgbench.report.regress import compare, failed, read_baseline, table_from_frame, write_baseline
-    from mgbench.runner import RunOptions, evaluate
-    from mgbench.store import Store
     from mgbench.suites import load_suite
 
     baseline_path = Path(baseline)
@@ -123,9 +122,7 @@ def regress(baseline: str, suite_name: str, store: str | None, update: bool, dev
     options = RunOptions(device=device, batch_size=batch_size, force=store is None)
     with tempfile.TemporaryDirectory() as folder:
         store_path = Path(store) if store else Path(folder) / "regress.sqlite"
-        outcomes = evaluate(suite, store=store_path, options=options)
-        with Store(store_path) as db:
-            fresh = table_from_frame(db.frame(cell_key=[o.cell_key for o in outcomes]))
+        fresh = table_from_frame(evaluate(suite, store=store_path, options=options))
     if update:
         write_baseline(fresh, baseline_path)
         console.print(f"baseline rewritten: {len(fresh)} rows -> {baseline_path}")

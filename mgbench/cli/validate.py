@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from mgbench import distributed
-from mgbench.cli import _split_names, cli, console, progress_option, runtime_options
+from mgbench.cli.common import _split_names, cli, console, progress_option, runtime_options
 
 if TYPE_CHECKING:
-    from mgbench.runner import RunOptions
+    from mgbench.api import RunOptions
 
 
 def _set_robustbench_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> None:

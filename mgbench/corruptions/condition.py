@@ -45,9 +45,13 @@ from mgbench.conditions import (
 )
 from mgbench.corruptions import metrics
 from mgbench.corruptions.names import GROUPS, parse_corruptions, parse_severities
+from mgbench.corruptions.reference import ReferenceBackend
 from mgbench.corruptions.scaling import Backend, check_scaling, corrupt_scaled
+from mgbench.corruptions.torch_backend import TorchBackend
+from mgbench.data import open_imagenet_c
 from mgbench.errors import InputError
-from mgbench.store import MetricRow
+from mgbench.models import list_architectures, list_cards
+from mgbench.rows import MetricRow
 
 if TYPE_CHECKING:
     from mgbench.data import DataSpec, OpenedData
@@ -143,8 +147,6 @@ def check_known_baseline(name: object) -> None:
     """A user's mce_baseline (suite file or --mce-baseline) names a model mgbench knows: alexnet,
     a zoo card, an architecture, or a ``FILE.py:factory`` / ``robustbench:NAME`` (checked when
     loaded). Stored summaries are not held to this (a merge reads names of any origin)."""
-    from mgbench.models import list_architectures, list_cards
-
     if name is None or name == "alexnet" or (isinstance(name, str) and ":" in name):
         return
     _check_baseline(name)
@@ -155,9 +157,6 @@ def check_known_baseline(name: object) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _backend(name: str, workers: int | None) -> Backend:
-    from mgbench.corruptions.reference import ReferenceBackend
-    from mgbench.corruptions.torch_backend import TorchBackend
-
     return ReferenceBackend(workers) if name == "reference" else TorchBackend()
 
 
@@ -216,8 +215,6 @@ class FolderCorruption(_CorruptionCell):
     """Reads the cell's images from a pre-generated ImageNet-C style folder."""
 
     def open_data(self, spec: "DataSpec") -> "OpenedData":
-        from mgbench.data import open_imagenet_c
-
         if spec.name != "imagenet100":
             raise InputError(f"backend folder reads ImageNet-C style folders of ImageNet100, not {spec.name}: "
                              "use backend torch or reference")

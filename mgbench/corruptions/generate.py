@@ -27,6 +27,9 @@ import numpy as np
 from mgbench import progress
 from mgbench.corruptions.names import seed_for
 from mgbench.corruptions.reference import corrupt_one
+from mgbench.data import DataSpec
+from mgbench.data.folders import PREPROCESSING, imagenet_c_path
+from mgbench.data.spec import imagenet_selection
 from mgbench.errors import InputError
 
 JPEG_QUALITY = 85
@@ -42,8 +45,6 @@ class GenerateReport:
 
 
 def _target(out: Path, relative: str, corruption: str, severity: int) -> Path:
-    from mgbench.data.folders import imagenet_c_path
-
     return imagenet_c_path(out / corruption / str(severity), relative)
 
 
@@ -76,8 +77,6 @@ def _one_image(source: str, relative: str, out: str, jobs: Sequence[tuple[str, i
                on_bad_image: str = "fail") -> tuple[int, int]:
     """Corrupt one source image for every (corruption, severity) not yet on disk (an image that
     cannot be decoded writes nothing: (-1, 0) with ``on_bad_image="skip"``)."""
-    from mgbench.data.folders import PREPROCESSING
-
     todo = [(c, s) for c, s in jobs if not _target(Path(out), relative, c, s).exists()]
     if not todo:
         return 0, len(jobs)
@@ -112,9 +111,6 @@ def generate_imagenet_c(
     class list, or for the fixed seeded subset of ``limit`` images that ``mgbench run --limit``
     evaluates (:func:`mgbench.data.spec.imagenet_selection`); unreadable source images stop it
     before anything is written (``on_bad_image="fail"``) or are left out (``"skip"``)."""
-    from mgbench.data import DataSpec
-    from mgbench.data.spec import imagenet_selection
-
     spec = DataSpec(name="imagenet100", root=str(root), split=split, class_list=class_list, limit=limit)
     folder, keep = imagenet_selection(spec, "resize256-crop224")
     out = Path(out)

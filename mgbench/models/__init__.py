@@ -7,6 +7,7 @@ from mgbench.models import (  # noqa: F401  (importing a family registers its ar
     ltpa,
     mgnet,
     resnet,
+    robustbench,  # registers the loader of ``robustbench:NAME`` names
     tdam,
 )
 from mgbench.models._builder import RANDOM_INIT, LoadedModel, ModelCard, create_model, list_cards, load_model, zoo_dir

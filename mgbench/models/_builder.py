@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 import torch.nn as nn
 
+from mgbench.data import class_list
 from mgbench.errors import InputError
 from mgbench.models._registry import get_entry
 from mgbench.provenance import REPO_ROOT, sha256_file
@@ -41,6 +42,20 @@ if TYPE_CHECKING:
     from mgbench.data import DataSpec
 
 ROBUSTBENCH_PREFIX = "robustbench:"
+
+# Names with a prefix (``robustbench:NAME``) that another module of the zoo loads; that module
+# registers its loader with :func:`register_prefix_loader` (``mgbench/models/__init__.py`` imports it).
+PrefixLoader = Callable[[str, "DataSpec | None"], "LoadedModel"]
+_PREFIX_LOADERS: dict[str, PrefixLoader] = {}
+
+
+def register_prefix_loader(prefix: str) -> Callable[[PrefixLoader], PrefixLoader]:
+    """Route every model name that starts with ``prefix`` to the decorated loader."""
+    def decorate(loader: PrefixLoader) -> PrefixLoader:
+        _PREFIX_LOADERS[prefix] = loader
+        return loader
+
+    return decorate
 
 
 def zoo_dir() -> Path:
@@ -124,6 +139,14 @@ class LoadedModel:
         """Untrained weights: their rows are marked and the leaderboard leaves them out."""
         return self.weights == RANDOM_INIT
 
+    def check_dataset(self, data: "DataSpec") -> None:
+        """Refuse a zoo card's weights on a dataset they were not trained on."""
+        if self.card is not None and self.card.dataset != data.label:
+            raise InputError(
+                f"model card {self.name} was trained on {self.card.dataset}, not {data.label}: "
+                "choose a card for this dataset or pass --data"
+            )
+
     def identity(self) -> dict[str, Any]:
         identity = {"model": self.name, "arch": self.architecture, "weights": self.weights}
         return identity if self.init_seed is None else {**identity, "init_seed": self.init_seed}
@@ -206,8 +229,6 @@ def imagenet1k_indices(class_list_name: str, imagenet_train: str | None) -> list
     """ImageNet-1k output indices of a class list. ImageNet-1k indexes classes by sorted WNID;
     the ``mgnet`` list is the first 100 sorted WNIDs (indices 0..99). Other lists need the
     user's full 1000-class train folder to read the sorted WNIDs from."""
-    from mgbench.data import class_list
-
     wnids = class_list(class_list_name)
     if class_list_name == "mgnet":
         return list(range(len(wnids)))
@@ -331,10 +352,9 @@ def load_model(name: str, *, init_seed: int | None = 0, data: "DataSpec | None" 
     ``init_seed`` without disturbing the caller's random state, so the same name always means the
     same weights; with ``init_seed=None`` it draws from the global generator as it stands (the
     training loop seeds that itself)."""
-    if name.startswith(ROBUSTBENCH_PREFIX):
-        from mgbench.models import robustbench
-
-        return robustbench.load(name, data)
+    for prefix, loader in _PREFIX_LOADERS.items():
+        if name.startswith(prefix):
+            return loader(name, data)
     if ":" in name:
         return _from_factory(name)
     cards = list_cards()

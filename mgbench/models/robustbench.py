@@ -37,9 +37,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
+from mgbench.compat import ensure_autoattack_alias
+from mgbench.data import class_list
+from mgbench.data.imagenet1k import imagenet1k_class_index
 from mgbench.errors import InputError
 from mgbench.models._builder import ROBUSTBENCH_PREFIX as PREFIX
-from mgbench.models._builder import LoadedModel, load_state, read_checkpoint
+from mgbench.models._builder import LoadedModel, load_state, read_checkpoint, register_prefix_loader
 from mgbench.provenance import sha256_file
 
 if TYPE_CHECKING:
@@ -60,8 +63,6 @@ PREPROCESSING = {
 
 def import_robustbench() -> Any:
     """Import robustbench (through the ``autoattack`` alias of :mod:`mgbench.compat`)."""
-    from mgbench.compat import ensure_autoattack_alias
-
     ensure_autoattack_alias()
     try:
         with warnings.catch_warnings():
@@ -260,13 +261,11 @@ class ClassSubset(nn.Module):
 
 def class_list_indices(class_list_name: str) -> list[int]:
     """ImageNet-1k output positions of a shipped class list (RobustBench's WNID map)."""
-    from mgbench.data import class_list
-    from mgbench.data.imagenet1k import imagenet1k_class_index
-
     index = imagenet1k_class_index()
     return [index[w] for w in class_list(class_list_name)]
 
 
+@register_prefix_loader(PREFIX)
 def load(spec: str, data: "DataSpec | None" = None) -> LoadedModel:
     """``robustbench:NAME`` as a :class:`LoadedModel`, adapted to ``data`` (ImageNet100: the
     class list's logits)."""

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
-from mgbench.conditions import Clean, Condition, condition_types, expand
+from mgbench.conditions import Clean, Condition, condition_label, condition_types, expand
 from mgbench.data import DataSpec, class_list, make_loader, open_dataset
+from mgbench.device import resolve_device, to_unit
 from mgbench.errors import InputError
 from mgbench.models import forward_steps, load_model
 from mgbench.models.outputs import check_outputs
-from mgbench.runner import _check_dataset, resolve_device, to_unit
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -195,8 +195,6 @@ _CORNERS = ((0.0, 0.0, "left", "top"), (1.0, 0.0, "right", "top"), (1.0, 1.0, "r
 
 def condition_title(condition: Condition) -> str:
     """A condition as a figure title names it: ``pgd linf 4/255, 20 steps``, ``fog s3``, ``clean``."""
-    from mgbench.report.tables import condition_label
-
     key = condition.key
     extras = [f"{key[k]} {k}" for k in ("steps", "restarts") if isinstance(key.get(k), int) and key[k] > 1]
     return ", ".join([condition_label(key), *extras])
@@ -274,7 +272,7 @@ def _observed_batches(model_name: str, data: DataSpec, n: int, condition: str | 
     through ``model_name`` in batches: (loaded model, condition, batches)."""
     chosen = one_condition(condition) if condition else Clean()
     loaded = load_model(model_name)
-    _check_dataset(loaded, data)
+    loaded.check_dataset(data)
     dev = resolve_device(device)
     subset = replace(data, limit=n)
     open_data = getattr(chosen, "open_data", None)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mgbench.report.tables import condition_label, verdict_word
+from mgbench.conditions import condition_label
+from mgbench.report.tables import verdict_word
 
 # The corruption sets a leaderboard's mean is taken over, in order of preference.
 NAMED_SETS = ("common", "all", "extra")

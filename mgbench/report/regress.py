@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from mgbench.conditions import condition_label
 from mgbench.errors import InputError
-from mgbench.report.tables import condition_label
 
 KEY = ["model", "dataset", "condition", "metric", "step"]
 COLUMNS = [*KEY, "value", "n"]

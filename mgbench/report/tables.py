@@ -11,24 +11,11 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from mgbench.conditions import condition_label
+
 
 def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def condition_label(row: pd.Series | dict[str, Any]) -> str:
-    """A short human name for a row's condition, e.g. ``fog s3`` or ``pgd linf 4/255``."""
-    threat = row["threat"]
-    if threat == "corruption":
-        return f"{row['corruption']} s{int(row['severity'])}"
-    if threat in ("linf", "l2"):
-        parts = [row.get("attack"), threat, row.get("eps_str")]
-        if _present(row.get("protocol")) and row.get("protocol") != "honest":
-            parts.append(f"[{row['protocol']}]")
-        if _present(row.get("variant")) and row.get("variant") not in ("", "default"):
-            parts.append(f"({row['variant']})")
-        return " ".join(str(p) for p in parts if _present(p))
-    return str(threat)
 
 
 def model_label(model: str, weights: Any) -> str:

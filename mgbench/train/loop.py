@@ -32,11 +32,11 @@ from torch.utils.data import DistributedSampler
 
 from mgbench import distributed
 from mgbench.data import DataSpec, make_loader, open_dataset
+from mgbench.device import to_unit
 from mgbench.errors import InputError
 from mgbench.models import load_model, zoo_dir
 from mgbench.progress import task as progress_task
 from mgbench.provenance import device_name, git_sha, library_versions, now_iso, sha256_file
-from mgbench.runner import to_unit
 from mgbench.train.recipes import Recipe, get_recipe, train_transform
 
 
