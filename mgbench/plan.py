@@ -4,8 +4,13 @@ would take on this machine, from a short timed probe of every cell still to comp
 The probe runs each pending cell exactly as the run would (same condition, model, batch size,
 device, torch threads), on the first ``probe_images`` images of the cell's data, and scales its
 wall time to the cell's image count. Attacks that stop attacking an example once it is fooled
-cost more on robust examples, so the estimate is as good as the probe's images are typical:
-a few images give the order of magnitude (is it minutes, hours or days?), not a timing. Model-free
+cost more on robust examples, so the estimate is as good as the probe's images are typical.
+And attacks pay much of their cost per batch, not per image (a Square query, an APGD iteration:
+Python and kernel-launch overhead on a 16-image batch is most of it), so a probe of a few images
+*over*estimates cells whose images run in batches of hundreds: read an attack cell's estimate as
+an upper bound. (Measured idle on the 2-core CPU: the 16-image probes of resnet-tiny's attacks-cpu
+cells had not finished after 16 minutes, stuck mostly in Square's sequential queries, where the
+whole suite's 500-image cells are about 2 hours of one core.) Model-free
 conditions (clean, corruptions) condition each batch once for every model, as the run does.
 Nothing is written: the store is only read.
 """
