@@ -30,7 +30,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from mgbench.cellkey import CONDITION_COLUMNS, CellKey, compute_key, run_options, summary_key
-from mgbench.errors import InputError
+from mgbench.errors import InputError, refuse_under_a_file
 from mgbench.provenance import REPO_ROOT
 from mgbench.rows import CellRecord, MetricRow
 
@@ -396,11 +396,7 @@ def _check_writable(path: Path) -> None:
     try:
         if path.is_dir():
             raise InputError(f"results store {path} is a folder: pass a file path with --store")
-        for parent in path.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise InputError(f"results store {path} is under {parent}, which is a file: pass another --store")
-                break
+        refuse_under_a_file(path, f"results store {path}", "another --store")
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # also from the checks: a name too long for the file system, a loop of links
         raise InputError(f"results store {path} cannot be created ({exc.strerror}): pass a writable --store") from exc
@@ -516,11 +512,7 @@ def export(frame: pd.DataFrame, out: Path, fmt: str) -> Path:
     try:
         if out.is_dir():
             raise InputError(f"--out {out} is a folder: pass a file path, e.g. {out / ('results.' + fmt)}")
-        for parent in out.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise InputError(f"--out {out} is under {parent}, which is a file: pass another file path")
-                break
+        refuse_under_a_file(out, f"--out {out}", "another file path")
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"--out {out} cannot be created ({exc.strerror}): pass a writable file path") from exc

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mgbench.errors import InputError
+from mgbench.errors import InputError, refuse_under_a_file
 from mgbench.report import plots
 from mgbench.report.leaderboard import (
     HEADLINE_EPS,
@@ -167,11 +167,7 @@ def _check_out(out: Path, force: bool) -> set[str]:
     try:
         if out.exists() and not out.is_dir():
             raise InputError(f"--out {out} is a file: pass a folder (new, empty, or a previous leaderboard)")
-        for parent in out.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise InputError(f"--out {out} is under {parent}, which is a file: pass another folder")
-                break
+        refuse_under_a_file(out, f"--out {out}", "another folder")
         out.parent.mkdir(parents=True, exist_ok=True)
         present = {p.name for p in out.iterdir()} if out.is_dir() else set()
     except OSError as exc:
