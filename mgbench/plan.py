@@ -103,22 +103,18 @@ def _probe_data(opened: OpenedData, images: int) -> OpenedData:
 def make_plan(prepared: Prepared, store: str | Path, probe_images: int = PROBE_IMAGES) -> Plan:
     """The plan of ``prepared``'s run into ``store`` (read only; a missing store holds nothing),
     every pending cell probed on ``probe_images`` images (0: counts only, no estimate)."""
-    store = Path(store)
+    keyed = [(condition, opened, prepared.cell_keys(condition, opened)) for condition, opened in prepared.conditions]
     stored: set[str] = set()
-    if store.exists():
-        with Store(store, readonly=True) as results:
-            keys = [key for condition, opened in prepared.conditions
-                    for _, key in prepared.cell_keys(condition, opened)]
-            stored = {key.hash for key in keys if results.has_cell(key.hash)}
-    if prepared.options.force:
-        stored = set()
+    if Path(store).exists() and not prepared.options.force:
+        with Store(Path(store), readonly=True) as results:
+            stored = {key.hash for _, _, keys in keyed for _, key in keys if results.has_cell(key.hash)}
     names = [item.name for item in prepared.loaded]
     cells: list[PlannedCell] = []
     pending: list[tuple[Condition, OpenedData, list[int], list[PlannedCell]]] = []
-    for condition, opened in prepared.conditions:
+    for condition, opened, keys in keyed:
         group: list[int] = []
         planned: list[PlannedCell] = []
-        for index, key in prepared.cell_keys(condition, opened):
+        for index, key in keys:
             cell = PlannedCell(names[index], cell_type(condition), key.hash in stored, opened.n)
             cells.append(cell)
             if not cell.stored:
@@ -126,6 +122,8 @@ def make_plan(prepared: Prepared, store: str | Path, probe_images: int = PROBE_I
                 planned.append(cell)
         if group and probe_images > 0:
             pending.append((condition, opened, group, planned))
+    if not pending:  # counts only: no model is moved or run
+        return Plan(cells, os.getloadavg(), torch.get_num_threads(), str(prepared.device))
     modules = [prepared.options.prepare(item.module, prepared.device) for item in prepared.loaded]
     with progress.task("plan: probe", total=sum(len(g) for _, _, g, _ in pending)) as task:
         for condition, opened, group, planned in pending:
