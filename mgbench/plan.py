@@ -1,24 +1,29 @@
 """A suite run's plan: the cells it would compute, those already stored, and how long the rest
-would take on this machine, from a short timed probe of every cell still to compute.
+would take on this machine.
 
-The probe runs each pending cell exactly as the run would (same condition, model, batch size,
-device, torch threads), on the first ``probe_images`` images of the cell's data, and scales its
-wall time to the cell's image count. Attacks that stop attacking an example once it is fooled
-cost more on robust examples, so the estimate is as good as the probe's images are typical.
-And attacks pay much of their cost per batch, not per image (a Square query, an APGD iteration:
-Python and kernel-launch overhead on a 16-image batch is most of it), so a probe of a few images
-*over*estimates cells whose images run in batches of hundreds: read an attack cell's estimate as
-an upper bound. (Measured idle on the 2-core CPU: the 16-image probes of resnet-tiny's attacks-cpu
-cells had not finished after 16 minutes, stuck mostly in Square's sequential queries, where the
-whole suite's 500-image cells are about 2 hours of one core.) Model-free
-conditions (clean, corruptions) condition each batch once for every model, as the run does.
-Nothing is written: the store is only read.
+An attack cell's estimate comes first from the timings of cells of the same architecture and
+cell type already in the store, taken at the same device, torch threads and batch size, and only
+from cells that had their cores to themselves (``cpu_share`` at least ``UNCONTENDED``: the
+runner records it beside every cell's ``images_per_s``): the median seconds per image of those
+cells times the cell's images. A cell with no such record, and every model-free condition (clean,
+corruptions: cheap, conditioned once for all models), is estimated from a short timed probe: the
+cell exactly as the run would compute it (same condition, model, batch size, device, threads) on
+its first ``probe_images`` images, its wall time scaled to the cell's image count.
+
+Why stored timings first: attacks pay much of their cost per batch, not per image (a Square
+query, an APGD iteration: Python and kernel-launch overhead on a few-image batch is most of it),
+so a probe of a few images *over*estimates cells whose images run in batches of hundreds, by far:
+measured idle on the 2-core CPU, the 16-image probes of resnet-tiny's attacks-cpu cells had not
+finished after 16 minutes, stuck mostly in Square's sequential queries. And attacks that stop
+attacking an example once it is fooled cost more on robust examples, so a probe is only as good
+as its few images are typical. Nothing is written: the store is only read.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import statistics
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,10 +35,12 @@ from torch.utils.data import Subset
 from mgbench import progress
 from mgbench.conditions import Condition
 from mgbench.data import OpenedData
+from mgbench.provenance import device_name
 from mgbench.runner import Prepared, evaluate_condition
 from mgbench.store import Store
 
 PROBE_IMAGES = 8
+UNCONTENDED = 0.9  # a stored timing with a lower cpu_share shared its cores: it estimates nothing
 
 
 @dataclass
@@ -45,8 +52,10 @@ class PlannedCell:
     cell_type: str
     stored: bool
     images: int
+    arch: str = ""
     seconds: float | None = None  # estimated for the whole cell (pending cells only)
     probe_images: int = 0
+    timed_cells: int = 0  # stored cells of its architecture and type that the estimate comes from
 
 
 @dataclass
@@ -74,25 +83,41 @@ class Plan:
             pending = [c for c in cells if not c.stored]
             images = sum(c.images for c in pending)
             seconds = sum(c.seconds or 0.0 for c in pending)
+            timed = max((c.timed_cells for c in pending), default=0)
+            probed = max((c.probe_images for c in pending), default=0)
             rows.append({"model": model, "cell type": cell_type, "to compute": len(pending),
                          "stored": len(cells) - len(pending),
-                         "s/image": seconds / images if images else None, "seconds": seconds})
+                         "s/image": seconds / images if images else None, "seconds": seconds,
+                         "from": f"{timed} stored" if timed else f"probe {probed}" if probed else "-"})
         return rows
 
 
-_DROPPED = ("eps", "eps_str", "severity", "corruption", "threat")
-
-
-def cell_type(condition: Condition) -> str:
-    """What a cell costs like: its condition's key without eps, severity or corruption name, the
-    glimpse an attack aims at collapsed (``glimpse=*``), e.g. ``corruption`` or
-    ``pgd-margin linf honest rescaler-off``."""
-    key = condition.key
-    if condition.condition_type in ("clean", "corruption"):
-        return condition.condition_type
+def cell_type(key: dict[str, Any]) -> str:
+    """What a cell costs like, from its condition's key: without eps, severity or corruption
+    name, the glimpse an attack aims at collapsed (``glimpse=*``), e.g. ``corruption`` or
+    ``pgd-margin linf rescaler-off``."""
+    if key.get("type") != "attack":
+        return str(key.get("type"))
     variant = re.sub(r"glimpse=\d+", "glimpse=*", str(key.get("variant", "")))
     parts = [key.get("attack"), key.get("norm"), key.get("protocol"), variant]
     return " ".join(str(p) for p in parts if p not in (None, "", "default", "honest"))
+
+
+def stored_seconds_per_image(timings: list[dict[str, Any]], device: str, threads: int,
+                             batch_size: int) -> dict[tuple[str, str], tuple[float, int]]:
+    """(architecture, cell type) -> (median seconds per image, cells) over the stored timings
+    (``Store.timings``) taken alone (``cpu_share`` >= ``UNCONTENDED``) at this device, thread
+    count and batch size. Timings without that record (cells stored before it was kept) and
+    cells whose pass was shared by several models are left out."""
+    found: dict[tuple[str, str], list[float]] = {}
+    for timing in timings:
+        if (timing.get("cpu_share", 0.0) < UNCONTENDED or timing.get("threads") != threads
+                or timing.get("batch_size") != batch_size or timing.get("device") != device
+                or timing.get("models_sharing_the_pass") != 1 or not timing.get("images")):
+            continue
+        found.setdefault((timing["arch"], cell_type(timing["condition"])), []).append(
+            timing["seconds"] / timing["images"])
+    return {group: (statistics.median(values), len(values)) for group, values in found.items()}
 
 
 def _probe_data(opened: OpenedData, images: int) -> OpenedData:
@@ -105,19 +130,33 @@ def make_plan(prepared: Prepared, store: str | Path, probe_images: int = PROBE_I
     every pending cell probed on ``probe_images`` images (0: counts only, no estimate)."""
     keyed = [(condition, opened, prepared.cell_keys(condition, opened)) for condition, opened in prepared.conditions]
     stored: set[str] = set()
-    if Path(store).exists() and not prepared.options.force:
+    timings: list[dict[str, Any]] = []
+    if Path(store).exists():
         with Store(Path(store), readonly=True) as results:
-            stored = {key.hash for _, _, keys in keyed for _, key in keys if results.has_cell(key.hash)}
+            if not prepared.options.force:
+                stored = {key.hash for _, _, keys in keyed for _, key in keys if results.has_cell(key.hash)}
+            if probe_images > 0:
+                timings = results.timings()
+    known = stored_seconds_per_image(timings, device_name(prepared.device), torch.get_num_threads(),
+                                     prepared.options.batch_size)
     names = [item.name for item in prepared.loaded]
+    archs = [item.architecture for item in prepared.loaded]
     cells: list[PlannedCell] = []
     pending: list[tuple[Condition, OpenedData, list[int], list[PlannedCell]]] = []
     for condition, opened, keys in keyed:
         group: list[int] = []
         planned: list[PlannedCell] = []
+        shared = bool(getattr(condition, "model_free", False))
         for index, key in keys:
-            cell = PlannedCell(names[index], cell_type(condition), key.hash in stored, opened.n)
+            kind = cell_type({**condition.key, "type": condition.condition_type})
+            cell = PlannedCell(names[index], kind, key.hash in stored, opened.n, archs[index])
             cells.append(cell)
-            if not cell.stored:
+            if cell.stored:
+                continue
+            timed = None if shared else known.get((cell.arch, cell.cell_type))
+            if timed is not None:
+                cell.seconds, cell.timed_cells = timed[0] * cell.images, timed[1]
+            else:
                 group.append(index)
                 planned.append(cell)
         if group and probe_images > 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +124,10 @@ def evaluate_condition(
     A condition that does not depend on the model (``model_free``: clean, corruptions) conditions
     each batch once and every model sees the same images; any other condition (attacks) takes one
     model per call. ``images_per_s`` is what the cell would cost alone: the loop's wall time
-    minus the other models' forward passes.
+    minus the other models' forward passes. Its detail says whether the timing is worth reading:
+    batch size, torch threads, the load average before and after, and ``cpu_share``, the process's CPU time
+    over wall time x threads for the whole pass, on the CPU (near 1: the pass had its cores to
+    itself; well below 1: something else shared them, and the figure measures that as well).
 
     Every batch's logits are checked (shape, finite values) before they are counted; ``names``
     (default: the class names) name the models in that error."""
@@ -137,6 +141,8 @@ def evaluate_condition(
                          workers=_workers(opened, options))
     skipped = 0
     described = condition_label(condition.key)
+    load_before = os.getloadavg()
+    cpu_started = time.process_time()
     started = time.perf_counter()
     for index, (images, labels, ids, batch_skipped) in enumerate(loader):
         skipped += batch_skipped
@@ -168,6 +174,11 @@ def evaluate_condition(
         if progress is not None:
             progress("batches", index + 1, len(loader))
     wall = time.perf_counter() - started
+    timing: dict[str, Any] = {"models_sharing_the_pass": len(models), "batch_size": options.batch_size,
+                              "threads": torch.get_num_threads(),
+                              "load_before": round(load_before[0], 2), "load_after": round(os.getloadavg()[0], 2)}
+    if device.type == "cpu":  # on an accelerator the CPU mostly waits: its share says nothing
+        timing["cpu_share"] = round((time.process_time() - cpu_started) / (wall * timing["threads"]), 3)
     skipped = int(distributed.all_sum([skipped])[0])
     gather = getattr(condition, "gather", None)  # optional: merge per-rank state under torchrun
     if gather is not None:
@@ -183,7 +194,7 @@ def evaluate_condition(
             rows[0].detail = {"limit_requested": opened.requested, "images_available": opened.available}
         rows += condition.extra_rows()
         rows.append(MetricRow("images_per_s", counter.n / seconds, n=counter.n,
-                              detail={"seconds": seconds, "models_sharing_the_pass": len(models)}))
+                              detail={"seconds": seconds, **timing}))
         if skipped:
             rows.append(MetricRow("skipped_images", float(skipped),
                                   detail={"reason": "unreadable", "images_read": counter.n}))

@@ -337,6 +337,15 @@ class Store:
                 out.append((cell_key, condition, model_json))
         return out
 
+    def timings(self) -> list[dict[str, Any]]:
+        """Every stored cell's timing: its model's architecture, its condition key, its image
+        count and the ``images_per_s`` row's detail (seconds, threads, batch size, load, CPU share)."""
+        query = ("SELECT r.arch, c.condition_json, c.device, r.n, r.detail FROM cells c JOIN results r "
+                 "USING (cell_key) WHERE r.metric = 'images_per_s' AND c.condition_json IS NOT NULL")
+        return [{"arch": arch, "condition": json.loads(condition), "device": device, "images": n,
+                 **json.loads(detail or "{}")}
+                for arch, condition, device, n, detail in self._conn.execute(query)]
+
     def cell_keys(self) -> list[str]:
         return [row[0] for row in self._conn.execute("SELECT cell_key FROM cells ORDER BY finished_at")]
 

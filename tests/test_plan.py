@@ -3,9 +3,11 @@ tables), the timed probe of every pending cell, and --plan writing nothing."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
+import sqlite3
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from attack_support import one_thread  # noqa: F401
@@ -19,6 +21,7 @@ from mgbench.runner import RunOptions, prepare
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 MODELS = "resnet-tiny.digits.s0,mgnet-tiny.digits.s0"
+COST_TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "perf" / "cost_table.py"
 
 
 @pytest.fixture
@@ -80,6 +83,68 @@ def test_every_pending_cell_is_probed_and_scaled_to_its_images(suite_file: Path,
 
 def test_cell_types_drop_eps_severity_and_glimpse() -> None:
     spec = make_spec("pgd", "linf", parse_eps_list("4/255")[0], variants=parse_variant("glimpse=2+rescaler-off"))
-    assert cell_type(SimpleNamespace(key=spec.key(), condition_type="attack")) == "pgd linf glimpse=*+rescaler-off"
-    fog = {"threat": "corruption", "corruption": "fog", "severity": 3}
-    assert cell_type(SimpleNamespace(key=fog, condition_type="corruption")) == "corruption"
+    assert cell_type({**spec.key(), "type": "attack"}) == "pgd linf glimpse=*+rescaler-off"
+    fog = {"type": "corruption", "threat": "corruption", "corruption": "fog", "severity": 3}
+    assert cell_type(fog) == "corruption"
+
+
+def _set_timing(store: Path, **detail: float) -> None:
+    """Overwrite every stored attack cell's timing detail (the runner's images_per_s row)."""
+    with sqlite3.connect(store) as conn:
+        rows = conn.execute("SELECT rowid, detail FROM results WHERE metric = 'images_per_s' AND attack IS NOT NULL")
+        for rowid, text in rows.fetchall():
+            conn.execute("UPDATE results SET detail = ? WHERE rowid = ?",
+                         (json.dumps({**json.loads(text), **detail}), rowid))
+
+
+def test_attack_cells_are_estimated_from_stored_timings_taken_alone(run_cli, tmp_path: Path) -> None:
+    # FGSM at 8/255 on resnet-tiny is stored; FGSM at 2/255 (same cell type, same architecture) is
+    # estimated from it, and only while its timing says it had its cores to itself.
+    suite = tmp_path / "one.toml"
+    suite.write_text('name = "one"\ndescription = "plan test"\ndataset = "digits"\nlimit = 12\n'
+                     '[[conditions]]\ntype = "attack"\nattack = "fgsm"\neps = "8/255"\nchecks = false\n')
+    store = tmp_path / "r.sqlite"
+    model = "resnet-tiny.digits.s0"
+    assert run_cli("run", "--suite", str(suite), "--model", model, "--store", str(store), "--batch-size", "4",
+                   "-q")[0] == 0
+    with sqlite3.connect(store) as conn:
+        (text,) = conn.execute("SELECT detail FROM results WHERE metric = 'images_per_s'").fetchone()
+    recorded = json.loads(text)
+    assert recorded["threads"] == 1 and recorded["batch_size"] == 4 and recorded["models_sharing_the_pass"] == 1
+    assert 0 < recorded["cpu_share"] <= 1.5 and {"load_before", "load_after"} <= set(recorded)
+    from mgbench.suites import load_suite
+
+    suite.write_text(suite.read_text().replace("8/255", "2/255"))
+    prepared = prepare(load_suite(str(suite)), models=[model], data=DataSpec("digits", limit=30),
+                       options=RunOptions(device="cpu", batch_size=4))
+    _set_timing(store, cpu_share=0.97, seconds=6.0)  # 6 s for 12 images, taken alone: 0.5 s/image
+    (cell,) = make_plan(prepared, store, probe_images=2).pending
+    assert (cell.timed_cells, cell.probe_images) == (1, 0) and cell.seconds == pytest.approx(0.5 * 30)
+    _set_timing(store, cpu_share=0.5)  # shared its cores: not a timing of the cell, so it is probed
+    (cell,) = make_plan(prepared, store, probe_images=2).pending
+    assert (cell.timed_cells, cell.probe_images) == (0, 2) and cell.seconds != pytest.approx(0.5 * 30)
+    _set_timing(store, cpu_share=0.97)
+    other = prepare(load_suite(str(suite)), models=[model], data=DataSpec("digits", limit=30),
+                    options=RunOptions(device="cpu", batch_size=8))
+    (cell,) = make_plan(other, store, probe_images=2).pending
+    assert cell.timed_cells == 0  # another batch size: another cost per image
+
+
+def test_the_cost_table_reads_only_timings_taken_alone() -> None:
+    spec = importlib.util.spec_from_file_location("cost_table", COST_TABLE)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    attack = {"type": "attack", "attack": "pgd", "norm": "linf", "eps_str": "4/255", "variant": "default"}
+    common = {"arch": "resnet-tiny", "device": "cpu:x86_64x1", "threads": 1, "batch_size": 256,
+              "models_sharing_the_pass": 1, "load_before": 1.0, "load_after": 1.1}
+    timings = [{**common, "condition": attack, "images": 100, "seconds": 50.0, "cpu_share": 0.98},
+               {**common, "condition": {**attack, "eps_str": "8/255"}, "images": 200, "seconds": 300.0,
+                "cpu_share": 0.95, "load_before": 2.0},
+               {**common, "condition": attack, "images": 100, "seconds": 900.0, "cpu_share": 0.4},  # contended
+               {**common, "condition": {"type": "clean"}, "images": 100, "seconds": 1.0}]  # no share recorded
+    rows, left_out = script.cost_rows(timings)
+    assert left_out == 2
+    (row,) = rows
+    assert row[:7] == ("resnet-tiny", "pgd linf", "cpu:x86_64x1", 1, 256, 2, 300)
+    assert row[7:] == ("1", "0.5-1.5", "0.95", "1.00-2.00", "1.10-1.10")

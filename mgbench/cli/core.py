@@ -50,10 +50,11 @@ if TYPE_CHECKING:
               help="[corruption suites] hendrycks (CenterCrop 224) or mgnet (Resize 256 + CenterCrop 224).")
 @click.option("--mce-baseline", default=None, help="[corruption suites] model that normalises CE/mCE, or alexnet.")
 @click.option("--plan", "plan_only", is_flag=True,
-              help="Print the plan (cells to compute, cells stored, estimated time from a timed probe of "
-                   "every cell to compute on a few images) and exit without computing or writing anything.")
+              help="Print the plan (cells to compute, cells stored, estimated time: from the store's timings of "
+                   "cells of the same architecture and type taken alone, else from a timed probe of the cell on a "
+                   "few images) and exit without computing or writing anything.")
 @click.option("--plan-images", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Images each cell's probe runs on, with --plan.")
+              help="Images each probed cell runs on, with --plan.")
 @progress_option
 def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, data_root: str | None,
         class_list: str, limit: int | None, on_bad_image: str, options: "RunOptions", store: str | None,
@@ -63,7 +64,7 @@ def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, da
     """Run a suite: every model x condition cell, resumable, into the results store.
 
     It first says how many cells it will compute and how many are stored already; --plan adds
-    an estimate of the time from a short timed probe and stops there."""
+    an estimate of the time (from stored timings, else a short timed probe) and stops there."""
     from mgbench import api
     from mgbench.corruptions.condition import check_known_baseline
     from mgbench.store import DEFAULT_STORE
@@ -97,8 +98,9 @@ def run(suite_name: str, model_names: tuple[str, ...], data_name: str | None, da
 
 
 def _print_plan(plan: "Plan", store: Path, estimate: bool) -> None:
-    """The plan on stderr: counts always; with ``estimate``, a row per model and cell type with
-    the probe's seconds per image, and the total, with the load average it was measured at."""
+    """The plan: counts always; with ``estimate``, a row per model and cell type with its seconds
+    per image and where they come from (stored timings or a probe), and the total, with the load
+    average the probes ran at."""
     from rich.table import Table
 
     from mgbench.progress import duration
@@ -108,17 +110,22 @@ def _print_plan(plan: "Plan", store: Path, estimate: bool) -> None:
                       "(plus each model's compute cell and summaries)")
     if not estimate:
         return
-    table = Table("model", "cell type", "to compute", "stored", "s/image", "estimate", box=None)
+    table = Table(box=None)
+    for column in ("model", "cell type", "to compute", "stored", "s/image", "estimate", "from"):
+        table.add_column(column, overflow="fold")
     for row in plan.by_type():
         per_image = "-" if row["s/image"] is None else f"{row['s/image']:.3g}"
         table.add_row(row["model"], row["cell type"], str(row["to compute"]), str(row["stored"]), per_image,
-                      duration(row["seconds"]) if row["to compute"] else "-")
+                      duration(row["seconds"]) if row["to compute"] else "-", row["from"])
     console.print(table)
     probe = max((c.probe_images for c in plan.pending), default=0)
     load = ", ".join(f"{x:.2f}" for x in plan.load_average)
+    timed = sum(1 for c in plan.pending if c.timed_cells)
     console.print(f"estimated {duration(plan.seconds)} for {pending} cell(s) on {plan.device} "
-                  f"({plan.threads} torch thread(s)), from probes of {probe} image(s) per cell at load average "
-                  f"{load}; attacks cost more on robust images, so this is an order of magnitude, not a timing")
+                  f"({plan.threads} torch thread(s)): {timed} from stored timings of cells taken alone, "
+                  f"{pending - timed} from probes of {probe} image(s) per cell at load average {load}; a probe "
+                  "of a few images overstates an attack cell (per-batch cost) and attacks cost more on robust "
+                  "images, so this is an order of magnitude, not a timing")
 
 
 @cli.command()
