@@ -10,7 +10,8 @@ import pytest
 from mgbench.attacks.checks import TOLERANCE, beats, unique_breaks
 from mgbench.attacks.eps import parse_eps, parse_eps_list, parse_number
 from mgbench.attacks.examples import ExampleSet
-from mgbench.attacks.spec import DEFAULT_STEPS, make_spec, plan_table, specs_from_table
+from mgbench.attacks.kinds.pgd import DEFAULT_STEPS
+from mgbench.attacks.spec import make_spec, plan_table, specs_from_table
 from mgbench.conditions import expand
 from mgbench.errors import InputError
 from mgbench.suites import load_suite

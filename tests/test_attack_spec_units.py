@@ -275,7 +275,7 @@ def test_autoattack_gets_the_specs_settings(monkeypatch: pytest.MonkeyPatch, att
         assert torch.equal(y, torch.zeros(2, dtype=torch.long))
         return SimpleNamespace(x_adv=x + 1)
 
-    monkeypatch.setattr("mgbench.attacks.spec.run_autoattack", spy)
+    monkeypatch.setattr("mgbench.attacks.kinds.autoattack.run_autoattack", spy)
     model, x = nn.Linear(4, 2), torch.zeros(2, 4)
     out = make_spec(attack, "l2", parse_eps("1/2"), **options).run(model, x, torch.zeros(2, dtype=torch.long), seed=7)
     version = options.get("version", "custom")
@@ -296,7 +296,7 @@ def test_autoattack_gets_the_specs_settings(monkeypatch: pytest.MonkeyPatch, att
 def test_pgd_gets_the_specs_settings_and_loss(monkeypatch: pytest.MonkeyPatch, options: dict[str, Any],
                                               expected: dict[str, Any]) -> None:
     calls = []
-    monkeypatch.setattr("mgbench.attacks.spec.pgd", lambda model, x, y, **kwargs: calls.append(kwargs) or x)
+    monkeypatch.setattr("mgbench.attacks.kinds._gradient.pgd", lambda model, x, y, **kwargs: calls.append(kwargs) or x)
     spec = make_spec("pgd", "linf", EPS, **options)
     x, y = torch.tensor([[[[1.0, 3.0], [0.0, 0.0]]], [[[2.0, 0.0], [0.0, 0.0]]]]), torch.tensor([0, 0])
     model = Anytime()
@@ -312,7 +312,7 @@ def test_pgd_gets_the_specs_settings_and_loss(monkeypatch: pytest.MonkeyPatch, o
 
 def test_a_glimpse_variant_of_autoattack_attacks_that_steps_logits(monkeypatch: pytest.MonkeyPatch) -> None:
     aimed = []
-    monkeypatch.setattr("mgbench.attacks.spec.run_autoattack",
+    monkeypatch.setattr("mgbench.attacks.kinds.autoattack.run_autoattack",
                         lambda model, x, y, **_: aimed.append(model) or SimpleNamespace(x_adv=x))
     model = Anytime()
     make_spec("autoattack", "linf", EPS, variants=("glimpse=2",)).run(model, torch.zeros(1, 1, 2, 2),

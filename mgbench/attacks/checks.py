@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mgbench.attacks.attack import describe
 from mgbench.attacks.examples import ExampleSet
 from mgbench.attacks.variants import ADAPTIVE, DEFAULT, TRANSFER_PREFIX, without_seed
 from mgbench.metrics import binomial_ci
@@ -63,21 +64,32 @@ class StoredAttack:
         return self.variant.startswith(TRANSFER_PREFIX)
 
     @property
+    def kind(self) -> str | None:
+        """The registered attack that stored the cell (:func:`mgbench.attacks.attack.describe`)."""
+        return describe(self.attack).kind
+
+    @property
     def pgd(self) -> bool:
-        return self.attack in ("pgd", "pgd-margin")
+        return self.kind == "pgd"
 
     @property
     def square(self) -> bool:
-        return self.attack == "autoattack-custom:square"
+        return self.kind == "square"
 
     @property
     def noise(self) -> bool:
-        return self.attack == "noise"
+        return self.kind == "noise"
+
+    @property
+    def official_autoattack(self) -> bool:
+        """A cell of the official AutoAttack code (AutoAttack, APGD, Square)."""
+        found = describe(self.attack).attack
+        return found is not None and found.autoattack_code
 
     @property
     def autoattack(self) -> bool:
         """AutoAttack or APGD (a gradient attack of the official code), not the Square probe."""
-        return self.attack.startswith("autoattack") and not self.square
+        return self.official_autoattack and not self.square
 
     @property
     def white_box(self) -> bool:
@@ -254,7 +266,7 @@ def fgsm_check(cells: list[StoredAttack]) -> Check:
     pairs = [compare("pgd-vs-fgsm", f.examples, p.examples, f.label, p.label,
                      "multi-step PGD does worse than single-step FGSM")
              for p in mine if p.pgd and not p.chance and not p.reseeded
-             for f in mine if f.attack == "fgsm" and f.variant == p.variant and f.eps == p.eps and f.norm == p.norm]
+             for f in mine if f.kind == "fgsm" and f.variant == p.variant and f.eps == p.eps and f.norm == p.norm]
     return worst_of(pairs, "pgd-vs-fgsm", "needs FGSM and PGD at the same eps")
 
 
@@ -331,7 +343,7 @@ def adaptive_check(cells: list[StoredAttack]) -> Check:
 
 def autoattack_flags(cells: list[StoredAttack]) -> Check:
     flags = {message: count for c in cells for message, count in c.warnings.items()}
-    if not any(c.attack.startswith("autoattack") for c in cells):
+    if not any(c.official_autoattack for c in cells):
         return Check("autoattack-flags", None, "no AutoAttack in the sweep")
     reason = "AutoAttack's checks: " + " | ".join(flags) if flags else "AutoAttack's checks raised nothing"
     return Check("autoattack-flags", not flags, reason, float(len(flags)), detail={"warnings": flags})

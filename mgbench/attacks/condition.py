@@ -81,7 +81,7 @@ class AttackCondition:
 
     def __post_init__(self) -> None:
         self.key = self.spec.key()
-        self.needs_grad = self.spec.attack != "noise"
+        self.needs_grad = self.spec.kind.needs_grad
         if self.source is not None:
             # Not a wide store column, but part of the cell's key: retraining the source recomputes.
             self.key["source_weights"] = self.source.weights

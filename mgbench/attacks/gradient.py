@@ -92,7 +92,7 @@ all_steps_ce.__doc__ = ("Mean over the anytime steps of each step's cross-entrop
 
 def default_step_size(eps: float, steps: int) -> float:
     """2.5 * eps / steps (Madry et al. 2018): enough travel to cross the ball and come back (the
-    chance-level probe's step; the honest default PGD steps eps / 4, see ``spec.py``)."""
+    chance-level probe's step; the honest default PGD steps eps / 4, see ``kinds/pgd.py``)."""
     return 2.5 * eps / steps
 
 

@@ -1,16 +1,13 @@
-"""What one attack condition is: :class:`AttackSpec` (validated, defaults resolved) and how a
-suite's ``[[conditions]]`` table of ``type = "attack"`` becomes specs (one per combination).
+"""How an attack is asked for: :func:`make_spec` checks what every attack shares (norm,
+protocol, eps bounds, step counts) and lets the registered attack (:mod:`mgbench.attacks.attack`,
+one module each under ``kinds/``) resolve its defaults; :func:`plan_table` turns a suite's
+``[[conditions]]`` table of ``type = "attack"`` into specs (one per combination), the ``per_step``
+attacks and the verdict's probes.
 
-Defaults (honest protocol; docs/attacks.md says why and what each costs): PGD 100 steps of
-eps / 4, 2 random restarts, with the cross-entropy and with the margin loss (two cells, ``pgd``
-and ``pgd-margin``); FGSM one step of eps from the clean point; ``apgd`` = APGD-CE + APGD-T of
-the official AutoAttack code (stored as ``autoattack-custom:apgd-ce+apgd-t``); AutoAttack
-``standard``. ``all`` = fgsm, pgd, apgd. The verdict's probes are attacks too: ``noise`` (10
-random draws of the ball's size) and ``square`` (AutoAttack's gradient-free Square, 1,000
-queries by default; stored as ``autoattack-custom:square`` with the queries in ``steps``). The
-``mgnet-paper`` protocol defaults to the official code's 10 steps of 1/255 (normalised units), no
-random start. Keys that do not apply to an attack (``steps`` for AutoAttack, ``version`` for
-PGD) are ignored for it, so one table can sweep several attacks.
+Each attack's defaults are in its module (docs/attacks.md says why and what each costs). ``all``
+is every attack registered with ``in_all`` (fgsm, pgd, apgd). The verdict's probes are attacks
+too: ``noise`` and ``square``. Keys that do not apply to an attack (``steps`` for AutoAttack,
+``version`` for PGD) are ignored for it, so one table can sweep several attacks.
 """
 
 from __future__ import annotations
@@ -20,159 +17,32 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
 import torch.nn as nn
 
-from mgbench.attacks.autoattack import AA_ATTACKS, CascadeResult, check_attack_names, run_autoattack
-from mgbench.attacks.eps import Eps, parse_eps_list, parse_number
-from mgbench.attacks.gradient import LOSSES, NORMS, Budget, default_step_size, pgd
-from mgbench.attacks.noise import DEFAULT_DRAWS, random_noise
-from mgbench.attacks.protocols import PAPER_STEP_SIZE, PAPER_STEPS, PROTOCOLS, normalize_layer, paper_budget
-from mgbench.attacks.variants import (
-    aimed_at,
-    attack_context,
-    check_glimpse,
-    loss_for,
-    parse_variant,
-    rescaler_switch,
-    variant_label,
+from mgbench.attacks.attack import (
+    AttackOutput,
+    AttackSpec,
+    Options,
+    all_attacks,
+    describe,
+    get_attack,
 )
-from mgbench.conditions import check_keys, condition_label
+from mgbench.attacks.autoattack import AA_ATTACKS
+from mgbench.attacks.eps import Eps, parse_eps_list, parse_number
+from mgbench.attacks.gradient import LOSSES, NORMS, default_step_size
+from mgbench.attacks.kinds.square import SQUARE_QUERIES
+from mgbench.attacks.protocols import PROTOCOLS, normalize_layer
+from mgbench.attacks.variants import check_glimpse, parse_variant, rescaler_switch
+from mgbench.conditions import check_keys
 from mgbench.errors import InputError
 
-ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "noise", "square")
-ALL = ("fgsm", "pgd", "apgd")  # what ``attack = "all"`` (the default) runs
-GRADIENT_FREE = ("noise", "square")
-DEFAULT_STEPS = 100
-DEFAULT_RESTARTS = 2
-STEP_FRACTION = 0.25  # default PGD step: eps / 4
-DEFAULT_LOSSES = ("ce", "margin")
-APGD_ATTACKS = ("apgd-ce", "apgd-t")
-SQUARE_QUERIES = 1000
+__all__ = ["AttackOutput", "AttackSpec", "Planned", "check_attack_target", "make_spec", "plan_table",
+           "specs_from_table"]
+
 TABLE_KEYS = (
     "type", "attack", "eps", "norm", "steps", "step_size", "restarts", "random_start", "protocol", "variant",
     "version", "aa_attacks", "transfer_from", "limit", "checks", "square_queries", "loss", "per_step",
 )
-
-
-@dataclass
-class AttackOutput:
-    x_adv: torch.Tensor
-    cascade: CascadeResult | None = None
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """One fully resolved attack. ``step_size`` is in pixel units for ``honest`` and in
-    normalised-tensor units for ``mgnet-paper`` (like ``eps``)."""
-
-    attack: str
-    norm: str
-    eps: Eps
-    protocol: str = "honest"
-    variants: tuple[str, ...] = ()
-    transfer_from: str | None = None
-    steps: int | None = None
-    step_size: float | None = None
-    restarts: int | None = None
-    random_start: bool | None = None
-    version: str | None = None
-    aa_attacks: tuple[str, ...] = ()
-    loss: str = "ce"
-
-    @property
-    def name(self) -> str:
-        """The stored ``attack``: fgsm, pgd, pgd-margin, noise, autoattack-standard,
-        autoattack-custom:apgd-ce+apgd-t (``apgd``), autoattack-custom:square (``square``)."""
-        if self.attack == "pgd" and self.loss != "ce":
-            return f"pgd-{self.loss}"
-        if self.attack != "autoattack":
-            return self.attack
-        suffix = ":" + "+".join(self.aa_attacks) if self.version == "custom" else ""
-        return f"autoattack-{self.version}{suffix}"
-
-    @property
-    def variant(self) -> str:
-        return variant_label(self.variants, self.transfer_from)
-
-    @property
-    def label(self) -> str:
-        return condition_label(self.key())
-
-    def key(self) -> dict[str, Any]:
-        """The store's condition columns."""
-        return {
-            "threat": self.norm,
-            "attack": self.name,
-            "protocol": self.protocol,
-            "variant": self.variant,
-            "norm": self.norm,
-            "eps": self.eps.value,
-            "eps_str": self.eps.text,
-            "steps": self.steps,
-            "step_size": self.step_size,
-            "restarts": self.restarts,
-            "random_start": None if self.random_start is None else int(self.random_start),
-        }
-
-    @property
-    def keep(self) -> str:
-        """Transfer attacks and the paper's protocol keep the final iterate; white-box attacks
-        keep the first iterate that fools the model."""
-        return "last" if self.transfer_from or self.protocol == "mgnet-paper" else "first-success"
-
-    def hyperparameters(self) -> dict[str, Any]:
-        """Everything that determines the attack, for the stored detail."""
-        out: dict[str, Any] = {**self.key(), "units": "pixels of [0, 1] images"}
-        if self.protocol == "mgnet-paper":
-            out["units"] = "normalised tensor (x - mean) / std; pixel budget = eps * std per channel"
-            out["clip_to_unit_range"] = False
-        else:
-            out["clip_to_unit_range"] = True
-        if self.attack == "autoattack":
-            out.update(version=self.version, aa_attacks=list(self.aa_attacks) or None,
-                       square_queries=self.steps,  # set only for Square alone (make_spec)
-                       implementation="pyautoattack (official AutoAttack code), cascade driven by mgbench")
-        elif self.attack == "noise":
-            out.update(draws=self.steps, implementation="mgbench.attacks.noise")
-        else:
-            loss = "cross-entropy" if self.loss == "ce" else "margin max_{j!=y} z_j - z_y"
-            out.update(
-                loss=f"mean {loss} over all anytime steps" if "all-glimpses" in self.variants
-                else f"{loss} of the final logits",
-                keep=self.keep, implementation="mgbench.attacks.gradient",
-            )
-        return out
-
-    def budget(self, model: nn.Module, device: torch.device) -> tuple[Budget, Budget | None, bool]:
-        """(eps, step size, clip to [0, 1]) in pixel units; per-channel tensors for mgnet-paper."""
-        if self.protocol == "mgnet-paper":
-            assert self.step_size is not None  # the paper's protocol runs PGD and FGSM only, which have a step
-            return paper_budget(model, self.eps.value, device), paper_budget(model, self.step_size, device), False
-        return self.eps.value, self.step_size, True
-
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, source: nn.Module | None = None,
-            seed: int = 0) -> AttackOutput:
-        """Craft the adversarial batch (on ``source`` for a transfer attack)."""
-        target = source if self.transfer_from else model
-        if target is None:
-            raise InputError(f"{self.label}: the transfer source model is not loaded")
-        if self.attack == "noise":
-            assert self.steps is not None
-            return AttackOutput(random_noise(model, x, y, norm=self.norm, eps=self.eps.value, draws=self.steps))
-        with attack_context(target, self.variants):
-            aimed = aimed_at(target, self.variants)
-            if self.attack == "autoattack":
-                assert self.version is not None  # make_spec sets it
-                cascade = run_autoattack(aimed, x, y, norm=self.norm, eps=self.eps.value, version=self.version,
-                                         attacks=self.aa_attacks, seed=seed, square_queries=self.steps)
-                return AttackOutput(cascade.x_adv, cascade)
-            eps, step, clip = self.budget(model, x.device)
-            assert self.steps is not None and self.restarts is not None and step is not None
-            x_adv = pgd(aimed, x, y, norm=self.norm, eps=eps, steps=self.steps, step_size=step,
-                        restarts=self.restarts, random_start=bool(self.random_start), clip=clip, keep=self.keep,
-                        loss=loss_for(self.variants, self.loss))
-        return AttackOutput(x_adv)
 
 
 # The L2 diameter of the largest images mgbench evaluates (3 x 224 x 224 in [0, 1]): an L2 budget
@@ -214,9 +84,9 @@ def make_spec(
     loss: str = "ce",
     square_queries: int | None = None,
 ) -> AttackSpec:
-    """Validate one combination and resolve its defaults (``None`` = the protocol's default)."""
-    if attack not in ATTACKS:
-        raise InputError(f"unknown attack {attack!r}: use {', '.join(ATTACKS)} or all")
+    """Validate one combination and let its attack resolve the defaults (``None``: the attack's
+    and protocol's default)."""
+    kind = get_attack(attack)
     if loss not in LOSSES:
         raise InputError(f"unknown loss {loss!r}: use {' or '.join(LOSSES)}")
     if norm not in NORMS:
@@ -238,21 +108,12 @@ def make_spec(
     # what error messages call it (an AutoAttack without a version is the standard one)
     base = AttackSpec(attack, norm, eps, protocol, variants, transfer_from, version=version or "standard",
                       aa_attacks=aa_attacks)
-    if attack in GRADIENT_FREE and (variants or transfer_from):
+    if kind.gradient_free and (variants or transfer_from):
         raise InputError(f"{base.label}: {attack} uses no gradient, so variants and transfer sources do not apply")
-    if attack in ("apgd", "square", "noise") and protocol != "honest":
-        raise InputError(f"{base.label}: {attack} runs under the honest protocol only")
-    if attack == "noise":
-        return AttackSpec(attack, norm, eps, protocol, steps=DEFAULT_DRAWS, restarts=1, random_start=True)
-    if attack in ("apgd", "square"):
-        if attack == "square":
-            return make_spec("autoattack", norm, eps, version="custom", aa_attacks=("square",),
-                             square_queries=square_queries or SQUARE_QUERIES)
-        return make_spec("autoattack", norm, eps, variants=variants, transfer_from=transfer_from,
-                         version="custom", aa_attacks=APGD_ATTACKS)
+    if protocol not in kind.protocols:
+        raise InputError(kind.refuse_protocol(base))
     if protocol == "mgnet-paper":
         problems = [
-            (attack == "autoattack", "the paper ran no AutoAttack"),
             (loss != "ce", "the paper's attack uses the cross-entropy"),
             (norm != "linf", "the paper's attack is L-inf only"),
             (bool(variants or transfer_from), "the paper's attack has no variants"),
@@ -262,29 +123,9 @@ def make_spec(
         for failed, why in problems:
             if failed:
                 raise InputError(f"{base.label}: {why}: use protocol honest for that")
-    if attack == "autoattack":
-        if transfer_from:
-            raise InputError(f"{base.label}: transfer attacks use fgsm or pgd on the source, not autoattack")
-        if "all-glimpses" in variants:
-            raise InputError(f"{base.label}: AutoAttack uses its own losses; all-glimpses applies to fgsm and pgd")
-        version = version or "standard"
-        check_attack_names(version, aa_attacks)  # a list only for custom
-        queries = square_queries if aa_attacks == ("square",) else None
-        return AttackSpec(attack, norm, eps, protocol, variants, steps=queries, version=version,
-                          aa_attacks=aa_attacks)
-    if attack == "fgsm":
-        return AttackSpec(attack, norm, eps, protocol, variants, transfer_from, steps=1, step_size=eps.value,
-                          restarts=1, random_start=False)
-    if protocol == "mgnet-paper":
-        steps = steps or PAPER_STEPS
-        size = step_size if step_size is not None else PAPER_STEP_SIZE
-        return AttackSpec(attack, norm, eps, protocol, steps=steps, step_size=size, restarts=1,
-                          random_start=False)
-    steps = steps or DEFAULT_STEPS
-    size = step_size if step_size is not None else STEP_FRACTION * eps.value
-    return AttackSpec(attack, norm, eps, protocol, variants, transfer_from, steps=steps, step_size=size,
-                      restarts=restarts or DEFAULT_RESTARTS,
-                      random_start=True if random_start is None else random_start, loss=loss)
+    return kind.resolve(base, Options(steps=steps, step_size=step_size, restarts=restarts, random_start=random_start,
+                                      version=version, aa_attacks=aa_attacks, loss=loss,
+                                      square_queries=square_queries))
 
 
 def _names(value: Any, what: str) -> list[Any]:
@@ -306,24 +147,14 @@ def _attack_names(value: Any) -> tuple[list[str], bool]:
     """(names, expanded from ``all``)."""
     names = _names(value if value is not None else "all", "attack")
     if "all" in names:
-        return list(ALL), True
+        return list(all_attacks()), True
     return [str(name) for name in names], False
 
 
-def _compatible(attack: str, protocol: str, variants: tuple[str, ...], transfer: str | None) -> bool:
-    """Whether ``all`` (fgsm, pgd, apgd) should include ``attack`` for this combination."""
-    if attack == "apgd":
-        return protocol == "honest" and not transfer and "all-glimpses" not in variants
-    return True
-
-
 def _losses(attack: str, protocol: str, table: dict[str, Any]) -> list[str]:
-    """The losses a table sweeps for ``attack``: PGD (honest) both by default, everything else
-    the cross-entropy (FGSM, the paper's PGD) or its own (AutoAttack, noise)."""
-    if attack != "pgd":
-        return ["ce"]
-    default = list(DEFAULT_LOSSES) if protocol == "honest" else ["ce"]
-    return [str(v) for v in _names(table.get("loss"), "loss")] if table.get("loss") is not None else default
+    """The losses a table sweeps for ``attack`` (its own choice: PGD both by default)."""
+    requested = [str(v) for v in _names(table.get("loss"), "loss")] if table.get("loss") is not None else None
+    return get_attack(attack).losses(protocol, requested)
 
 
 @dataclass(frozen=True)
@@ -355,6 +186,13 @@ def _with(spec: AttackSpec, *extra: str) -> AttackSpec:
     return replace(spec, variants=tuple(sorted(set(spec.variants) | set(extra))))
 
 
+def _seed_rank(spec: AttackSpec) -> int:
+    """Which attack the seed probe reseeds: AutoAttack standard, else APGD, else another AutoAttack,
+    else PGD (each attack's ``rank_of`` its stored name)."""
+    found = describe(spec.name).attack
+    return found.rank_of(spec.name) if found is not None else 3
+
+
 def _probes(planned: list[Planned], table: dict[str, Any]) -> list[Planned]:
     """The verdict's probe attacks (``checks = true``), at every honest eps of the table: random
     noise, Square, and a second independent seed of the strongest attack there (AutoAttack
@@ -367,9 +205,7 @@ def _probes(planned: list[Planned], table: dict[str, Any]) -> list[Planned]:
         out += [Planned(make_spec("noise", norm, eps), probe=True),
                 Planned(make_spec("square", norm, eps, square_queries=queries), probe=True)]
         here = [s for s in honest if s.norm == norm and s.eps == eps and not s.variants and s.attack != "fgsm"]
-        rank = {"autoattack-standard": 0, "autoattack-custom:apgd-ce+apgd-t": 1}
-        strongest = min(here, key=lambda s: (rank.get(s.name, 2 if s.attack == "autoattack" else 3), s.loss != "ce"),
-                        default=None)
+        strongest = min(here, key=lambda s: (_seed_rank(s), s.loss != "ce"), default=None)
         if strongest is not None:
             out.append(Planned(_with(strongest, "seed=1"), probe=True))
     if honest:
@@ -408,9 +244,9 @@ def plan_table(table: dict[str, Any]) -> list[Planned]:
     for attack, norm, eps, protocol, (variant, optional), source, steps, restarts in itertools.product(
         attacks, norms, eps_values, protocols, variants, sources, steps_list, restarts_list
     ):
-        if from_all and not _compatible(attack, protocol, variant, source):
+        if from_all and not get_attack(attack).joins_all(protocol, variant, source):
             continue
-        if optional and (attack in GRADIENT_FREE or protocol != "honest" or source):
+        if optional and (get_attack(attack).gradient_free or protocol != "honest" or source):
             continue  # the default rescaler-off run: white-box gradient attacks of the honest protocol only
         for loss in _losses(attack, protocol, table):
             spec = make_spec(
@@ -423,7 +259,7 @@ def plan_table(table: dict[str, Any]) -> list[Planned]:
     if table.get("per_step"):
         planned += [Planned(_with(p.spec, f"glimpse={t}"), True) for p in list(planned)
                     for t in range(1, MAX_PER_STEP)
-                    if p.spec.attack in ("pgd", "autoattack") and p.spec.protocol == "honest" and p.spec.loss == "ce"
+                    if p.spec.kind.per_step and p.spec.protocol == "honest" and p.spec.loss == "ce"
                     and not p.spec.transfer_from and "all-glimpses" not in p.spec.variants]
     if table.get("checks", True):
         planned += _probes(planned, table)

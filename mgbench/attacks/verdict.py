@@ -47,6 +47,7 @@ FACTS_SEED = 0
 # model, data and run options, whichever suite wrote it; 3: the checks read only stored cells, probes
 # included, and the worst case is per step for anytime models; 4: the verdict stores its model facts).
 SUMMARY_VERSION = 4
+WORST_CASE = "worst-case"  # the stored attack name of the per-example worst case
 
 
 def _optional(value: Any) -> Any:
@@ -157,7 +158,7 @@ def _worst_case_summaries(norm: str, cells: list[StoredAttack]) -> list[Summary]
         detail = {"attacks": labels, "excluded": excluded, "examples": worst.to_detail(),
                   "note": "per-example worst case over the listed attacks, on the examples every one of them "
                           "evaluated; excluded attacks evaluated fewer examples"}
-        key = {"threat": norm, "attack": "worst-case", "protocol": "honest", "variant": DEFAULT, "norm": norm,
+        key = {"threat": norm, "attack": WORST_CASE, "protocol": "honest", "variant": DEFAULT, "norm": norm,
                "eps": eps, "eps_str": at[0].eps_str}
         rows = [MetricRow("top1", worst.n_correct / worst.n, low, high, worst.n, detail=detail)]
         out.append(Summary(key, rows + _step_rows([c for c in at if c.label in labels], worst)))

@@ -9,6 +9,7 @@ import click
 
 from mgbench import distributed
 from mgbench.cli.common import (
+    LazyHelpOption,
     _data_spec,
     _print_cells,
     _split_names,
@@ -26,6 +27,14 @@ if TYPE_CHECKING:
 DEFAULT_MODELS = ["resnet-tiny.digits.s0"]
 
 
+def _attack_help() -> str:
+    """The --attack help, from the attack registry: every attack with its summary."""
+    from mgbench.attacks.attack import all_attacks, attack_names, get_attack
+
+    listed = "; ".join(f"{name}: {get_attack(name).summary}" for name in attack_names())
+    return f"{listed}; or all = {','.join(all_attacks())} (comma-separated list allowed)."
+
+
 def _default_models() -> list[str]:
     """The ``attacks`` suite's default models (where the zoo's digits models are listed)."""
     from mgbench.suites import list_suites
@@ -39,9 +48,8 @@ def _default_models() -> list[str]:
               help="Zoo card, architecture, or FILE.py:FACTORY (repeatable, or comma-separated) "
                    "[default: the attacks suite's models].")
 @click.option("--eps", required=True, help="Budget(s): 4/255, 0.0157, or a list 1/255,2/255,4/255,8/255.")
-@click.option("--attack", "attacks", default="all", show_default=True,
-              help="fgsm, pgd, apgd (APGD-CE + APGD-T), autoattack, noise, square, or all = fgsm,pgd,apgd "
-                   "(comma-separated list allowed).")
+@click.option("--attack", "attacks", default="all", show_default=True, cls=LazyHelpOption,
+              help_from=lambda: _attack_help())
 @click.option("--norm", default="linf", show_default=True, help="linf or l2 (or linf,l2).")
 @click.option("--steps", type=int, default=None, help="PGD steps [default: 100; mgnet-paper: 10].")
 @click.option("--step-size", default=None,

@@ -40,6 +40,19 @@ err_console = Console(stderr=True)
 SEED = click.IntRange(0, 2**32 - 1)
 
 
+class LazyHelpOption(click.Option):
+    """An option whose help is written when ``--help`` asks for it, from a registry that is too
+    slow to import for every command (the attack registry imports torch and AutoAttack)."""
+
+    def __init__(self, *args: Any, help_from: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help_from = help_from
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self.help_from()
+        return super().get_help_record(ctx)
+
+
 def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--data, --data-root, --class-list, --limit, --on-bad-image."""
     decorators = [

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mgbench.attacks.attack import describe
+from mgbench.attacks.verdict import WORST_CASE
 from mgbench.conditions import condition_label
 from mgbench.report.tables import verdict_word
 
@@ -260,15 +262,20 @@ def headline_attack(entry: Entry, columns: list[AttackColumn]) -> tuple[AttackCo
     the standard version (RobustBench's protocol) when it ran, else another version; None when
     AutoAttack never ran."""
     found = [(c, entry.robust[c]) for c in columns
-             if c in entry.robust and c.attack.startswith("autoattack") and c.protocol == "honest"
+             if c in entry.robust and _autoattack_code(c.attack) and c.protocol == "honest"
              and c.variant == "default"]
     if not found:
         return None
-    return max(found, key=lambda item: (item[0].attack == "autoattack-standard", item[0].eps))
+    return max(found, key=lambda item: (describe(item[0].attack).strength == 0, item[0].eps))
+
+
+def _autoattack_code(stored: str) -> bool:
+    found = describe(stored).attack
+    return found is not None and found.autoattack_code
 
 
 def worst_case(entry: Entry, columns: list[AttackColumn]) -> list[tuple[AttackColumn, Acc]]:
-    return [(c, entry.robust[c]) for c in columns if c in entry.robust and c.attack == "worst-case"]
+    return [(c, entry.robust[c]) for c in columns if c in entry.robust and c.attack == WORST_CASE]
 
 
 def robust_at(entry: Entry, eps_str: str = HEADLINE_EPS) -> tuple[AttackColumn, Acc] | None:
@@ -281,19 +288,13 @@ def robust_at(entry: Entry, eps_str: str = HEADLINE_EPS) -> tuple[AttackColumn, 
     return None
 
 
-# How the leaderboard names the attack families a worst case covers, strongest first.
-ATTACK_NAMES = {"autoattack-standard": "AutoAttack", "autoattack-custom:apgd-ce+apgd-t": "APGD-CE+T", "pgd": "PGD",
-                "autoattack-custom:square": "Square", "fgsm": "FGSM", "noise": "noise"}
-
-
 def attack_families(labels: list[str]) -> list[str]:
     """The attacks a worst case covers (its stored labels, e.g. ``pgd 4/255 (100 steps, 2 restarts)
     [rescaler-off]``) as family names, strongest first, each once (other attacks by their stored
     name, after those)."""
-    found = {label.split()[0] for label in labels if label.split()}
-    order = list(ATTACK_NAMES)
-    ranked = sorted(found, key=lambda a: (order.index(a) if a in order else len(order), a))
-    return [ATTACK_NAMES.get(a, a) for a in ranked]
+    found = sorted((describe(label.split()[0]) for label in labels if label.split()),
+                   key=lambda name: (name.strength, name.stored))
+    return list(dict.fromkeys(name.family for name in found))
 
 
 def verdict_text(entry: Entry) -> str:

@@ -62,10 +62,6 @@ def _verdict_cell(entry: Entry) -> Cell:
     return Cell(verdict_text(entry), tone="bad" if entry.unreliable else "")
 
 
-def _attack_name(column: AttackColumn) -> str:
-    return "AutoAttack" if column.attack == "autoattack-standard" else column.attack
-
-
 # ----------------------------------------------------------------------------- the headline columns
 
 

@@ -11,6 +11,8 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from mgbench.attacks.attack import describe
+from mgbench.attacks.verdict import WORST_CASE
 from mgbench.conditions import condition_label
 
 
@@ -32,13 +34,14 @@ def _pct(value: float) -> str:
 
 # Threats in the order the tables show them; rows within a threat by attack, protocol, variant, eps.
 _THREAT_ORDER = {"clean": 0, "corruption": 1, "linf": 2, "l2": 3}
-_ATTACK_ORDER = {"fgsm": 0, "pgd": 1, "autoattack": 2, "worst-case": 8}
+WORST_CASE_RANK = 8
 
 
 def attack_rank(attack: Any) -> int:
-    """Where an attack goes in tables and plots: FGSM, PGD, AutoAttack, others, the worst case last."""
+    """Where an attack goes in tables and plots: FGSM, PGD, AutoAttack (each attack's ``column``),
+    others, the worst case last."""
     name = str(attack) if _present(attack) else ""
-    return _ATTACK_ORDER.get(name, _ATTACK_ORDER["autoattack"] if name.startswith("autoattack") else 5)
+    return WORST_CASE_RANK if name == WORST_CASE else describe(name).column
 
 
 def subset_label(value: Any) -> str:
