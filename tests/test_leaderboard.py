@@ -561,3 +561,21 @@ def test_tracked_page_is_built_from_the_reference_alone(tmp_path: Path, run_cli,
     ignored = subprocess.run(["git", "check-ignore", "-q", "results/local-leaderboard/index.html"],
                              cwd=Path(__file__).resolve().parents[1])
     assert ignored.returncode == 0  # git-ignored in the repository
+
+
+def test_the_glimpse_table_shows_robust_accuracy_after_each_glimpse(real: tuple[Path, Path]) -> None:
+    """MGNet's per-glimpse worst case at 4/255 (step rows, read with sqlite3) sits in the
+    glimpse table beside each glimpse's cumulative GMACs."""
+    store, board = real
+    with sqlite3.connect(store) as db:
+        steps = db.execute(f"SELECT step, value FROM results WHERE model = 'mgnet-tiny.digits.s0' AND step IS NOT NULL "
+                           f"AND {WORST_4} ORDER BY step").fetchall()
+        gmacs = db.execute("SELECT step, value FROM results WHERE model = 'mgnet-tiny.digits.s0' "
+                           "AND metric = 'gmacs' AND step IS NOT NULL ORDER BY step").fetchall()
+    assert [s for s, _ in steps] == [1, 2, 3, 4] and [s for s, _ in gmacs] == [1, 2, 3, 4]
+    table = (board / "index.md").read_text().split("accuracy after each glimpse")[1].split("###")[0]
+    assert "robust top-1 (4/255)" in table
+    for (step, robust), (_, cumulative) in zip(steps, gmacs):
+        row = next(line for line in table.splitlines() if line.startswith(f"| mgnet-tiny.digits.s0 | {step} | "))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] == f"{cumulative:.4f}" and cells[-1] == f"{100 * robust:.1f}"

@@ -274,6 +274,13 @@ def _autoattack_code(stored: str) -> bool:
     return found is not None and found.autoattack_code
 
 
+def robust_steps_at(entry: Entry, eps_str: str = HEADLINE_EPS) -> list[float]:
+    """An anytime card's robust top-1 after each glimpse at ``eps_str``: the worst case over every
+    attack there, attacks aimed at that glimpse included (empty when none stored steps)."""
+    found = robust_at(entry, eps_str)
+    return [] if found is None else entry.robust_steps.get(found[0], [])
+
+
 def worst_case(entry: Entry, columns: list[AttackColumn]) -> list[tuple[AttackColumn, Acc]]:
     return [(c, entry.robust[c]) for c in columns if c in entry.robust and c.attack == WORST_CASE]
 

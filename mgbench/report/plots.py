@@ -27,6 +27,7 @@ from mgbench.report.leaderboard import (
     attack_families,
     model_groups,
     robust_at,
+    robust_steps_at,
     worst_case,
 )
 
@@ -68,16 +69,11 @@ def _robust_value(e: Entry) -> float | None:
     return None if found is None else found[1].value
 
 
-def _robust_steps(e: Entry) -> list[float]:
-    found = robust_at(e)
-    return [] if found is None else e.robust_steps.get(found[0], [])
-
-
 PANELS: list[tuple[str, str, Callable[[Entry], float | None], Callable[[Entry], list[float]]]] = [
     ("clean", "clean", lambda e: e.clean.value if e.clean else None, lambda e: e.clean_steps),
     ("corruptions (mean)", "corruption", lambda e: e.corruption_mean.value if e.corruption_mean else None,
      lambda e: e.corruption_steps),
-    (f"robust at {HEADLINE_EPS} (worst case)", "robust", _robust_value, _robust_steps),
+    (f"robust at {HEADLINE_EPS} (worst case)", "robust", _robust_value, robust_steps_at),
 ]
 
 

@@ -18,6 +18,7 @@ from mgbench.report.leaderboard import (
     attack_families,
     model_groups,
     robust_at,
+    robust_steps_at,
     seed_differences,
     seed_groups,
     verdict_text,
@@ -360,16 +361,17 @@ def dataset_tables(dataset: str, entries: list[Entry]) -> list[Table]:
     if anytime:
         rows = []
         for e in anytime:
+            robust = robust_steps_at(e)
             for t, gmacs in enumerate(e.gmacs_steps):
-                clean = e.clean_steps[t] if t < len(e.clean_steps) else None
-                corrupted = e.corruption_steps[t] if t < len(e.corruption_steps) else None
+                values = [steps[t] if t < len(steps) else None for steps in (e.clean_steps, e.corruption_steps, robust)]
                 rows.append([Cell(e.model), Cell(str(t + 1), t + 1), _num(gmacs, ".4f"),
-                             _num(None if clean is None else 100 * clean, ".1f"),
-                             _num(None if corrupted is None else 100 * corrupted, ".1f")])
+                             *(_num(None if v is None else 100 * v, ".1f") for v in values)])
         tables.append(Table(
             f"{dataset}: accuracy after each glimpse",
-            "Anytime models: top-1 % after t steps and the cumulative GMACs of t steps.",
-            ["model", "step", "GMACs (cumulative)", "clean top-1", "corruptions top-1"],
+            "Anytime models: top-1 % after t steps and the cumulative GMACs of t steps; robust: the per-example "
+            f"worst case at L-inf {HEADLINE_EPS} over every attack there, attacks aimed at glimpse t included.",
+            ["model", "step", "GMACs (cumulative)", "clean top-1", "corruptions top-1",
+             f"robust top-1 ({HEADLINE_EPS})"],
             rows,
         ))
     return tables + seed_tables(dataset, entries)
