@@ -579,3 +579,37 @@ def test_the_glimpse_table_shows_robust_accuracy_after_each_glimpse(real: tuple[
         row = next(line for line in table.splitlines() if line.startswith(f"| mgnet-tiny.digits.s0 | {step} | "))
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[2] == f"{cumulative:.4f}" and cells[-1] == f"{100 * robust:.1f}"
+
+
+def _worst(store: Store, model: str, name: str, value: float, attacks: list[str]) -> None:
+    _cell(store, "summary", model, {"threat": "linf", "attack": name, "protocol": "honest", "variant": "default",
+                                    "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
+          [MetricRow("top1", value, value - 0.02, value + 0.02, 500, detail={"attacks": attacks})])
+
+
+APGD = "autoattack-custom:apgd-ce+apgd-t 4/255"
+
+
+@pytest.mark.parametrize("seed1_attacks, expected_mean, expected_attack", [
+    # seed 1 ran APGD only, seed 0 also AutoAttack: the mean takes APGD-CE+T's worst case on both
+    ([APGD], (0.40 + 0.44) / 2, "APGD-CE+T (all seeds)"),
+    # both seeds ran the same attacks: the mean takes every attack's worst case
+    ([APGD, "autoattack-standard 4/255"], (0.30 + 0.36) / 2, "AutoAttack +1"),
+])
+def test_a_models_robust_mean_compares_its_seeds_like_with_like(
+        tmp_path: Path, seed1_attacks: list[str], expected_mean: float, expected_attack: str) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        _worst(store, "delta.digits.s0", "worst-case", 0.30, [APGD, "autoattack-standard 4/255"])
+        _worst(store, "delta.digits.s0", "worst-case:apgd", 0.40, [APGD])
+        _worst(store, "delta.digits.s1", "worst-case", 0.44 if len(seed1_attacks) == 1 else 0.36, seed1_attacks)
+        _worst(store, "delta.digits.s1", "worst-case:apgd", 0.44, [APGD])
+        frame = store.frame()
+    build(frame, tmp_path / "board", None, source="s.sqlite")
+    md = (tmp_path / "board" / "index.md").read_text()
+    headline = md.split("### digits: headline")[1].split("### digits: every card")[0]
+    row = next(line for line in headline.splitlines() if line.startswith("| delta.digits |"))
+    values = (0.40, 0.44) if len(seed1_attacks) == 1 else (0.30, 0.36)
+    assert f"| {100 * expected_mean:.1f} ± {100 * np.std(values, ddof=1):.1f} | {expected_attack} | 500 |" in row
+    cards = md.split("### digits: every card")[1]
+    card = next(line for line in cards.splitlines() if line.startswith("| delta.digits.s0 |"))
+    assert "| 30.0 | AutoAttack +1 | 500 |" in card  # each card keeps its own worst case

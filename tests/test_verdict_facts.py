@@ -276,9 +276,9 @@ def test_a_batch_of_only_unreadable_images_is_skipped_not_the_end() -> None:
 
 
 def _stored(eps_str: str, examples: ExampleSet | None, steps: list[ExampleSet] | None = None, attack: str = "pgd",
-            random_start: bool = True) -> StoredAttack:
+            random_start: bool = True, variant: str = "default") -> StoredAttack:
     numerator, denominator = eps_str.split("/")
-    return StoredAttack(attack, "honest", "default", "linf", int(numerator) / int(denominator), eps_str, 10, 0.01, 1,
+    return StoredAttack(attack, "honest", variant, "linf", int(numerator) / int(denominator), eps_str, 10, 0.01, 1,
                         random_start, examples, step_examples=steps or [])
 
 
@@ -325,3 +325,21 @@ def test_worst_case_has_step_rows_only_for_equal_step_counts_above_one(steps_a: 
              _stored("4/255", _set([True, True]), [_set([True, True])] * steps_b, attack="pgd-margin")]
     [summary] = _worst_case_summaries("linf", cells)
     assert [row.step for row in summary.rows] == [None]
+
+
+def test_the_apgd_worst_case_takes_apgd_on_the_model_and_with_the_rescaler_off_only() -> None:
+    """``worst-case:apgd`` (what every seed card of the CPU reference runs): the APGD-CE+T cells of
+    the model as it is and with its rescaler off; not the reseeded probe, an attack aimed at an
+    earlier glimpse, or PGD, which only the full worst case takes. Expected sets by hand."""
+    apgd = "autoattack-custom:apgd-ce+apgd-t"
+    cells = [_stored("4/255", _set([True, True, True, False]), attack=apgd),
+             _stored("4/255", _set([True, False, True, True]), attack=apgd, variant="rescaler-off"),
+             _stored("4/255", _set([False, True, True, True]), attack=apgd, variant="seed=1"),
+             _stored("4/255", _set([True, True, False, True]), attack=apgd, variant="glimpse=1"),
+             _stored("4/255", _set([True, True, True, True]), attack="pgd")]
+    full, shared = _worst_case_summaries("linf", cells)
+    assert (full.key["attack"], shared.key["attack"]) == ("worst-case", "worst-case:apgd")
+    assert full.rows[0].value == 0.0 and full.rows[0].n == 4  # every example falls to one of the five
+    assert shared.rows[0].value == 0.5 and shared.rows[0].n == 4  # correct under both: examples 0 and 2
+    assert shared.rows[0].detail["attacks"] == [f"{apgd} 4/255", f"{apgd} 4/255 [rescaler-off]"]
+    assert shared.rows[0].detail["examples"] == _set([True, False, True, False]).to_detail()

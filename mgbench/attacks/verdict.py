@@ -48,6 +48,7 @@ FACTS_SEED = 0
 # included, and the worst case is per step for anytime models; 4: the verdict stores its model facts).
 SUMMARY_VERSION = 4
 WORST_CASE = "worst-case"  # the stored attack name of the per-example worst case
+WORST_CASE_APGD = "worst-case:apgd"  # ... over APGD-CE+T alone (rescaler on and off): what every seed card runs
 
 
 def _optional(value: Any) -> Any:
@@ -145,24 +146,37 @@ def _covers(examples: ExampleSet, members: np.ndarray) -> bool:
     return bool((mine | ~members).all())
 
 
+def shared_by_seeds(cell: StoredAttack) -> bool:
+    """Whether a cell is of the attack every seed card of the CPU reference runs (attacks-seeds):
+    APGD-CE+T on the model as it is or with its gradient rescaler off, not reseeded, aimed at no
+    earlier glimpse, not transferred."""
+    return cell.kind == "apgd" and cell.tokens <= {"rescaler-off"} and not cell.transfer
+
+
 def _worst_case_summaries(norm: str, cells: list[StoredAttack]) -> list[Summary]:
+    """Per eps: the per-example worst case over every attack (``worst-case``) and over APGD-CE+T
+    alone (``worst-case:apgd``, when it ran), the number a model's seeds compare like with like."""
     out = []
     for eps in sorted({c.eps for c in cells if not c.chance}):
         at = [c for c in cells if c.eps == eps and c.examples is not None and not c.chance]
-        if not at:
-            continue
-        worst, labels, excluded = covered([(c.label, c.examples) for c in at])
-        if worst.n == 0:
-            continue
-        low, high = binomial_ci(worst.n_correct, worst.n)
-        detail = {"attacks": labels, "excluded": excluded, "examples": worst.to_detail(),
-                  "note": "per-example worst case over the listed attacks, on the examples every one of them "
-                          "evaluated; excluded attacks evaluated fewer examples"}
-        key = {"threat": norm, "attack": WORST_CASE, "protocol": "honest", "variant": DEFAULT, "norm": norm,
-               "eps": eps, "eps_str": at[0].eps_str}
-        rows = [MetricRow("top1", worst.n_correct / worst.n, low, high, worst.n, detail=detail)]
-        out.append(Summary(key, rows + _step_rows([c for c in at if c.label in labels], worst)))
+        for name, chosen in ((WORST_CASE, at), (WORST_CASE_APGD, [c for c in at if shared_by_seeds(c)])):
+            if chosen:
+                out += _worst_case(name, norm, eps, chosen)
     return out
+
+
+def _worst_case(name: str, norm: str, eps: float, at: list[StoredAttack]) -> list[Summary]:
+    worst, labels, excluded = covered([(c.label, c.examples) for c in at if c.examples is not None])
+    if worst.n == 0:
+        return []
+    low, high = binomial_ci(worst.n_correct, worst.n)
+    detail = {"attacks": labels, "excluded": excluded, "examples": worst.to_detail(),
+              "note": "per-example worst case over the listed attacks, on the examples every one of them "
+                      "evaluated; excluded attacks evaluated fewer examples"}
+    key = {"threat": norm, "attack": name, "protocol": "honest", "variant": DEFAULT, "norm": norm,
+           "eps": eps, "eps_str": at[0].eps_str}
+    rows = [MetricRow("top1", worst.n_correct / worst.n, low, high, worst.n, detail=detail)]
+    return [Summary(key, rows + _step_rows([c for c in at if c.label in labels], worst))]
 
 
 def _step_rows(cells: list[StoredAttack], worst: ExampleSet) -> list[MetricRow]:

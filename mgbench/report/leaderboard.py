@@ -16,13 +16,13 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from mgbench.attacks.attack import describe
-from mgbench.attacks.verdict import WORST_CASE
+from mgbench.attacks.verdict import WORST_CASE, WORST_CASE_APGD
 from mgbench.conditions import condition_label
 from mgbench.report.tables import verdict_word
 
@@ -281,18 +281,30 @@ def robust_steps_at(entry: Entry, eps_str: str = HEADLINE_EPS) -> list[float]:
     return [] if found is None else entry.robust_steps.get(found[0], [])
 
 
-def worst_case(entry: Entry, columns: list[AttackColumn]) -> list[tuple[AttackColumn, Acc]]:
-    return [(c, entry.robust[c]) for c in columns if c in entry.robust and c.attack == WORST_CASE]
+def worst_case(entry: Entry, columns: list[AttackColumn], name: str = WORST_CASE) -> list[tuple[AttackColumn, Acc]]:
+    return [(c, entry.robust[c]) for c in columns if c in entry.robust and c.attack == name]
 
 
-def robust_at(entry: Entry, eps_str: str = HEADLINE_EPS) -> tuple[AttackColumn, Acc] | None:
+def robust_at(entry: Entry, eps_str: str = HEADLINE_EPS, name: str = WORST_CASE) -> tuple[AttackColumn, Acc] | None:
     """A card's robust accuracy at ``eps_str`` (L-inf, honest protocol): the per-example worst case
-    over every attack run at that budget, as the attack summary stores it (``worst-case`` rows);
-    None when no attack ran there."""
-    for column, acc in worst_case(entry, attack_columns([entry])):
+    over every attack run at that budget, as the attack summary stores it (``worst-case`` rows;
+    ``name=WORST_CASE_APGD``: over APGD-CE+T alone); None when no attack ran there."""
+    for column, acc in worst_case(entry, attack_columns([entry]), name):
         if column.norm == "linf" and column.eps_str == eps_str and column.protocol == "honest":
             return column, acc
     return None
+
+
+def like_with_like(cards: list[Entry], eps_str: str = HEADLINE_EPS) -> str:
+    """Which worst case compares a model's seed cards like with like at ``eps_str``: every
+    attack's (``WORST_CASE``) when each card's covers the same attack families, else APGD-CE+T's
+    (``WORST_CASE_APGD``, the attack every seed card of the CPU reference runs) when every card
+    has it; every attack's otherwise (the seeds' sets then differ, and the attack column says so)."""
+    families = {tuple(attack_families(card.robust_attacks.get(found[0], [])))
+                for card in cards if (found := robust_at(card, eps_str)) is not None}
+    if len(families) > 1 and all(robust_at(card, eps_str, WORST_CASE_APGD) is not None for card in cards):
+        return WORST_CASE_APGD
+    return WORST_CASE
 
 
 def attack_families(labels: list[str]) -> list[str]:
@@ -479,10 +491,22 @@ class SeedGroup:
     metrics: dict[str, SeedStat]
 
 
-SEED_READERS = {
-    "clean": lambda e: e.clean,
-    "corruption mean": lambda e: e.corruption_mean,
-    "headline robust": lambda e: None if robust_at(e) is None else robust_at(e)[1],
+def robust_reader(cards: list[Entry]) -> Callable[[Entry], Acc | None]:
+    """The reader of a card's headline robust accuracy among ``cards`` (one model's seeds): the
+    worst case :func:`like_with_like` picks for them."""
+    name = like_with_like(cards)
+
+    def read(entry: Entry) -> Acc | None:
+        found = robust_at(entry, name=name)
+        return None if found is None else found[1]
+    return read
+
+
+# Per seed metric: (one model's cards) -> the reader of a card's value.
+SEED_READERS: dict[str, Callable[[list[Entry]], Callable[[Entry], Any]]] = {
+    "clean": lambda cards: lambda e: e.clean,
+    "corruption mean": lambda cards: lambda e: e.corruption_mean,
+    "headline robust": robust_reader,
 }
 
 
@@ -495,7 +519,7 @@ def seed_groups(entries: list[Entry]) -> list[SeedGroup]:
             continue
         metrics = {}
         for name in SEED_METRICS:
-            stat = group.stat(SEED_READERS[name])
+            stat = group.stat(SEED_READERS[name](group.cards))
             if stat is not None and len(stat.values) == len(group.cards):
                 metrics[name] = stat
         groups.append(SeedGroup(group.name, group.dataset, seeds, metrics))

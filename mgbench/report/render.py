@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from mgbench.attacks.variants import DEFAULT, TRANSFER_PREFIX
+from mgbench.attacks.verdict import WORST_CASE, WORST_CASE_APGD
 from mgbench.report.leaderboard import (
     HEADLINE_EPS,
     SEED_METRICS,
@@ -16,8 +17,10 @@ from mgbench.report.leaderboard import (
     ModelGroup,
     attack_columns,
     attack_families,
+    like_with_like,
     model_groups,
     robust_at,
+    robust_reader,
     robust_steps_at,
     seed_differences,
     seed_groups,
@@ -98,9 +101,9 @@ def _robust(entry: Entry) -> Acc | None:
     return None if found is None else found[1]
 
 
-def _robust_attack(entry: Entry) -> tuple[str, str] | None:
-    """The attacks a card's headline worst case covers: (short text, every family)."""
-    found = robust_at(entry)
+def _robust_attack(entry: Entry, name: str = WORST_CASE) -> tuple[str, str] | None:
+    """The attacks a card's headline worst case (``name``) covers: (short text, every family)."""
+    found = robust_at(entry, name=name)
     if found is None:
         return None
     families = attack_families(entry.robust_attacks.get(found[0], []))
@@ -182,13 +185,34 @@ def _n(entry: Entry) -> int | None:
     return None if acc is None else acc.n
 
 
+def _model_robust(group: ModelGroup) -> Cell:
+    return _mean_cell(group, robust_reader(group.cards), 100, ".1f")
+
+
+def _model_attack(group: ModelGroup) -> Cell:
+    """The attack of a model's robust mean: every seed's worst case, or APGD-CE+T alone when the
+    seeds ran different attack sets (:func:`like_with_like`)."""
+    name = like_with_like(group.cards)
+    cell = _distinct(group, lambda e: _robust_attack(e, name), lambda a: a[0])
+    if name != WORST_CASE_APGD:
+        return cell
+    return Cell(f"{cell.text} (all seeds)", hint="the seeds ran different attacks, so the mean takes the one every "
+                "seed ran: the per-example worst case over APGD-CE+T (the model as it is and with its gradient "
+                "rescaler off); each seed's own worst case over all its attacks is in its row")
+
+
+def _model_n(group: ModelGroup) -> Cell:
+    read = robust_reader(group.cards)
+    return _distinct(group, lambda e: None if (acc := read(e)) is None else acc.n, str)
+
+
 HEADLINE_COLUMNS = (
     _pct_column("clean", lambda e: e.clean),
     _pct_column("corruptions", lambda e: e.corruption_mean),
     _number_column("mCE", lambda e: e.mce, 100, ".1f"),
-    _pct_column(f"robust {HEADLINE_EPS}", _robust),
-    Column("attack", _attack_cell, lambda g: _distinct(g, lambda e: _robust_attack(e), lambda a: a[0])),
-    Column("n", lambda e: _num(_n(e), "d"), lambda g: _distinct(g, _n, str)),
+    Column(f"robust {HEADLINE_EPS}", lambda e: _acc_cell(_robust(e)), _model_robust),
+    Column("attack", _attack_cell, _model_attack),
+    Column("n", lambda e: _num(_n(e), "d"), _model_n),
     Column("verdict", _verdict_cell, _group_verdict),
     _same_column("GMACs", lambda e: e.gmacs, 1, ".4f"),
     _same_column("params (M)", lambda e: e.params, 1e-6, ".2f"),
@@ -198,7 +222,7 @@ HEADLINE_COLUMNS = (
 def _best_first(group: ModelGroup) -> tuple[float, float, str]:
     """Models in the order a reader compares them: robust accuracy at the headline eps (mean over
     seeds), then clean accuracy, both highest first; models without a number after those with."""
-    robust, clean = group.stat(_robust), group.stat(lambda e: e.clean)
+    robust, clean = group.stat(robust_reader(group.cards)), group.stat(lambda e: e.clean)
     return (-robust.mean if robust else 1.0, -clean.mean if clean else 1.0, group.name)
 
 
@@ -233,9 +257,11 @@ def headline_tables(dataset: str, entries: list[Entry]) -> list[Table]:
         f"{HEADLINE_EPS}, then clean. Top-1 %: the mean ± standard deviation over a model's seed cards (NAME.s0, "
         "NAME.s1, ...; * when some seeds lack the number), one number for a single card; the verdict is the worst "
         "of any seed. Open a model's name for its seeds; hover a number for every seed's value. Robust: the "
-        "per-example worst case over every attack stored for the card at that eps; in the committed reference "
-        "(the CPU protocol, docs/attacks.md \"The CPU reference\") every seed card has APGD-CE+T, and seed 0 "
-        "also AutoAttack standard, PGD and the verdict's probes, so the attack column names each seed's set.",
+        "per-example worst case over every attack stored for the card at that eps. A model's mean compares like "
+        "with like: when its seeds ran different attacks (the committed reference, the CPU protocol of "
+        "docs/attacks.md \"The CPU reference\": every seed card has APGD-CE+T, seed 0 also AutoAttack standard, "
+        "PGD and the verdict's probes) the mean is over the worst case of APGD-CE+T alone, the attack every seed "
+        "ran (attack: \"(all seeds)\"), and each seed's row keeps its own worst case over all its attacks.",
         headers, rows, kind="headline", children=children, legend=_headline_note(entries),
     )
     per_card = Table(

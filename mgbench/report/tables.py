@@ -41,7 +41,7 @@ def attack_rank(attack: Any) -> int:
     """Where an attack goes in tables and plots: FGSM, PGD, AutoAttack (each attack's ``column``),
     others, the worst case last."""
     name = str(attack) if _present(attack) else ""
-    return WORST_CASE_RANK if name == WORST_CASE else describe(name).column
+    return WORST_CASE_RANK if name.split(":")[0] == WORST_CASE else describe(name).column
 
 
 def subset_label(value: Any) -> str:
