@@ -19,11 +19,7 @@ case above that would mean mgbench's attacks are weaker than the official code.
 from __future__ import annotations
 
 import argparse
-import base64
-import contextlib
 import csv
-import json
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -36,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import mgbench  # noqa: E402
+from benchmarks.stored import detail, per_example, query  # noqa: E402
 from mgbench.data import DataSpec, open_dataset  # noqa: E402
 
 EPS = 4 / 255
@@ -65,28 +62,20 @@ def official_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
 
 def committed_worst_case(store: Path, model: str, ids: np.ndarray) -> tuple[np.ndarray | None, list[str]]:
     """The stored worst case at 4/255 on ``ids`` (None when the store has none) and its attacks."""
-    with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
-        rows = db.execute(
-            "SELECT r.detail FROM results r JOIN cells c ON r.cell_key = c.cell_key "
-            "WHERE c.model = ? AND r.metric = 'top1' AND r.step IS NULL "
-            "AND json_extract(c.condition_json, '$.attack') = 'worst-case' "
-            "AND json_extract(c.condition_json, '$.eps_str') = '4/255' "
-            "AND json_extract(c.condition_json, '$.norm') = 'linf' "
-            f"AND json_extract(c.data_json, '$.n_images') = {SUBSET}", (model,)).fetchall()
+    rows = query(store, "SELECT r.detail FROM results r JOIN cells c ON r.cell_key = c.cell_key "
+                        "WHERE c.model = ? AND r.metric = 'top1' AND r.step IS NULL "
+                        "AND json_extract(c.condition_json, '$.attack') = 'worst-case' "
+                        "AND json_extract(c.condition_json, '$.eps_str') = '4/255' "
+                        "AND json_extract(c.condition_json, '$.norm') = 'linf' "
+                        f"AND json_extract(c.data_json, '$.n_images') = {SUBSET}", model)
     if not rows:
         return None, []
-    detail = json.loads(rows[0][0])
-    examples = detail["examples"]
-    size = int(examples["size"])
-    members = np.unpackbits(np.frombuffer(base64.b64decode(examples["members"]), np.uint8), count=size).astype(bool)
-    member_ids = np.flatnonzero(members)
-    correct = np.unpackbits(np.frombuffer(base64.b64decode(examples["correct"]), np.uint8),
-                            count=len(member_ids)).astype(bool)
-    lookup = dict(zip(member_ids.tolist(), correct.tolist()))
+    record = detail(rows[0][0])
+    lookup = per_example(record["examples"])
     missing = [i for i in ids.tolist() if i not in lookup]
     if missing:
         raise SystemExit(f"the stored worst case of {model} lacks {len(missing)} of the images")
-    return np.array([lookup[i] for i in ids.tolist()]), detail["attacks"]
+    return np.array([lookup[i] for i in ids.tolist()]), record["attacks"]
 
 
 def main() -> None:
