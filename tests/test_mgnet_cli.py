@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 import torch
+from support import one_line_error
 
 from mgbench import conditions
 from mgbench.conditions import register_condition_type
@@ -90,8 +91,7 @@ def test_bad_input_is_one_line_exit_2(run_cli, tmp_path: Path, monkeypatch: pyte
                                       args: tuple[str, ...], message: str) -> None:
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli(*args)
-    assert code == 2
-    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    one_line_error(code, err, message)
     assert not list(tmp_path.iterdir())  # nothing written
 
 
