@@ -26,14 +26,16 @@ from typing import Any
 
 from mgbench.provenance import stable_hash
 
-# The store's wide condition columns (what pandas users filter on); every other parameter of a
+# The store's wide condition columns (what pandas users filter on) with their SQL types, from
+# which mgbench/store.py writes them into the results table's schema; every other parameter of a
 # condition lives only in the canonical condition column.
-CONDITION_COLUMNS = (
-    "threat",        # clean | corruption | linf | l2 | compute
-    "corruption", "severity", "backend",
-    "attack", "protocol", "variant", "norm", "eps", "eps_str", "steps", "step_size", "restarts",
-    "random_start",
-)
+CONDITION_COLUMN_TYPES: dict[str, str] = {
+    "threat": "TEXT NOT NULL",  # clean | corruption | linf | l2 | compute
+    "corruption": "TEXT", "severity": "INTEGER", "backend": "TEXT",
+    "attack": "TEXT", "protocol": "TEXT", "variant": "TEXT", "norm": "TEXT", "eps": "REAL", "eps_str": "TEXT",
+    "steps": "INTEGER", "step_size": "REAL", "restarts": "INTEGER", "random_start": "INTEGER",
+}
+CONDITION_COLUMNS = tuple(CONDITION_COLUMN_TYPES)
 
 COMPUTE_VERSION = 1  # the compute cell (parameters and GMACs per step)
 

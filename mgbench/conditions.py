@@ -6,8 +6,9 @@ bump the version when a change of code moves the numbers, and the store recomput
 and ``apply(model, x, y, ids) -> x'``; :mod:`mgbench.cellkey` turns them into the cell's key.
 Clean returns ``x``; a corruption ignores the model; an attack uses it. Suites name condition
 *types*; each type has an expander that turns one ``[[conditions]]`` table of a suite file (plus
-command-line overrides) into conditions. Condition types register themselves with :func:`register_condition_type`;
-those of the plugin packages (attacks, corruptions) are imported by name on first lookup (:data:`PLUGINS`).
+command-line overrides) into conditions. Condition types register themselves with :func:`register_condition_type`,
+with the threats their keys carry and the label that names them (:func:`condition_label`); those of
+the plugin packages (attacks, corruptions) are imported by name on first lookup (:data:`PLUGINS`).
 
 A type may also register a *summariser* (:func:`register_summary`, with a version like the
 conditions'): after all cells of a model are stored, it reads them and returns derived results
@@ -19,8 +20,6 @@ A summariser that also reads other models' cells (an mCE normaliser) says which 
 
 from __future__ import annotations
 
-import importlib
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -28,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from mgbench.errors import InputError
+from mgbench.registry import Registry
 from mgbench.rows import MetricRow
 
 if TYPE_CHECKING:
@@ -53,27 +53,6 @@ class Condition(Protocol):
         """Rows the condition measured besides accuracy (empty for most)."""
 
 
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def condition_label(key: "pd.Series | dict[str, Any]") -> str:
-    """The one short human name of a condition, from its key or a stored row's condition columns:
-    ``clean``, ``fog s3``, ``pgd linf 4/255 [mgnet-paper] (no-rescale)``. Tables, the leaderboard,
-    figure titles, progress and error messages all name conditions with it."""
-    threat = key["threat"]
-    if threat == "corruption":
-        return f"{key['corruption']} s{int(key['severity'])}"
-    if threat in ("linf", "l2"):
-        parts = [key.get("attack"), threat, key.get("eps_str")]
-        if _present(key.get("protocol")) and key.get("protocol") != "honest":
-            parts.append(f"[{key['protocol']}]")
-        if _present(key.get("variant")) and key.get("variant") not in ("", "default"):
-            parts.append(f"({key['variant']})")
-        return " ".join(str(p) for p in parts if _present(p))
-    return str(threat)
-
-
 CLEAN_VERSION = 1
 
 
@@ -93,8 +72,25 @@ class Clean:
 
 
 Expander = Callable[[dict[str, Any]], list[Condition]]
-_TYPES: dict[str, Expander] = {}
-_KEYS: dict[str, tuple[str, ...]] = {}
+# The label of a condition from its key or a stored row's condition columns (absent ones None or NaN).
+Label = Callable[["pd.Series | dict[str, Any]"], str]
+
+
+def threat_label(key: "pd.Series | dict[str, Any]") -> str:
+    """The label of a type that gives none (clean), and of a threat no type owns (the compute cell)."""
+    return str(key["threat"])
+
+
+@dataclass(frozen=True)
+class ConditionType:
+    """A registered condition type: its expander, the keys its tables may hold, the threats of its
+    conditions' keys (and of its summaries' keys) and the label of those keys."""
+
+    expand: Expander
+    keys: tuple[str, ...]
+    threats: tuple[str, ...]
+    label: Label
+
 
 # Condition types that live in packages of their own (plugins), by name. The registry imports
 # none of them: a lookup of one of these names imports its package (once), whose modules register
@@ -105,34 +101,38 @@ PLUGINS: dict[str, str] = {
     "corruption": "mgbench.corruptions",
 }
 
-
-def _load(name: object) -> None:
-    """Import the plugin package that registers condition type ``name``, if it is one not yet loaded."""
-    if isinstance(name, str) and name not in _TYPES and name in PLUGINS:
-        importlib.import_module(PLUGINS[name])
+CONDITION_TYPES: Registry[ConditionType] = Registry("condition type", plugins=PLUGINS)
 
 
-def register_condition_type(name: str, keys: tuple[str, ...] = ("type",)) -> Callable[[Expander], Expander]:
-    """Register the expander of a condition type and the keys its tables may hold (``type``
-    included); :func:`check_table` refuses any other key, for every type alike."""
+def register_condition_type(name: str, keys: tuple[str, ...] = ("type",), *, threats: tuple[str, ...] = (),
+                            label: Label = threat_label) -> Callable[[Expander], Expander]:
+    """Register the expander of a condition type, the keys its tables may hold (``type``
+    included; :func:`check_table` refuses any other key, for every type alike), and the threats
+    its keys carry with their label (:func:`condition_label`)."""
     def decorate(expander: Expander) -> Expander:
-        _TYPES[name] = expander
-        _KEYS[name] = tuple(keys)
+        CONDITION_TYPES.add(name, ConditionType(expander, tuple(keys), tuple(threats), label))
         return expander
 
     return decorate
 
 
 def condition_types() -> list[str]:
-    for name in PLUGINS:
-        _load(name)
-    return sorted(_TYPES)
+    return CONDITION_TYPES.names()
+
+
+def condition_label(key: "pd.Series | dict[str, Any]") -> str:
+    """The one short human name of a condition, from its key or a stored row's condition columns:
+    ``clean``, ``fog s3``, ``pgd linf 4/255 [mgnet-paper] (no-rescale)``. Tables, the leaderboard,
+    figure titles, progress and error messages all name conditions with it. The type that owns
+    the key's threat gives it; a threat no type owns (the compute cell) is its own name."""
+    threat = key["threat"]
+    owner = next((kind for _, kind in CONDITION_TYPES.items() if threat in kind.threats), None)
+    return owner.label(key) if owner is not None else threat_label(key)
 
 
 def check_keys(kind: str, table: dict[str, Any]) -> None:
     """Refuse the keys that tables of type ``kind`` do not take (a typo is an error, not a default)."""
-    _load(kind)
-    allowed = _KEYS[kind]
+    allowed = CONDITION_TYPES.get(kind).keys
     unknown = sorted(str(key) for key in table if key not in allowed)
     if unknown:
         known = ", ".join(key for key in allowed if key != "type") or "no key besides type"
@@ -147,18 +147,15 @@ def check_table(table: object) -> str:
         raise InputError(f"a [[conditions]] entry must be a table with a type key, not {table!r}: "
                          "write [[conditions]] and type = \"clean\" below it")
     kind = table.get("type")
-    _load(kind)
-    if not isinstance(kind, str) or kind not in _TYPES:
-        raise InputError(f"unknown condition type {kind!r}: use one of {', '.join(condition_types())}")
-    check_keys(kind, table)
+    check_keys(kind, table)  # refuses an unknown type first, naming the registered ones
     return kind
 
 
 def expand(table: dict[str, Any]) -> list[Condition]:
-    return _TYPES[check_table(table)](table)
+    return CONDITION_TYPES.get(check_table(table)).expand(table)
 
 
-@register_condition_type("clean")
+@register_condition_type("clean", threats=("clean",))
 def _expand_clean(table: dict[str, Any]) -> list[Condition]:
     return [Clean()]
 
@@ -209,7 +206,19 @@ TablesFrom = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 # The names of the other models whose stored cells a summary with this condition key reads (an
 # mCE normaliser): a run that adds cells of one of them recomputes the summary.
 DependsOn = Callable[[dict[str, Any]], set[str]]
-_SUMMARIES: dict[str, tuple[Summariser, int, TablesFrom, DependsOn | None]] = {}
+
+
+@dataclass(frozen=True)
+class SummaryType:
+    """The registered summary of a condition type (see :func:`register_summary`)."""
+
+    summarise: Summariser
+    version: int
+    tables_from: TablesFrom
+    depends_on: DependsOn | None
+
+
+_SUMMARIES: Registry[SummaryType] = Registry("summary", plugins=PLUGINS)
 
 
 def register_summary(condition_type: str, version: int, tables_from: TablesFrom,
@@ -218,31 +227,26 @@ def register_summary(condition_type: str, version: int, tables_from: TablesFrom,
     when a change moves the numbers); ``tables_from`` rebuilds its tables from stored summary keys;
     ``depends_on`` (optional) names the other models a stored summary key reads cells of."""
     def decorate(summariser: Summariser) -> Summariser:
-        _SUMMARIES[condition_type] = (summariser, version, tables_from, depends_on)
+        _SUMMARIES.add(condition_type, SummaryType(summariser, version, tables_from, depends_on))
         return summariser
 
     return decorate
 
 
 def summariser(condition_type: str) -> Summariser | None:
-    _load(condition_type)
-    found = _SUMMARIES.get(condition_type)
-    return found[0] if found else None
+    return _SUMMARIES.get(condition_type).summarise if condition_type in _SUMMARIES else None
 
 
 def summary_version(condition_type: str) -> int:
-    _load(condition_type)
-    return _SUMMARIES[condition_type][1]
+    return _SUMMARIES.get(condition_type).version
 
 
 def summary_tables(condition_type: str, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    _load(condition_type)
-    return _SUMMARIES[condition_type][2](keys)
+    return _SUMMARIES.get(condition_type).tables_from(keys)
 
 
 def summary_depends_on(condition_type: str, key: dict[str, Any]) -> set[str]:
     """The other models whose cells the stored summary with condition ``key`` reads (none when
     its summariser reads only its own model's cells)."""
-    _load(condition_type)
-    depends_on = _SUMMARIES[condition_type][3]
+    depends_on = _SUMMARIES.get(condition_type).depends_on
     return depends_on(key) if depends_on is not None else set()

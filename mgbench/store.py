@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from mgbench.cellkey import CONDITION_COLUMNS, CellKey, compute_key, run_options, summary_key
+from mgbench.cellkey import CONDITION_COLUMN_TYPES, CONDITION_COLUMNS, CellKey, compute_key, run_options, summary_key
 from mgbench.errors import InputError, refuse_under_a_file
 from mgbench.provenance import REPO_ROOT
 from mgbench.rows import CellRecord, MetricRow
@@ -41,6 +41,8 @@ REFERENCE_STORE = REPO_ROOT / "results" / "reference.sqlite"
 
 SCHEMA_VERSION = 2  # 0/1: mgbench <= 0.x stores without canonical key columns
 
+# The results table's condition columns are written from CONDITION_COLUMN_TYPES, so that they
+# cannot drift from the key's wide columns.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
     cell_key TEXT PRIMARY KEY,
@@ -75,20 +77,7 @@ CREATE TABLE IF NOT EXISTS results (
     split TEXT,
     preprocessing TEXT,
     subset TEXT,
-    threat TEXT NOT NULL,
-    corruption TEXT,
-    severity INTEGER,
-    backend TEXT,
-    attack TEXT,
-    protocol TEXT,
-    variant TEXT,
-    norm TEXT,
-    eps REAL,
-    eps_str TEXT,
-    steps INTEGER,
-    step_size REAL,
-    restarts INTEGER,
-    random_start INTEGER,
+{condition_columns}
     step INTEGER,
     metric TEXT NOT NULL,
     value REAL,
@@ -99,7 +88,7 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS results_unique ON results(cell_key, metric, IFNULL(step, -1));
 CREATE INDEX IF NOT EXISTS results_model ON results(model, dataset, threat);
-"""
+""".format(condition_columns="\n".join(f"    {name} {sql}," for name, sql in CONDITION_COLUMN_TYPES.items()))
 
 # Columns that schema 2 added to the cells table (the migration adds them to older stores).
 KEY_COLUMNS = ("condition_json", "data_json", "model_json", "options_json", "cell_group", "precision")

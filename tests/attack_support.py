@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from support import single_thread
 
 from mgbench.data.digits import load_digits
 from mgbench.models import StepOutputs
@@ -26,25 +26,6 @@ BATCH = 64
 # Table keys that make an attack table expand to exactly the attack it names: no verdict
 # probes, no default rescaler-off run, the cross-entropy only.
 ONE = {"checks": False, "variant": "default", "loss": "ce"}
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: these models are tiny, and on a shared, oversubscribed machine two
-    OpenMP threads spin-waiting for each other run 10-20x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    with single_thread():
-        yield
 
 
 def small_cnn() -> Classifier:

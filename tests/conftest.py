@@ -14,6 +14,7 @@ os.environ.pop("LINES", None)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from support import single_thread  # noqa: E402
 
 from mgbench.cli import main  # noqa: E402
 
@@ -47,10 +48,8 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
 def one_thread() -> Iterator[None]:
     """Run torch on one thread: the tests' tensors are small, and on a machine shared with other
     jobs two OpenMP threads spin against each other (the MGNet tests ran 5x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with single_thread():
+        yield
 
 
 @pytest.fixture(autouse=True)

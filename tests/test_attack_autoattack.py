@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from attack_support import ONE, Quantised, SoftmaxOutput, digits, one_thread, trained_cnn  # noqa: F401
+from attack_support import ONE, Quantised, SoftmaxOutput, digits, trained_cnn
 from pyautoattack import AutoAttack
 
 from mgbench.attacks import check_ball

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from attack_support import one_thread, write_factory  # noqa: F401
+from attack_support import write_factory
+from support import one_line_error
 
 from mgbench.store import Store
 
@@ -117,9 +118,7 @@ def test_both_protocols_side_by_side(run_cli, store_path: Path, model: str) -> N
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(run_cli, store_path: Path, model: str,
                                                             args: list[str], words: str) -> None:
     code, out, err = run_cli("attack", "--model", model, "--store", str(store_path), *args)
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
+    one_line_error(code, err, words)
     assert not store_path.exists()
 
 

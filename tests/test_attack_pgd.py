@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
-from attack_support import (  # noqa: F401
+from attack_support import (
     AGREE_PIXEL_SHARE,
     ONE,
     Quantised,
@@ -18,7 +18,6 @@ from attack_support import (  # noqa: F401
     assert_attacks_agree,
     attack_disagreement,
     digits,
-    one_thread,
     trained_cnn,
     write_factory,
 )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from attack_support import ONE, one_thread, write_factory  # noqa: F401
+from attack_support import ONE, write_factory
 
 from mgbench.attacks.checks import ModelFacts, StoredAttack, converged_check, verdict_checks
 from mgbench.attacks.examples import ExampleSet

@@ -3,38 +3,12 @@ with exit code 2, the store and the folders it names unchanged."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from pathlib import Path
 
 import pytest
-from test_leaderboard import synthetic_store
-
-
-def snapshot(*roots: Path) -> dict[str, str]:
-    """Every file under the roots (a root may be a file) with its content's hash, and every folder
-    with its mode: what must not change when a command refuses its input (SQLite's -wal and -shm
-    side files, which a read-only open may create, left out: the store is its main file)."""
-    found: dict[str, str] = {}
-    for root in roots:
-        if root.is_file():
-            found[str(root)] = hashlib.sha256(root.read_bytes()).hexdigest()
-        elif root.is_dir():
-            found[str(root)] = oct(stat.S_IMODE(root.stat().st_mode))
-            for path in sorted(p for p in root.rglob("*") if not p.name.endswith(("-wal", "-shm"))):
-                found[str(path)] = (hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file()
-                                    else oct(stat.S_IMODE(path.stat().st_mode)))
-    return found
-
-
-def one_line_error(code: int, err: str, *words: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for word in words:
-        assert word in lines[0], (word, err)
+from support import one_line_error, snapshot, synthetic_store
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_bad_input import snapshot
-from test_leaderboard import synthetic_store
+from support import one_line_error, snapshot, synthetic_store
 
 from mgbench.attacks.spec import TABLE_KEYS as ATTACK_KEYS
 from mgbench.corruptions.condition import TABLE_KEYS as CORRUPTION_KEYS
@@ -67,8 +66,7 @@ def _check(code: int, err: str) -> None:
     assert code in (0, 2), err
     assert "Traceback" not in err
     if code == 2:
-        lines = [line for line in err.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        one_line_error(code, err)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support import write_card
 
 from mgbench.data import DataSpec, class_list
 from mgbench.models import create_model
@@ -95,9 +96,8 @@ def test_as_many_other_images_are_a_new_cell(factory: Path, tmp_path: Path, stor
 
 def _card(zoo: Path, checkpoint: Path) -> None:
     sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    (zoo / "tiny.digits.toml").write_text(
-        'name = "tiny.digits"\narchitecture = "resnet-tiny"\ndataset = "digits"\n\n[arguments]\nnum_classes = 10\n\n'
-        f'[checkpoint]\npath = "{checkpoint.name}"\nsha256 = "{sha}"\nformat = "mgbench"\n')
+    write_card(zoo, "tiny.digits", '[arguments]\nnum_classes = 10\n\n'
+               f'[checkpoint]\npath = "{checkpoint.name}"\nsha256 = "{sha}"\nformat = "mgbench"\n')
 
 
 def test_retrained_weights_are_a_new_cell(tmp_path: Path, store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import clean_and_corruptions, write_suite
 
 from mgbench import runner
 from mgbench.conditions import Clean
@@ -29,20 +29,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def _suite(tmp_path: Path, name: str, body: str) -> Suite:
-    path = tmp_path / f"{name}.toml"
-    path.write_text(f'name = "{name}"\ndataset = "digits"\nmodels = ["{MODEL}"]\n' + textwrap.dedent(body))
-    return Suite.read(path)
-
-
-CORRUPTIONS = """
-    [[conditions]]
-    type = "clean"
-
-    [[conditions]]
-    type = "corruption"
-    corruptions = "{names}"
-    severities = "{severities}"
-"""
+    return Suite.read(write_suite(tmp_path, name, body, models=[MODEL]))
 
 
 def _run(suite: Suite, store: Path, limit: int = 20, **options) -> list[runner.CellOutcome]:
@@ -57,13 +44,13 @@ def _summaries(frame: pd.DataFrame) -> pd.DataFrame:
 
 def test_precisions_suites_subsets_and_versions_coexist(tmp_path: Path, store_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    suite = _suite(tmp_path, "a", CORRUPTIONS.format(names="fog", severities="1"))
+    suite = _suite(tmp_path, "a", clean_and_corruptions("fog", "1"))
     _run(suite, store_path)
     with Store(store_path) as store:
         fp32 = store.frame()
     _run(suite, store_path, precision="bf16")
     # Another suite asking for the same cells shares them (nothing computed) and overwrites no summary.
-    other = _run(_suite(tmp_path, "b", CORRUPTIONS.format(names="fog", severities="1")), store_path)
+    other = _run(_suite(tmp_path, "b", clean_and_corruptions("fog", "1")), store_path)
     assert not any(o.computed for o in other if o.condition["type"] != "summary")
     _run(suite, store_path, limit=30)  # another image subset
     monkeypatch.setattr(Clean, "condition_version", Clean.condition_version + 1)
@@ -91,7 +78,7 @@ def test_precisions_suites_subsets_and_versions_coexist(tmp_path: Path, store_pa
 
 def test_rerun_with_everything_cached_computes_nothing(tmp_path: Path, store_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    suite = _suite(tmp_path, "c", CORRUPTIONS.format(names="fog,contrast", severities="1-2"))
+    suite = _suite(tmp_path, "c", clean_and_corruptions("fog,contrast", "1-2"))
     _run(suite, store_path)
 
     def refuse(*args, **kwargs):
@@ -106,8 +93,8 @@ def test_rerun_with_everything_cached_computes_nothing(tmp_path: Path, store_pat
 def test_corruption_means_cover_one_named_set(tmp_path: Path, store_path: Path) -> None:
     """Two runs with different sets leave two labelled partial summaries, never a mix, and the
     leaderboard's mean is that of the complete named set only."""
-    _run(_suite(tmp_path, "fog", CORRUPTIONS.format(names="fog", severities="1-2")), store_path)
-    _run(_suite(tmp_path, "noise", CORRUPTIONS.format(names="gaussian_noise", severities="1-2")), store_path)
+    _run(_suite(tmp_path, "fog", clean_and_corruptions("fog", "1-2")), store_path)
+    _run(_suite(tmp_path, "noise", clean_and_corruptions("gaussian_noise", "1-2")), store_path)
     with Store(store_path) as store:
         frame = store.frame()
     overall = _summaries(frame)
@@ -124,7 +111,7 @@ def test_corruption_means_cover_one_named_set(tmp_path: Path, store_path: Path) 
     assert entry.corruption_set.endswith("(partial)")
 
     # the 4 extra corruptions at severity 1: a complete named set, preferred over the partial ones
-    _run(_suite(tmp_path, "extra", CORRUPTIONS.format(names="extra", severities="1")), store_path)
+    _run(_suite(tmp_path, "extra", clean_and_corruptions("extra", "1")), store_path)
     with Store(store_path) as store:
         frame = store.frame()
     entry = collect(frame)[0]
@@ -136,10 +123,10 @@ def test_corruption_means_cover_one_named_set(tmp_path: Path, store_path: Path) 
 
 
 def test_mce_is_undefined_when_the_normaliser_lacks_cells(tmp_path: Path, store_path: Path) -> None:
-    baseline = _suite(tmp_path, "base", CORRUPTIONS.format(names="fog", severities="1"))
+    baseline = _suite(tmp_path, "base", clean_and_corruptions("fog", "1"))
     evaluate(baseline, models=["ltpa-tiny.digits.s0"], data=DataSpec(limit=20), store=store_path,
              options=RunOptions(device="cpu", batch_size=20))
-    body = CORRUPTIONS.format(names="fog,contrast", severities="1") + '    mce_baseline = "ltpa-tiny.digits.s0"\n'
+    body = clean_and_corruptions("fog,contrast", "1") + 'mce_baseline = "ltpa-tiny.digits.s0"\n'
     _run(_suite(tmp_path, "mine", body), store_path)
     with Store(store_path) as store:
         frame = store.frame(model=MODEL)
@@ -151,7 +138,7 @@ def test_mce_is_undefined_when_the_normaliser_lacks_cells(tmp_path: Path, store_
 
 def test_bumped_corruption_version_recomputes(tmp_path: Path, store_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    suite = _suite(tmp_path, "v", CORRUPTIONS.format(names="fog", severities="1"))
+    suite = _suite(tmp_path, "v", clean_and_corruptions("fog", "1"))
     _run(suite, store_path)
     monkeypatch.setattr(OnTheFlyCorruption, "condition_version", OnTheFlyCorruption.condition_version + 1)
     again = _run(suite, store_path)
@@ -190,7 +177,7 @@ def test_a_migrated_cell_is_not_recomputed(tmp_path: Path, store_path: Path, mon
     import sqlite3
 
     monkeypatch.setattr(OnTheFlyCorruption, "condition_version", 1)
-    suite = _suite(tmp_path, "m", CORRUPTIONS.format(names="fog", severities="1"))
+    suite = _suite(tmp_path, "m", clean_and_corruptions("fog", "1"))
     _run(suite, store_path)
     with Store(store_path) as store:
         before = store.frame()

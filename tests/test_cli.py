@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from support import write_card
 
 from mgbench.data import DataSpec, class_list, make_loader, open_dataset
 from mgbench.models import load_model
@@ -136,10 +137,7 @@ def test_a_limit_above_the_data_size_is_reported(run_cli, store_path: Path, tmp_
 
 def test_bad_card_is_one_line(run_cli, store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MGBENCH_ZOO", str(tmp_path))
-    (tmp_path / "broken.digits.toml").write_text(
-        'name = "broken.digits"\narchitecture = "resnet-tiny"\ndataset = "digits"\n'
-        '[checkpoint]\npath = "broken.pt"\nsha256 = "' + "1" * 64 + '"\n'
-    )
+    write_card(tmp_path, "broken.digits", '[checkpoint]\npath = "broken.pt"\nsha256 = "' + "1" * 64 + '"\n')
     (tmp_path / "broken.pt").write_bytes(b"123")
     code, _, err = run_cli("run", "--suite", "clean", "--model", "broken.digits", "--store", str(store_path))
     assert code == 2 and "broken.digits" in err and "sha256" in err and not store_path.exists()

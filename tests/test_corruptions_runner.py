@@ -6,14 +6,13 @@ from __future__ import annotations
 import io
 import json
 import math
-import sqlite3
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from scipy.stats import norm
+from support import one_line_error, sql_rows, write_suite
 
 from mgbench.corruptions.generate import JPEG_QUALITY, generate_imagenet_c
 from mgbench.corruptions.names import seed_for
@@ -56,12 +55,6 @@ def factory(tmp_path: Path) -> Path:
     return path
 
 
-def _suite(tmp_path: Path, body: str, name: str = "corr") -> Path:
-    path = tmp_path / f"{name}.toml"
-    path.write_text(f'name = "{name}"\ndataset = "digits"\nmodels = []\n' + textwrap.dedent(body))
-    return path
-
-
 def _is_cell(condition: dict) -> bool:
     """A corruption x severity cell (summaries carry the corruption set instead)."""
     return condition.get("threat") == "corruption" and "corruptions" not in condition
@@ -75,7 +68,7 @@ def _metric(frame, metric: str, **where) -> dict:
 
 
 def test_runner_corrupts_stores_and_summarises(tmp_path: Path, factory: Path, store_path: Path) -> None:
-    suite = Suite.read(_suite(tmp_path, """
+    suite = Suite.read(write_suite(tmp_path, "corr", """
         [[conditions]]
         type = "clean"
 
@@ -84,7 +77,7 @@ def test_runner_corrupts_stores_and_summarises(tmp_path: Path, factory: Path, st
         corruptions = ["gaussian_noise", "motion_blur"]
         severities = "1,5"
         scaling = "resample224"
-    """))
+    """, models=[]))
     data = DataSpec(name="digits", limit=24)
     options = RunOptions(device="cpu", batch_size=24, seed=0)
     first, second = f"{factory}:first", f"{factory}:second"
@@ -133,7 +126,7 @@ def test_runner_corrupts_stores_and_summarises(tmp_path: Path, factory: Path, st
 
 
 def test_missing_baseline_skips_mce_with_a_note(tmp_path: Path, factory: Path, store_path: Path) -> None:
-    suite = Suite.read(_suite(tmp_path, """
+    suite = Suite.read(write_suite(tmp_path, "corr", """
         [[conditions]]
         type = "corruption"
         corruptions = "contrast"
@@ -141,7 +134,7 @@ def test_missing_baseline_skips_mce_with_a_note(tmp_path: Path, factory: Path, s
         backend = "reference"
         workers = 0
         mce_baseline = "resnet-tiny.nowhere"
-    """))
+    """, models=[]))
     evaluate(suite, models=[f"{factory}:first"], data=DataSpec(limit=16), store=store_path,
              options=RunOptions(device="cpu", batch_size=16))
     with Store(store_path) as store:
@@ -164,22 +157,21 @@ ORDER_SUITE = """
     mce_baseline = "resnet-tiny.digits.s0"
 """
 MGNET, BASELINE = "mgnet-tiny.digits.s0", "resnet-tiny.digits.s0"
+FINISHED = "SELECT rowid, cell_key, finished_at FROM cells WHERE model = ? ORDER BY cell_key"
 
 
 def _summary_table(store: Path, model: str) -> list[tuple]:
     """A model's stored corruption summary rows, as sqlite3 reads them (no mgbench code)."""
-    with sqlite3.connect(store) as conn:
-        return sorted(conn.execute(
-            "SELECT c.condition_json, r.metric, IFNULL(r.step, -1), r.value, r.n, r.detail FROM results r "
-            "JOIN cells c USING (cell_key) WHERE r.model = ? AND c.condition_json LIKE '%\"type\":\"summary\"%'",
-            (model,)).fetchall())
+    return sorted(sql_rows(
+        store, "SELECT c.condition_json, r.metric, IFNULL(r.step, -1), r.value, r.n, r.detail FROM results r "
+        "JOIN cells c USING (cell_key) WHERE r.model = ? AND c.condition_json LIKE '%\"type\":\"summary\"%'", model))
 
 
 def test_the_order_of_a_model_and_its_mce_baseline_does_not_matter(tmp_path: Path) -> None:
     """Issue 28: mgnet run before its mCE normaliser had no mCE, and running the normaliser
     afterwards did not add it. Now the normaliser's run recomputes mgnet's stored summary, to the
     numbers of the other order, and by Hendrycks' formula from the stored accuracies."""
-    suite = Suite.read(_suite(tmp_path, ORDER_SUITE))
+    suite = Suite.read(write_suite(tmp_path, "corr", ORDER_SUITE, models=[]))
     data, options = DataSpec(name="digits", limit=32), RunOptions(device="cpu", batch_size=32, seed=0)
     late, early = tmp_path / "late.sqlite", tmp_path / "early.sqlite"
 
@@ -194,13 +186,11 @@ def test_the_order_of_a_model_and_its_mce_baseline_does_not_matter(tmp_path: Pat
     outcomes = evaluate(suite, models=[BASELINE], data=data, store=late, options=options)
     assert {o.model for o in outcomes} == {BASELINE}  # what the run returns is its own model's cells
 
-    with sqlite3.connect(late) as conn:
-        cells = conn.execute("SELECT model, corruption, IFNULL(step, -1), value FROM results "
-                             "WHERE threat = 'corruption' AND metric = 'top1' AND severity = 1").fetchall()
-        stored = dict(conn.execute("SELECT IFNULL(step, -1), value FROM results WHERE model = ? AND metric = 'mce'",
-                                   (MGNET,)).fetchall())
-        finished = conn.execute("SELECT rowid, cell_key, finished_at FROM cells WHERE model = ? ORDER BY cell_key",
-                                (MGNET,)).fetchall()
+    cells = sql_rows(late, "SELECT model, corruption, IFNULL(step, -1), value FROM results "
+                           "WHERE threat = 'corruption' AND metric = 'top1' AND severity = 1")
+    stored = dict(sql_rows(late, "SELECT IFNULL(step, -1), value FROM results WHERE model = ? AND metric = 'mce'",
+                           MGNET))
+    finished = sql_rows(late, FINISHED, MGNET)
     accuracy = {(model, corruption, step): value for model, corruption, step, value in cells}
     corruptions = ("contrast", "fog")
     steps = sorted({step for model, _, step in accuracy if model == MGNET})
@@ -224,17 +214,15 @@ def test_the_order_of_a_model_and_its_mce_baseline_does_not_matter(tmp_path: Pat
     # Rewritten only when the rows change: a run that adds other cells of the baseline (severity 2)
     # recomputes mgnet's summaries, to the same rows, and touches none of mgnet's cells (a rewrite
     # is a new row of the cells table: a new rowid).
-    other = Suite.read(_suite(tmp_path, """
+    other = Suite.read(write_suite(tmp_path, "other", """
         [[conditions]]
         type = "corruption"
         corruptions = "fog"
         severities = [2]
-    """, name="other"))
+    """, models=[]))
     added = evaluate(other, models=[BASELINE], data=data, store=late, options=options)
     assert any(o.computed and _is_cell(o.condition) for o in added)
-    with sqlite3.connect(late) as conn:
-        assert conn.execute("SELECT rowid, cell_key, finished_at FROM cells WHERE model = ? ORDER BY cell_key",
-                            (MGNET,)).fetchall() == finished
+    assert sql_rows(late, FINISHED, MGNET) == finished
 
 
 def _fake_imagenet(root: Path) -> None:
@@ -273,12 +261,12 @@ def test_generate_imagenet100_c_and_evaluate_the_folder(tmp_path: Path, factory:
     assert (again.written, again.skipped) == (1, 199) and target.read_bytes() == buffer.getvalue()
 
     # The folder backend reads it (a seeded subset of 12 images).
-    suite = _suite(tmp_path, """
+    suite = write_suite(tmp_path, "corr", """
         [[conditions]]
         type = "corruption"
         corruptions = "gaussian_noise,fog"
         severities = "2"
-    """)
+    """, models=[])
     store = tmp_path / "folder.sqlite"
     code, out_text, err = run_cli("run", "--suite", str(suite), "--model", f"{factory}:imagenet", "--data",
                                   "imagenet100", "--data-root", str(root), "--limit", "12", "--backend", "folder",
@@ -302,8 +290,7 @@ def test_generate_imagenet100_c_and_evaluate_the_folder(tmp_path: Path, factory:
 def test_cli_rejects_bad_corruption_options(tmp_path: Path, run_cli, args: list[str], message: str) -> None:
     store = tmp_path / "never.sqlite"
     code, _, err = run_cli("run", "--suite", "corruptions", "--model", "resnet-tiny", "--store", str(store), *args)
-    assert code == 2
-    assert err.startswith("error: ") and message in err and err.strip().count("\n") == 0
+    one_line_error(code, err, message)
     assert not store.exists()
 
 
@@ -334,13 +321,13 @@ def test_trained_model_accuracy_agrees_across_backends(tmp_path: Path) -> None:
     reference backend agree within the statistical margin of their difference: a two-proportion
     95% interval, Bonferroni-corrected over the 15 corruptions (each backend draws its own noise,
     so both accuracies are random)."""
-    suite = Suite.read(_suite(tmp_path, """
+    suite = Suite.read(write_suite(tmp_path, "corr", """
         [[conditions]]
         type = "corruption"
         corruptions = "common"
         severities = [3]
         scaling = "resample224"
-    """))
+    """, models=[]))
     data, options = DataSpec(limit=300), RunOptions(device="cpu", batch_size=100)
     store = tmp_path / "agree.sqlite"
     for backend in ("torch", "reference"):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support import needs_robustbench
 
 from mgbench.data import DataSpec, class_list, open_dataset, open_imagenet_c, subset_indices
 from mgbench.data.spec import OpenedData
@@ -160,14 +161,7 @@ def test_imagenet_c_cell_ids_split_and_bad_images(small_imagenet: Path, tmp_path
     assert open_imagenet_c(spec, out, "fog", 2).dataset[1] is None  # --on-bad-image skip reaches the files
 
 
-def _robustbench_installed() -> bool:
-    try:
-        return importlib.metadata.version("robustbench") == "1.1.1"
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-@pytest.mark.skipif(not _robustbench_installed(), reason="robustbench 1.1.1 (the [robustbench] extra) is not installed")
+@needs_robustbench
 def test_imagenet1k_ids_are_robustbenchs_seeded_subset(tmp_path: Path) -> None:
     """imagenet1k subsets RobustBench's 5,000 listed ids (read here straight from its file) and
     opens them under ``root/val``; its key carries no ``available`` count (the list is fixed)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import one_line_error, write_card
 
 from mgbench.store import Store
 
@@ -67,12 +68,6 @@ def _run(run_cli, store_path: Path, model: str, *extra: str) -> tuple[int, str, 
                    "--workers", "0", "--store", str(store_path), *extra)
 
 
-def _one_line_error(code: int, err: str) -> None:
-    assert code == 2, err
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-
-
 @pytest.mark.parametrize("factory,problem", [
     ("seven", "logits of shape (4, 7), not (4, 10)"),       # 7 logits on the 10-class digits
     ("nan", "40 NaN or infinite value(s) among its 40 logits"),
@@ -85,7 +80,7 @@ def test_wrong_model_outputs_are_refused_before_anything_is_stored(
     run_cli, store_path: Path, factories: Path, factory: str, problem: str
 ) -> None:
     code, _, err = _run(run_cli, store_path, f"{factories}:{factory}")
-    _one_line_error(code, err)
+    one_line_error(code, err)
     assert f"model {factories}:{factory}" in err and problem in err
     assert not store_path.exists()
 
@@ -93,7 +88,7 @@ def test_wrong_model_outputs_are_refused_before_anything_is_stored(
 def test_non_finite_logits_in_a_later_batch_stop_the_cell_unstored(run_cli, store_path: Path, factories: Path) -> None:
     """The probe batch (4 images) is fine; the first evaluated batch of 8 is NaN."""
     code, _, err = _run(run_cli, store_path, f"{factories}:nan_later")
-    _one_line_error(code, err)
+    one_line_error(code, err)
     assert f"model {factories}:nan_later returns 80 NaN or infinite value(s)" in err and "batch 1 of clean" in err
     if store_path.exists():  # the compute cell finished before; the clean cell never is stored
         with Store(store_path) as store:
@@ -107,7 +102,7 @@ def test_non_finite_logits_in_a_later_batch_stop_the_cell_unstored(run_cli, stor
 ])
 def test_failing_user_factories_are_one_line(run_cli, store_path: Path, factories: Path, factory, message) -> None:
     code, _, err = _run(run_cli, store_path, f"{factories}:{factory}")
-    _one_line_error(code, err)
+    one_line_error(code, err)
     assert message in err and str(factories) in err
     assert not store_path.exists()
 
@@ -117,7 +112,7 @@ def test_a_user_module_that_fails_to_import_is_one_line(run_cli, store_path: Pat
     (tmp_path / "half_written.py").write_text("def build(:\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     code, _, err = _run(run_cli, store_path, "half_written:build")
-    _one_line_error(code, err)
+    one_line_error(code, err)
     assert "cannot import 'half_written'" in err and "SyntaxError" in err
     assert not store_path.exists()
 
@@ -126,34 +121,28 @@ def test_a_user_model_that_crashes_on_the_data_is_one_line(run_cli, store_path: 
     path = tmp_path / "flat.py"  # expects 8x8 images; the digits are 64x64
     path.write_text("import torch.nn as nn\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(192, 10))\n")
     code, _, err = _run(run_cli, store_path, f"{path}:build")
-    _one_line_error(code, err)
+    one_line_error(code, err)
     assert f"model {path}:build failed on a batch of 4 images" in err and "RuntimeError" in err
     assert not store_path.exists()
 
 
-def _card(zoo: Path, name: str, extra: str) -> None:
-    (zoo / f"{name}.toml").write_text(
-        f'name = "{name}"\narchitecture = "resnet-tiny"\ndataset = "digits"\n{extra}'
-    )
-
-
 def test_bad_cards_are_one_line(run_cli, store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MGBENCH_ZOO", str(tmp_path))
-    _card(tmp_path, "bogus.digits", "[arguments]\nnum_classes = 10\nbogus = 3\n")
+    write_card(tmp_path, "bogus.digits", "[arguments]\nnum_classes = 10\nbogus = 3\n")
     code, _, err = _run(run_cli, store_path, "bogus.digits")
-    _one_line_error(code, err)
+    one_line_error(code, err)
     assert "model card bogus.digits" in err and "takes no argument 'bogus'" in err and "num_classes" in err
 
-    _card(tmp_path, "badvalue.digits", '[arguments]\nnum_classes = "ten"\n')
+    write_card(tmp_path, "badvalue.digits", '[arguments]\nnum_classes = "ten"\n')
     code, _, err = _run(run_cli, store_path, "badvalue.digits")
-    _one_line_error(code, err)
+    one_line_error(code, err)
     assert "model card badvalue.digits" in err and "raised TypeError" in err
 
     # Not a checkpoint at all: the reason, and never torch's advice to load with weights_only=False.
     (tmp_path / "garbage.pt").write_bytes(bytes(range(7, 256)) * 8)
-    _card(tmp_path, "garbage.digits", '[checkpoint]\npath = "garbage.pt"\n')
+    write_card(tmp_path, "garbage.digits", '[checkpoint]\npath = "garbage.pt"\n')
     code, _, err = _run(run_cli, store_path, "garbage.digits")
-    _one_line_error(code, err)
+    one_line_error(code, err)
     assert "garbage.digits" in err and "not a loadable state_dict" in err
     assert "weights_only" not in err and "Re-running" not in err
     assert not store_path.exists()
@@ -173,4 +162,4 @@ def test_debug_shows_the_traceback(run_cli, store_path: Path, factories: Path,
 
     monkeypatch.setenv("MGBENCH_DEBUG", "0")
     code, _, err = _run(run_cli, store_path, f"{factories}:seven")
-    _one_line_error(code, err)
+    one_line_error(code, err)

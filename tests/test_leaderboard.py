@@ -5,78 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from support import SYNTHETIC_MODELS, sql_rows, synthetic_cell, synthetic_store
 
-from mgbench.cellkey import CellKey
 from mgbench.report.build import build
 from mgbench.report.leaderboard import collect, latest_cells
-from mgbench.rows import CellRecord, MetricRow
+from mgbench.rows import MetricRow
 from mgbench.store import Store
-
-PROVENANCE = {"config_hash": "h", "seed": 0, "versions": {"mgbench": "0", "torch": "t"}, "git_sha": "s",
-              "device": "cpu", "started_at": "a", "finished_at": "2026-01-01", "runtime_s": 0.0}
-
-# model -> (clean top-1, corruption mean, pgd 4/255, autoattack 4/255, unreliable, gmacs per step)
-MODELS = {
-    "alpha.digits": (0.95, 0.70, 0.20, 0.15, False, [0.064]),
-    "beta.digits": (0.80, 0.60, 0.40, 0.35, True, [0.01, 0.02, 0.03]),
-    "gamma.digits": (0.90, 0.50, 0.05, 0.01, False, [0.2]),
-}
-
-
-def _cell(store: Store, kind: str, model: str, condition: dict, rows: list[MetricRow], n_finished: str = "1",
-          subset: str = "s") -> None:
-    key = CellKey({"type": kind, "version": 1, **condition},
-                  {"dataset": "digits", "split": "test", "preprocessing": "none", "subset": subset},
-                  {"model": model, "arch": model.split(".")[0], "weights": "w"}, {"precision": "fp32", "seed": 0})
-    store.write_cell(CellRecord(key, "synthetic", 1_000_000, {},
-                                {**PROVENANCE, "finished_at": f"2026-01-0{n_finished}"}, rows))
-
-
-def synthetic_store(path: Path) -> Path:
-    with Store(path) as store:
-        for model, (clean, corrupted, pgd, aa, unreliable, gmacs) in MODELS.items():
-            steps = [MetricRow("gmacs", g, step=t + 1) for t, g in enumerate(gmacs)] if len(gmacs) > 1 else []
-            _cell(store, "compute", model, {"threat": "compute"},
-                  [MetricRow("params", 1e6), MetricRow("gmacs", gmacs[-1]), *steps])
-            clean_steps = ([MetricRow("top1", clean - 0.1 * (len(gmacs) - 1 - t), step=t + 1, n=1000)
-                            for t in range(len(gmacs))] if len(gmacs) > 1 else [])
-            _cell(store, "clean", model, {"threat": "clean"},
-                  [MetricRow("top1", clean, clean - 0.02, clean + 0.02, 1000), *clean_steps])
-            for severity in (1, 2):
-                _cell(store, "corruption", model,
-                      {"threat": "corruption", "corruption": "fog", "severity": severity, "backend": "torch"},
-                      [MetricRow("top1", corrupted + (0.05 if severity == 1 else -0.05), n=1000)])
-            normaliser = {"kind": "model", "model": "alpha.digits", "same_data": {"name": "digits"}}
-            _cell(store, "summary", model, {"threat": "corruption", "corruption": "mean", "backend": "torch",
-                                            "corruptions": "common"},
-                  [MetricRow("mean_top1", corrupted, n=2000),
-                   MetricRow("mce", 1 - corrupted, detail={"normaliser": normaliser})])
-            for attack, value in (("pgd", pgd), ("autoattack-standard", aa)):
-                _cell(store, "attack", model,
-                      {"threat": "linf", "attack": attack, "protocol": "honest", "variant": "default",
-                       "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
-                      [MetricRow("top1", value, value - 0.01, value + 0.01, 1000)])
-            # The attack summary's per-example worst case (here: each example broken by AutoAttack).
-            _cell(store, "summary", model,
-                  {"threat": "linf", "attack": "worst-case", "protocol": "honest", "variant": "default",
-                   "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
-                  [MetricRow("top1", aa, aa - 0.01, aa + 0.01, 1000,
-                             detail={"attacks": ["pgd 4/255 (100 steps, 2 restarts)", "autoattack-standard 4/255"]})])
-            _cell(store, "summary", model,
-                  {"threat": "linf", "attack": "verdict", "protocol": "honest", "variant": "default", "norm": "linf"},
-                  [MetricRow("unreliable", float(unreliable), detail={"reasons": ["square beat white-box"]
-                                                                      if unreliable else []})])
-        # A smaller, older run of one condition must lose against the full one.
-        _cell(store, "clean", "alpha.digits", {"threat": "clean"}, [MetricRow("top1", 0.5, 0.4, 0.6, 100)],
-              n_finished="2", subset="first 100")
-    return path
 
 
 @pytest.fixture
@@ -182,11 +122,9 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def _read(store: Path, where: str, *args: object) -> dict[str, list[float]]:
     """Per card, the final values of the rows matching ``where`` (read with sqlite3, not mgbench)."""
-    with sqlite3.connect(store) as db:
-        rows = db.execute(f"SELECT model, value FROM results WHERE step IS NULL AND {where} ORDER BY model",
-                          args).fetchall()
     found: dict[str, list[float]] = {}
-    for model, value in rows:
+    for model, value in sql_rows(store, f"SELECT model, value FROM results WHERE step IS NULL AND {where} "
+                                 "ORDER BY model", *args):
         found.setdefault(model, []).append(value)
     return found
 
@@ -266,10 +204,9 @@ def test_plots_draw_models_from_a_real_store(real: tuple[Path, Path]) -> None:
         assert drawn[palette[model.split(".")[0]]] == pytest.approx(expected)
     assert note == ""
     figure, note = plots.accuracy_vs_compute(entries, "digits")
-    with sqlite3.connect(store) as db:
-        steps = np.array([[v for (v,) in db.execute(
-            "SELECT value FROM results WHERE model = ? AND attack = 'worst-case' AND eps_str = '4/255' AND "
-            "metric = 'top1' AND step IS NOT NULL ORDER BY step", (card,))] for card in REAL_CARDS[2:]])
+    steps = np.array([[v for (v,) in sql_rows(
+        store, "SELECT value FROM results WHERE model = ? AND attack = 'worst-case' AND eps_str = '4/255' AND "
+        "metric = 'top1' AND step IS NOT NULL ORDER BY step", card)] for card in REAL_CARDS[2:]])
     curve = [line for line in figure.axes[2].lines if line.get_linestyle() == "-"]  # seeds of points: dashes
     assert len(curve) == 1 and curve[0].get_color() == palette["mgnet-tiny"]
     assert list(curve[0].get_ydata()) == pytest.approx(list(100 * steps.mean(axis=0)))
@@ -453,7 +390,7 @@ def test_same_store_gives_byte_identical_files(tmp_path: Path) -> None:
     store = synthetic_store(tmp_path / "s.sqlite")
     with Store(store) as db:  # variants of one attack: their column order once hung on set iteration
         for variant in ("eot", "bpda", "no-rescaler"):
-            _cell(db, "attack", "alpha.digits",
+            synthetic_cell(db, "attack", "alpha.digits",
                   {"threat": "linf", "attack": "pgd", "protocol": "honest", "variant": variant, "norm": "linf",
                    "eps": 4 / 255, "eps_str": "4/255"}, [MetricRow("top1", 0.1, 0.05, 0.15, 1000)])
     script = ("import sys; from pathlib import Path; from mgbench.store import Store; "
@@ -511,7 +448,7 @@ def test_seed_cards_are_summarised_and_gaps_judged_against_noise(tmp_path: Path)
         for base, values in clean.items():
             for seed, value in enumerate(values):
                 model = f"{base}.s{seed}"
-                _cell(store, "clean", model, {"threat": "clean"},
+                synthetic_cell(store, "clean", model, {"threat": "clean"},
                       [MetricRow("top1", value, value - 0.015, value + 0.015, 1000)])
         frame = store.frame()
     entries = collect(frame)
@@ -540,7 +477,7 @@ def test_tracked_page_is_built_from_the_reference_alone(tmp_path: Path, run_cli,
 
     reference, local = synthetic_store(tmp_path / "reference.sqlite"), tmp_path / "local.sqlite"
     with Store(local) as db:
-        _cell(db, "clean", "delta.digits", {"threat": "clean"}, [MetricRow("top1", 0.5, 0.4, 0.6, 100)])
+        synthetic_cell(db, "clean", "delta.digits", {"threat": "clean"}, [MetricRow("top1", 0.5, 0.4, 0.6, 100)])
     tracked, local_board = tmp_path / "results" / "leaderboard", tmp_path / "results" / "local-leaderboard"
     monkeypatch.setattr(report, "TRACKED_BOARD", tracked)
     monkeypatch.setattr(report, "LOCAL_BOARD", local_board)
@@ -553,11 +490,11 @@ def test_tracked_page_is_built_from_the_reference_alone(tmp_path: Path, run_cli,
         assert code == 2 and "committed leaderboard" in err and "--local" in err and not tracked.exists(), args
     code, out, err = run_cli("leaderboard", *glimpses)
     assert code == 0, err
-    assert sorted(pd.read_csv(tracked / "leaderboard.csv")["model"]) == sorted(MODELS)
+    assert sorted(pd.read_csv(tracked / "leaderboard.csv")["model"]) == sorted(SYNTHETIC_MODELS)
     code, out, err = run_cli("leaderboard", "--local", *glimpses)
     assert code == 0, err
-    assert sorted(pd.read_csv(local_board / "leaderboard.csv")["model"]) == sorted([*MODELS, "delta.digits"])
-    assert sorted(pd.read_csv(tracked / "leaderboard.csv")["model"]) == sorted(MODELS)  # untouched
+    assert sorted(pd.read_csv(local_board / "leaderboard.csv")["model"]) == sorted([*SYNTHETIC_MODELS, "delta.digits"])
+    assert sorted(pd.read_csv(tracked / "leaderboard.csv")["model"]) == sorted(SYNTHETIC_MODELS)  # untouched
     ignored = subprocess.run(["git", "check-ignore", "-q", "results/local-leaderboard/index.html"],
                              cwd=Path(__file__).resolve().parents[1])
     assert ignored.returncode == 0  # git-ignored in the repository
@@ -567,11 +504,10 @@ def test_the_glimpse_table_shows_robust_accuracy_after_each_glimpse(real: tuple[
     """MGNet's per-glimpse worst case at 4/255 (step rows, read with sqlite3) sits in the
     glimpse table beside each glimpse's cumulative GMACs."""
     store, board = real
-    with sqlite3.connect(store) as db:
-        steps = db.execute(f"SELECT step, value FROM results WHERE model = 'mgnet-tiny.digits.s0' AND step IS NOT NULL "
-                           f"AND {WORST_4} ORDER BY step").fetchall()
-        gmacs = db.execute("SELECT step, value FROM results WHERE model = 'mgnet-tiny.digits.s0' "
-                           "AND metric = 'gmacs' AND step IS NOT NULL ORDER BY step").fetchall()
+    steps = sql_rows(store, "SELECT step, value FROM results WHERE model = 'mgnet-tiny.digits.s0' "
+                            f"AND step IS NOT NULL AND {WORST_4} ORDER BY step")
+    gmacs = sql_rows(store, "SELECT step, value FROM results WHERE model = 'mgnet-tiny.digits.s0' "
+                            "AND metric = 'gmacs' AND step IS NOT NULL ORDER BY step")
     assert [s for s, _ in steps] == [1, 2, 3, 4] and [s for s, _ in gmacs] == [1, 2, 3, 4]
     table = (board / "index.md").read_text().split("accuracy after each glimpse")[1].split("###")[0]
     assert "robust top-1 (4/255)" in table
@@ -582,9 +518,9 @@ def test_the_glimpse_table_shows_robust_accuracy_after_each_glimpse(real: tuple[
 
 
 def _worst(store: Store, model: str, name: str, value: float, attacks: list[str]) -> None:
-    _cell(store, "summary", model, {"threat": "linf", "attack": name, "protocol": "honest", "variant": "default",
-                                    "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
-          [MetricRow("top1", value, value - 0.02, value + 0.02, 500, detail={"attacks": attacks})])
+    synthetic_cell(store, "summary", model, {"threat": "linf", "attack": name, "protocol": "honest",
+                                             "variant": "default", "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
+                   [MetricRow("top1", value, value - 0.02, value + 0.02, 500, detail={"attacks": attacks})])
 
 
 APGD = "autoattack-custom:apgd-ce+apgd-t 4/255"

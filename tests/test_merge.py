@@ -3,15 +3,14 @@ conflicting copies reported, summaries recomputed from every merged cell."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sqlite3
-import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import clean_and_corruptions, one_line_error, snapshot, write_suite
 
 from mgbench.data import DataSpec
 from mgbench.runner import CellOutcome, RunOptions, evaluate
@@ -21,25 +20,8 @@ from mgbench.suites import Suite
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kernels]
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _shard(tmp_path: Path, store: Path, models: list[str]) -> list[CellOutcome]:
-    suite = tmp_path / "shard.toml"
-    suite.write_text(textwrap.dedent("""
-        name = "shard"
-        dataset = "digits"
-        models = []
-
-        [[conditions]]
-        type = "clean"
-
-        [[conditions]]
-        type = "corruption"
-        corruptions = "fog"
-        severities = "1"
-    """))
+    suite = write_suite(tmp_path, "shard", clean_and_corruptions("fog", "1"), models=[])
     return evaluate(Suite.read(suite), models=models, data=DataSpec(limit=20), store=store,
                     options=RunOptions(device="cpu", batch_size=20))
 
@@ -58,11 +40,11 @@ def test_merge_shards(tmp_path: Path, run_cli) -> None:
     conn.close()
     with Store(b) as store:
         cells_b = store.counts()[0]
-    digests = {p: _digest(p) for p in (a, b, c)}
+    before = snapshot(a, b, c)
 
     code, out, err = run_cli("results", "merge", str(a), str(b), str(c), "--into", str(merged))
     assert code == 0, err
-    assert {p: _digest(p) for p in (a, b, c)} == digests  # sources only read
+    assert snapshot(a, b, c) == before  # sources only read
     conflicts = [line for line in err.splitlines() if line.startswith("conflict:")]
     assert len(conflicts) == 1 and "ltpa-tiny.digits.s0" in conflicts[0] and "clean" in conflicts[0]
     assert "summary dropped" not in err and "1 conflict(s)" in out
@@ -130,7 +112,7 @@ def test_merge_refuses_bad_sources(tmp_path: Path, run_cli) -> None:
     foreign = tmp_path / "foreign.sqlite"
     sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.commit()
     code, _, err = run_cli("results", "merge", str(foreign), "--into", str(tmp_path / "m.sqlite"))
-    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    one_line_error(code, err)
     assert not (tmp_path / "m.sqlite").exists()
     code, _, err = run_cli("results", "merge", str(tmp_path / "missing.sqlite"), "--into", str(tmp_path / "m.sqlite"))
     assert code == 2 and "no results store" in err

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from support import one_line_error
 
 from mgbench.models import create_model
 from mgbench.models._builder import load_state
@@ -151,6 +152,5 @@ def test_convert_bad_input(tmp_path: Path, run_cli, case: str, message: str) -> 
     elif case == "bad-out":
         out = tmp_path / "x.ckpt2"
     code, stdout, err = run_cli("convert", "--from-official", str(ckpt), "--model", model, "--out", str(out))
-    assert code == 2
-    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    one_line_error(code, err, message)
     assert not out.exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from support import write_card
 
 from mgbench import compat
 from mgbench.errors import InputError
@@ -72,14 +73,13 @@ def test_unknown_model_is_an_input_error() -> None:
 
 
 def _write_card(zoo: Path, name: str, checkpoint: Path | None, sha: str | None, **extra: str) -> None:
-    lines = [f'name = "{name}"', 'architecture = "resnet-tiny"', 'dataset = "digits"', "[arguments]",
-             "num_classes = 10"]
+    lines = ["[arguments]", "num_classes = 10"]
     if checkpoint is not None:
         lines += ["[checkpoint]", f'path = "{checkpoint}"']
         if sha:
             lines.append(f'sha256 = "{sha}"')
         lines += [f'{k} = "{v}"' for k, v in extra.items()]
-    (zoo / f"{name}.toml").write_text("\n".join(lines) + "\n")
+    write_card(zoo, name, "\n".join(lines) + "\n")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from attack_support import one_thread  # noqa: F401
+from support import sql_rows, write_suite
 
 from mgbench.attacks.eps import parse_eps_list
 from mgbench.attacks.spec import make_spec
@@ -28,11 +28,8 @@ COST_TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "perf" / "cost
 def suite_file(tmp_path: Path) -> Path:
     # clean: 1 cell per model; FGSM at two eps: 2 per model, plus the rescaler-off run on MGNet (2):
     # 2 x 1 + 2 x 2 + 2 = 8 cells.
-    path = tmp_path / "tiny.toml"
-    path.write_text('name = "tiny"\ndescription = "plan test"\ndataset = "digits"\nlimit = 12\n'
-                    '[[conditions]]\ntype = "clean"\n'
-                    '[[conditions]]\ntype = "attack"\nattack = "fgsm"\neps = ["2/255", "8/255"]\nchecks = false\n')
-    return path
+    return write_suite(tmp_path, "tiny", '[[conditions]]\ntype = "clean"\n[[conditions]]\ntype = "attack"\n'
+                       'attack = "fgsm"\neps = ["2/255", "8/255"]\nchecks = false\n', description="plan test", limit=12)
 
 
 def _plan_line(out: str) -> tuple[int, int]:
@@ -100,15 +97,13 @@ def _set_timing(store: Path, **detail: float) -> None:
 def test_attack_cells_are_estimated_from_stored_timings_taken_alone(run_cli, tmp_path: Path) -> None:
     # FGSM at 8/255 on resnet-tiny is stored; FGSM at 2/255 (same cell type, same architecture) is
     # estimated from it, and only while its timing says it had its cores to itself.
-    suite = tmp_path / "one.toml"
-    suite.write_text('name = "one"\ndescription = "plan test"\ndataset = "digits"\nlimit = 12\n'
-                     '[[conditions]]\ntype = "attack"\nattack = "fgsm"\neps = "8/255"\nchecks = false\n')
+    suite = write_suite(tmp_path, "one", '[[conditions]]\ntype = "attack"\nattack = "fgsm"\neps = "8/255"\n'
+                        'checks = false\n', description="plan test", limit=12)
     store = tmp_path / "r.sqlite"
     model = "resnet-tiny.digits.s0"
     assert run_cli("run", "--suite", str(suite), "--model", model, "--store", str(store), "--batch-size", "4",
                    "-q")[0] == 0
-    with sqlite3.connect(store) as conn:
-        (text,) = conn.execute("SELECT detail FROM results WHERE metric = 'images_per_s'").fetchone()
+    [(text,)] = sql_rows(store, "SELECT detail FROM results WHERE metric = 'images_per_s'")
     recorded = json.loads(text)
     assert recorded["threads"] == 1 and recorded["batch_size"] == 4 and recorded["models_sharing_the_pass"] == 1
     assert 0 < recorded["cpu_share"] <= 1.5 and {"load_before", "load_after"} <= set(recorded)

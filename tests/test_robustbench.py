@@ -7,7 +7,6 @@ The tests that need robustbench itself skip where the ``[robustbench]`` extra is
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from support import needs_robustbench, one_line_error
 
 import mgbench  # noqa: F401  (before torchvision: see mgbench.compat)
 from mgbench.data import DataSpec, class_list, open_dataset
@@ -25,17 +25,6 @@ from mgbench.errors import InputError
 from mgbench.metrics import accuracy_row
 from mgbench.validate import Measured, compare, published, published_for
 
-
-def _robustbench_installed() -> bool:
-    """An installed distribution (pip's record), not just a folder named robustbench on the path."""
-    try:
-        return importlib.metadata.version("robustbench") == "1.1.1"
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-needs_robustbench = pytest.mark.skipif(not _robustbench_installed(),
-                                       reason="robustbench 1.1.1 (the [robustbench] extra) is not installed")
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -233,9 +222,7 @@ def test_missing_weights_offline_is_one_line_naming_the_file(tmp_path: Path, ima
     code, out, err = run_cli("attack", "--model", "robustbench:Salman2020Do_R50", "--data", "imagenet1k",
                              "--data-root", str(imagenet1k_root), "--limit", "2", "--eps", "4/255", "--attack", "fgsm",
                              "--robustbench-dir", str(empty), "--store", str(tmp_path / "s.sqlite"))
-    assert code == 2
-    expected = empty.resolve() / "imagenet" / "Linf" / "Salman2020Do_R50.pt"
-    assert err.startswith("error: ") and err.count("\n") == 1 and str(expected) in err
+    one_line_error(code, err, str(empty.resolve() / "imagenet" / "Linf" / "Salman2020Do_R50.pt"))
     assert not (tmp_path / "s.sqlite").exists()
 
 

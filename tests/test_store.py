@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import one_line_error, snapshot
 
 from mgbench.cellkey import CellKey
 from mgbench.errors import InputError
@@ -143,12 +144,6 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(store_path: Path, 
     assert not frame.duplicated(["cell_key", "metric"]).any()
 
 
-def _digest(path: Path) -> bytes:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).digest()
-
-
 @pytest.mark.parametrize("command", [
     ["run", "--suite", "clean", "--model", "resnet-tiny.digits.s0", "--limit", "8", "--device", "cpu"],
     ["results", "show"],
@@ -161,13 +156,11 @@ def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path: Path, run_cli, com
     conn.execute("INSERT INTO notes (text) VALUES ('keep me')")
     conn.commit()
     conn.close()
-    before = _digest(foreign)
+    before = snapshot(foreign)
     out_dir = ["--out", str(tmp_path / "board")] if command[0] == "leaderboard" else []
     code, _, err = run_cli(*command, "--store", str(foreign), *out_dir)
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "another program" in lines[0], err
-    assert _digest(foreign) == before
+    one_line_error(code, err, "another program")
+    assert snapshot(foreign) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.sqlite"]  # no -wal, no -shm, no board
 
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
+
+from support import PROVENANCE, clean_and_corruptions, write_suite
 
 from mgbench.cellkey import CellKey
 from mgbench.provenance import REPO_ROOT
 from mgbench.rows import CellRecord, MetricRow
 from mgbench.store import Store
-
-PROVENANCE = {"config_hash": "h", "seed": 0, "versions": {"mgbench": "0", "torch": "t"}, "git_sha": "s",
-              "device": "cpu", "started_at": "a", "finished_at": "b", "runtime_s": 0.0}
 
 
 def test_a_second_writer_keeps_the_finished_cell(store_path: Path) -> None:
@@ -28,21 +26,8 @@ def test_a_second_writer_keeps_the_finished_cell(store_path: Path) -> None:
 
 
 def test_two_processes_run_the_same_cells(tmp_path: Path) -> None:
-    suite = tmp_path / "shared.toml"
-    suite.write_text(textwrap.dedent("""
-        name = "shared"
-        dataset = "digits"
-        models = ["resnet-tiny.digits.s0"]
-        limit = 40
-
-        [[conditions]]
-        type = "clean"
-
-        [[conditions]]
-        type = "corruption"
-        corruptions = "fog,contrast"
-        severities = "1-2"
-    """))
+    suite = write_suite(tmp_path, "shared", clean_and_corruptions("fog,contrast", "1-2"),
+                        models=["resnet-tiny.digits.s0"], limit=40)
     store = tmp_path / "shared.sqlite"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "mgbench", "run", "--suite", str(suite), "--store", str(store),

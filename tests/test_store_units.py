@@ -20,6 +20,7 @@ import pytest
 
 from mgbench.cellkey import CellKey, canonical_json
 from mgbench.errors import InputError
+from mgbench.provenance import REPO_ROOT
 from mgbench.rows import CellRecord, MetricRow
 from mgbench.store import (
     CELL_COLUMNS,
@@ -204,6 +205,31 @@ def test_a_new_store_file(store_path: Path) -> None:
     empty.touch()
     with Store(empty) as store:  # an empty file is a new store
         assert store.version == 2 and store.counts() == (0, 0)
+
+
+def _schema(path: Path) -> dict[str, list[tuple]]:
+    """Per table: the table and its indexes as SQLite keeps them (the text ``.schema`` prints) and
+    every column's name, type, NOT NULL and default; opened immutable, so a committed store is
+    never written."""
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return {table: [*conn.execute("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = ? ORDER BY name",
+                                      (table,)), *conn.execute(f"PRAGMA table_info({table})")]
+                for table in ("cells", "results")}
+    finally:
+        conn.close()
+
+
+def test_a_new_store_has_the_schema_of_the_committed_stores(store_path: Path) -> None:
+    """The results table (its condition columns written from ``CONDITION_COLUMNS``) is the one of
+    the schema-1 fixture, and the whole schema the one of the committed reference store."""
+    Store(store_path).close()
+    new = _schema(store_path)
+    assert new["results"] == _schema(Path(__file__).parent / "data" / "store_v1_mgnet.sqlite")["results"]
+    reference = REPO_ROOT / "results" / "reference.sqlite"
+    if not reference.exists():
+        pytest.skip("no results/reference.sqlite in this checkout")
+    assert new == _schema(reference)
 
 
 OLD_CONDITION = {"threat": "linf", "attack": "pgd", "eps": 0.25, "steps": 5}

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 from rich.console import Console
-from test_leaderboard import MODELS, _cell, synthetic_store
+from support import SYNTHETIC_MODELS, synthetic_cell, synthetic_store
 
 from mgbench.report.tables import grouped_tables
 from mgbench.rows import MetricRow
@@ -16,7 +16,7 @@ from mgbench.store import Store
 def _store(tmp_path: Path) -> Path:
     path = synthetic_store(tmp_path / "s.sqlite")
     with Store(path) as store:  # a long variant label and a second subset of the same condition
-        _cell(store, "attack", "gamma.digits",
+        synthetic_cell(store, "attack", "gamma.digits",
               {"threat": "linf", "attack": "pgd", "protocol": "honest", "variant": "all-glimpses+rescaler-off",
                "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
               [MetricRow("top1", 0.321, 0.301, 0.342, 500), *[MetricRow("top1", 0.3 + t / 100, step=t + 1, n=500)
@@ -37,7 +37,7 @@ def test_tables_fit_80_columns_without_cutting_anything(tmp_path: Path) -> None:
     text = _render(grouped_tables(frame))
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 80 and "…" not in text
-    for model in MODELS:  # one accuracy table per model, its name whole in the title
+    for model in SYNTHETIC_MODELS:  # one accuracy table per model, its name whole in the title
         assert sum(line.startswith(f"accuracy, {model}, digits") for line in lines) == 1
     gamma = text[text.index("accuracy, gamma.digits"):]
     assert "32.1" in gamma and "30.1-34.2" in gamma and " 500 " in gamma  # n of the variant cell

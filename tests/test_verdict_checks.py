@@ -19,7 +19,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from attack_support import one_thread  # noqa: F401
 from by_hand import wilson
 from verdict_models import write_factory
 

@@ -11,8 +11,9 @@ share (norms, protocols, eps bounds, variants, the ``[[conditions]]`` table's co
 ``kinds/__init__.py``; ``tests/test_attack_registry.py`` holds every registered attack to the
 same contract (as timm's tests hold every model).
 
-The registry finds the kinds lazily, by name: the first lookup imports the ``kinds`` package
-(whose modules register themselves), as the condition types' plugins are found.
+The registry (a :class:`mgbench.registry.Registry` in registration order) finds the kinds
+lazily: a lookup imports the ``kinds`` package first (once; its modules register themselves), as
+the condition types' plugins are found.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from mgbench.attacks.protocols import paper_budget
 from mgbench.attacks.variants import aimed_at, attack_context, variant_label
 from mgbench.conditions import condition_label
 from mgbench.errors import InputError
+from mgbench.registry import Registry
 
 KINDS = "mgbench.attacks.kinds"
 
@@ -206,38 +208,31 @@ class Attack:
         raise NotImplementedError
 
 
-_ATTACKS: dict[str, Attack] = {}
+_ATTACKS: Registry[Attack] = Registry("attack", ordered=True)
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
     """Class decorator: register one instance of an :class:`Attack` under its ``name``."""
-    if cls.name in _ATTACKS:
-        raise ValueError(f"attack {cls.name!r} is registered twice")
-    _ATTACKS[cls.name] = cls()
+    _ATTACKS.add(cls.name, cls())
     return cls
 
 
-def _load() -> None:
-    if not _ATTACKS:
-        importlib.import_module(KINDS)
-
-
 def attack_names() -> tuple[str, ...]:
-    """The registered attacks, in registration order."""
-    _load()
-    return tuple(_ATTACKS)
+    """The registered attacks, in registration order (``kinds.MODULES``)."""
+    importlib.import_module(KINDS)  # once: its modules register every attack
+    return tuple(_ATTACKS.names())
 
 
 def all_attacks() -> tuple[str, ...]:
     """What ``attack = "all"`` runs."""
-    return tuple(name for name in attack_names() if _ATTACKS[name].in_all)
+    return tuple(name for name in attack_names() if get_attack(name).in_all)
 
 
 def get_attack(name: str) -> Attack:
-    _load()
-    if name not in _ATTACKS:
-        raise InputError(f"unknown attack {name!r}: use {', '.join(_ATTACKS)} or all")
-    return _ATTACKS[name]
+    known = attack_names()
+    if name not in known:
+        raise InputError(f"unknown attack {name!r}: use {', '.join(known)} or all")
+    return _ATTACKS.get(name)
 
 
 @dataclass(frozen=True)
@@ -258,7 +253,7 @@ class StoredName:
 
     @property
     def strength(self) -> int:
-        return len(_ATTACKS) + 1 if self.attack is None else self.attack.strength_of(self.stored)
+        return len(attack_names()) + 1 if self.attack is None else self.attack.strength_of(self.stored)
 
     @property
     def column(self) -> int:
@@ -267,6 +262,5 @@ class StoredName:
 
 def describe(stored: str) -> StoredName:
     """The attack behind a stored ``attack`` name (its most specific owner)."""
-    _load()
-    owner = max(_ATTACKS.values(), key=lambda attack: attack.owns(stored))
+    owner = max((get_attack(name) for name in attack_names()), key=lambda attack: attack.owns(stored))
     return StoredName(stored, owner if owner.owns(stored) else None)

@@ -24,6 +24,7 @@ probes (``checks``) are ordinary conditions too, cached and resumed like any oth
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,8 @@ from mgbench.provenance import library_versions
 from mgbench.rows import MetricRow
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from mgbench.data import DataSpec, OpenedData
     from mgbench.models import LoadedModel
 
@@ -234,7 +237,24 @@ def _check_table_extras(table: dict[str, Any]) -> int | None:
     return limit
 
 
-@register_condition_type("attack", TABLE_KEYS)
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def attack_label(key: "pd.Series | dict[str, Any]") -> str:
+    """``pgd linf 4/255``, with the protocol when it is not the honest one and the variant when
+    it is not the default: ``pgd linf 4/255 [mgnet-paper] (no-rescale)``; a summary's attack is
+    its name (``worst-case linf 4/255``, ``verdict linf``)."""
+    threat = key["threat"]
+    parts = [key.get("attack"), threat, key.get("eps_str")]
+    if _present(key.get("protocol")) and key.get("protocol") != "honest":
+        parts.append(f"[{key['protocol']}]")
+    if _present(key.get("variant")) and key.get("variant") not in ("", "default"):
+        parts.append(f"({key['variant']})")
+    return " ".join(str(p) for p in parts if _present(p))
+
+
+@register_condition_type("attack", TABLE_KEYS, threats=("linf", "l2"), label=attack_label)
 def expand_attack_table(table: dict[str, Any]) -> list[AttackCondition]:
     """A ``type = "attack"`` table -> one condition per combination (see :mod:`mgbench.attacks.spec`)."""
     limit = _check_table_extras(table)

@@ -226,7 +226,12 @@ class FolderCorruption(_CorruptionCell):
         return x
 
 
-@register_condition_type("corruption", TABLE_KEYS)
+def corruption_label(key: "pd.Series | dict[str, Any]") -> str:
+    """``fog s3``."""
+    return f"{key['corruption']} s{int(key['severity'])}"
+
+
+@register_condition_type("corruption", TABLE_KEYS, threats=("corruption",), label=corruption_label)
 def expand_corruptions(table: dict[str, Any]) -> list[Condition]:
     settings = parse_table(table)
     kind = FolderCorruption if settings.backend == "folder" else OnTheFlyCorruption

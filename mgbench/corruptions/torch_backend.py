@@ -33,21 +33,14 @@ import torch.nn.functional as F
 from mgbench.corruptions import ops
 from mgbench.corruptions.names import seed_for
 from mgbench.corruptions.random import Random, TorchRandom
+from mgbench.registry import Registry
 
 Corruption = Callable[[torch.Tensor, int, Random], torch.Tensor]
-CORRUPTIONS: dict[str, Corruption] = {}
+CORRUPTIONS: Registry[Corruption] = Registry("corruption")
 
 # Truncation to uint8 like the reference; the epsilon keeps float32 round-off just below an
 # integer (where the exact value is that integer) from dropping a level.
 _QUANT_EPS = 1e-3
-
-
-def _register(name: str) -> Callable[[Corruption], Corruption]:
-    def decorate(func: Corruption) -> Corruption:
-        CORRUPTIONS[name] = func
-        return func
-
-    return decorate
 
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
@@ -66,14 +59,14 @@ def _size(x: torch.Tensor) -> tuple[int, int, int]:
 
 # ----------------------------------------------------------------------------- noise
 
-@_register("gaussian_noise")
+@CORRUPTIONS.register("gaussian_noise")
 def gaussian_noise(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     scale = [0.08, 0.12, 0.18, 0.26, 0.38][severity - 1]
     h, w, c = _size(x)
     return x + _hwc(rand.normal((h, w, c), 0.0, scale)).to(x.dtype)
 
 
-@_register("shot_noise")
+@CORRUPTIONS.register("shot_noise")
 def shot_noise(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     photons = [60, 25, 12, 5, 3][severity - 1]
     # The rate of a pixel is its uint8 level / 255 * photons, computed in float64 like the
@@ -83,7 +76,7 @@ def shot_noise(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     return _hwc(rand.poisson(means, levels)).to(x.dtype) / photons
 
 
-@_register("impulse_noise")
+@CORRUPTIONS.register("impulse_noise")
 def impulse_noise(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     """Salt and pepper on each channel independently (scikit-image's ``s&p``, half salt)."""
     amount = [0.03, 0.06, 0.09, 0.17, 0.27][severity - 1]
@@ -96,7 +89,7 @@ def impulse_noise(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     return out
 
 
-@_register("speckle_noise")
+@CORRUPTIONS.register("speckle_noise")
 def speckle_noise(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     scale = [0.15, 0.2, 0.35, 0.45, 0.6][severity - 1]
     h, w, c = _size(x)
@@ -105,7 +98,7 @@ def speckle_noise(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- blur
 
-@_register("gaussian_blur")
+@CORRUPTIONS.register("gaussian_blur")
 def gaussian_blur(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     sigma = [1, 2, 3, 4, 6][severity - 1]
     return ops.gaussian_filter(x, sigma)
@@ -155,7 +148,7 @@ def pull_chains(image: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, delta: 
     return flat.gather(2, pulled[:, None, :].expand(-1, channels, -1)).reshape(image.shape)
 
 
-@_register("glass_blur")
+@CORRUPTIONS.register("glass_blur")
 def glass_blur(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     sigma, delta, iterations = [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)][severity - 1]
     h, w, _ = _size(x)
@@ -185,13 +178,13 @@ def _disk(radius: int, alias_blur: float) -> torch.Tensor:
     return disk_kernel(radius, alias_blur)
 
 
-@_register("defocus_blur")
+@CORRUPTIONS.register("defocus_blur")
 def defocus_blur(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     radius, alias_blur = [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)][severity - 1]
     return ops.filter2d(x, _disk(radius, alias_blur), "reflect101")
 
 
-@_register("motion_blur")
+@CORRUPTIONS.register("motion_blur")
 def motion_blur(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     radius, sigma = [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)][severity - 1]
     angles = rand.uniform((), -45.0, 45.0)
@@ -203,7 +196,7 @@ _ZOOMS = [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21,
           np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)]
 
 
-@_register("zoom_blur")
+@CORRUPTIONS.register("zoom_blur")
 def zoom_blur(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     h, w, _ = _size(x)
     factors = _ZOOMS[severity - 1]
@@ -215,7 +208,7 @@ def zoom_blur(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- weather
 
-@_register("snow")
+@CORRUPTIONS.register("snow")
 def snow(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     loc, scale, zoom, threshold, radius, sigma, blend = [
         (0.1, 0.3, 3, 0.5, 10, 4, 0.8),
@@ -261,7 +254,7 @@ def frost_layers(height: int, width: int, device: torch.device) -> tuple[torch.T
     return stack, sizes
 
 
-@_register("frost")
+@CORRUPTIONS.register("frost")
 def frost(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     keep, add = [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)][severity - 1]
     h, w, _ = _size(x)
@@ -303,7 +296,7 @@ def plasma_fractal(rand: Random, batch: int, mapsize: int, decay: float, device:
     return maps / maps.amax(dim=(1, 2), keepdim=True)
 
 
-@_register("fog")
+@CORRUPTIONS.register("fog")
 def fog(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     strength, decay = [(1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)][severity - 1]
     h, w, _ = _size(x)
@@ -313,7 +306,7 @@ def fog(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     return (x + strength * layer) * peak / (peak + strength)
 
 
-@_register("brightness")
+@CORRUPTIONS.register("brightness")
 def brightness(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     """HSV value + c. Raising V with H and S fixed scales the pixel by V'/V (black turns grey)."""
     shift = [0.1, 0.2, 0.3, 0.4, 0.5][severity - 1]
@@ -323,7 +316,7 @@ def brightness(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     return torch.where(value > 0, x * ratio, raised.expand_as(x))
 
 
-@_register("spatter")
+@CORRUPTIONS.register("spatter")
 def spatter(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     loc, scale, sigma, threshold, intensity, mud = [
         (0.65, 0.3, 4, 0.69, 0.6, 0),
@@ -457,14 +450,14 @@ def equalize_hist(levels: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- digital
 
-@_register("contrast")
+@CORRUPTIONS.register("contrast")
 def contrast(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     factor = [0.4, 0.3, 0.2, 0.1, 0.05][severity - 1]
     means = x.mean(dim=(2, 3), keepdim=True)
     return (x - means) * factor + means
 
 
-@_register("saturate")
+@CORRUPTIONS.register("saturate")
 def saturate(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     """HSV saturation * a + b with hue and value fixed, in closed form: each channel keeps its
     place between the minimum and maximum (grey pixels have hue 0, i.e. they turn red)."""
@@ -501,7 +494,7 @@ def _jpeg_one(image: np.ndarray, quality: int) -> np.ndarray:
         return np.asarray(decoded.convert("RGB"))
 
 
-@_register("jpeg_compression")
+@CORRUPTIONS.register("jpeg_compression")
 def jpeg_compression(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     global _JPEG_POOL
     quality = [25, 18, 15, 10, 7][severity - 1]
@@ -535,7 +528,7 @@ def _box_matrix(size: int, out: int) -> torch.Tensor:
     return weights / weights.sum(dim=1, keepdim=True)
 
 
-@_register("pixelate")
+@CORRUPTIONS.register("pixelate")
 def pixelate(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     """PIL: BOX down to ``int(side * c)`` (columns, then rows, each pass rounded to uint8), then
     NEAREST back up."""
@@ -566,7 +559,7 @@ def _nearest_index(size: int, out: int) -> tuple[int, ...]:
     return tuple(index)
 
 
-@_register("elastic_transform")
+@CORRUPTIONS.register("elastic_transform")
 def elastic_transform(x: torch.Tensor, severity: int, rand: Random) -> torch.Tensor:
     """imagecorruptions' elastic transform (not the original ImageNet-C one, which also applied a
     random affine map): smoothed uniform displacement fields, bilinear sampling, mirrored
@@ -587,7 +580,7 @@ def elastic_transform(x: torch.Tensor, severity: int, rand: Random) -> torch.Ten
 
 def corrupt(x: torch.Tensor, name: str, severity: int, rand: Random) -> torch.Tensor:
     """One corruption at one severity on ``[B, 3, H, W]`` in [0, 1], quantised to uint8 levels."""
-    return quantise(CORRUPTIONS[name](x, severity, rand))
+    return quantise(CORRUPTIONS.get(name)(x, severity, rand))
 
 
 class TorchBackend:

@@ -30,6 +30,7 @@ from mgbench.data import class_list
 from mgbench.errors import InputError
 from mgbench.models._registry import get_entry
 from mgbench.provenance import REPO_ROOT, sha256_file
+from mgbench.registry import Registry
 
 try:
     import tomllib
@@ -46,16 +47,12 @@ ROBUSTBENCH_PREFIX = "robustbench:"
 # Names with a prefix (``robustbench:NAME``) that another module of the zoo loads; that module
 # registers its loader with :func:`register_prefix_loader` (``mgbench/models/__init__.py`` imports it).
 PrefixLoader = Callable[[str, "DataSpec | None"], "LoadedModel"]
-_PREFIX_LOADERS: dict[str, PrefixLoader] = {}
+_PREFIX_LOADERS: Registry[PrefixLoader] = Registry("model prefix")
 
 
 def register_prefix_loader(prefix: str) -> Callable[[PrefixLoader], PrefixLoader]:
     """Route every model name that starts with ``prefix`` to the decorated loader."""
-    def decorate(loader: PrefixLoader) -> PrefixLoader:
-        _PREFIX_LOADERS[prefix] = loader
-        return loader
-
-    return decorate
+    return _PREFIX_LOADERS.register(prefix)
 
 
 def zoo_dir() -> Path:

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from mgbench.errors import InputError
+from mgbench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class ModelEntry:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+_REGISTRY: Registry[ModelEntry] = Registry(
+    "model", fix="run `mgbench models` for the registered names and zoo cards")
 
 
 def register_model(
@@ -28,22 +29,15 @@ def register_model(
     """Register an architecture factory under ``name``; ``defaults`` are its default kwargs."""
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise RuntimeError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, factory, family, description, dict(defaults))
+        _REGISTRY.add(name, ModelEntry(name, factory, family, description, dict(defaults)))
         return factory
 
     return decorate
 
 
 def list_architectures() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_entry(name: str) -> ModelEntry:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise InputError(
-            f"unknown model {name!r}: run `mgbench models` for the registered names and zoo cards"
-        ) from None
+    return _REGISTRY.get(name)

@@ -37,6 +37,7 @@ from mgbench.errors import InputError
 from mgbench.models import load_model, zoo_dir
 from mgbench.progress import task as progress_task
 from mgbench.provenance import device_name, git_sha, library_versions, now_iso, sha256_file
+from mgbench.registry import Registry
 from mgbench.train.recipes import Recipe, get_recipe, train_transform
 
 
@@ -69,21 +70,15 @@ class StepContext:
 
 
 TrainMethod = Callable[[StepContext], tuple[float, torch.Tensor]]
-_METHODS: dict[str, TrainMethod] = {}
+_METHODS: Registry[TrainMethod] = Registry("training method")
 
 
 def register_method(name: str) -> Callable[[TrainMethod], TrainMethod]:
-    def decorate(method: TrainMethod) -> TrainMethod:
-        _METHODS[name] = method
-        return method
-
-    return decorate
+    return _METHODS.register(name)
 
 
 def get_method(name: str) -> TrainMethod:
-    if name not in _METHODS:
-        raise InputError(f"unknown training method {name!r}: use one of {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    return _METHODS.get(name)
 
 
 @register_method("standard")
