@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attack_support import digits, one_thread, trained_cnn  # noqa: F401
+from attack_support import digits, trained_cnn
 
 from mgbench.attacks.attack import all_attacks, attack_names, describe, get_attack
 from mgbench.attacks.bounds import check_ball
