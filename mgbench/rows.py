@@ -4,10 +4,21 @@ summaries build rows; :mod:`mgbench.store` writes them."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from mgbench.cellkey import CellKey
+
+
+def present(value: Any) -> bool:
+    """Whether a stored column holds a value (pandas reads SQL NULL as None or NaN)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def optional(value: Any) -> Any:
+    """A stored column's value, None for NULL (read as None or NaN)."""
+    return value if present(value) else None
 
 
 @dataclass

@@ -24,7 +24,6 @@ probes (``checks``) are ordinary conditions too, cached and resumed like any oth
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +41,7 @@ from mgbench.errors import InputError
 from mgbench.metrics import accuracy_row
 from mgbench.models import forward_steps, load_model, num_steps
 from mgbench.provenance import library_versions
-from mgbench.rows import MetricRow
+from mgbench.rows import MetricRow, present
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -237,21 +236,17 @@ def _check_table_extras(table: dict[str, Any]) -> int | None:
     return limit
 
 
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
 def attack_label(key: "pd.Series | dict[str, Any]") -> str:
     """``pgd linf 4/255``, with the protocol when it is not the honest one and the variant when
     it is not the default: ``pgd linf 4/255 [mgnet-paper] (no-rescale)``; a summary's attack is
     its name (``worst-case linf 4/255``, ``verdict linf``)."""
     threat = key["threat"]
     parts = [key.get("attack"), threat, key.get("eps_str")]
-    if _present(key.get("protocol")) and key.get("protocol") != "honest":
+    if present(key.get("protocol")) and key.get("protocol") != "honest":
         parts.append(f"[{key['protocol']}]")
-    if _present(key.get("variant")) and key.get("variant") not in ("", "default"):
+    if present(key.get("variant")) and key.get("variant") not in ("", "default"):
         parts.append(f"({key['variant']})")
-    return " ".join(str(p) for p in parts if _present(p))
+    return " ".join(str(p) for p in parts if present(p))
 
 
 @register_condition_type("attack", TABLE_KEYS, threats=("linf", "l2"), label=attack_label)

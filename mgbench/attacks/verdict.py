@@ -23,7 +23,6 @@ Results of the ``mgnet-paper`` protocol are not judged (a different threat model
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, Iterator
 
 import numpy as np
@@ -40,7 +39,7 @@ from mgbench.conditions import LiveModel, Summary, SummaryContext, register_summ
 from mgbench.data import make_loader
 from mgbench.device import to_unit
 from mgbench.metrics import binomial_ci
-from mgbench.rows import MetricRow
+from mgbench.rows import MetricRow, optional
 
 FACTS_SEED = 0
 # Bump when a change moves the worst cases or the verdict (2: fed every stored attack cell of the
@@ -49,10 +48,6 @@ FACTS_SEED = 0
 SUMMARY_VERSION = 4
 WORST_CASE = "worst-case"  # the stored attack name of the per-example worst case
 WORST_CASE_APGD = "worst-case:apgd"  # ... over APGD-CE+T alone (rescaler on and off): what every seed card runs
-
-
-def _optional(value: Any) -> Any:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def read_attacks(frame: pd.DataFrame) -> list[StoredAttack]:
@@ -77,12 +72,12 @@ def read_attacks(frame: pd.DataFrame) -> list[StoredAttack]:
         checks = final.get("autoattack_checks")
         if checks is not None and isinstance(checks.detail, str):
             warnings = json.loads(checks.detail).get("warnings", {})
-        steps, restarts, random_start = (_optional(first[k]) for k in ("steps", "restarts", "random_start"))
+        steps, restarts, random_start = (optional(first[k]) for k in ("steps", "restarts", "random_start"))
         out.append(StoredAttack(
-            attack=first["attack"], protocol=_optional(first["protocol"]) or "honest",
-            variant=_optional(first["variant"]) or DEFAULT,
-            norm=_optional(first["norm"]) or first["threat"], eps=float(first["eps"]), eps_str=first["eps_str"],
-            steps=None if steps is None else int(steps), step_size=_optional(first["step_size"]),
+            attack=first["attack"], protocol=optional(first["protocol"]) or "honest",
+            variant=optional(first["variant"]) or DEFAULT,
+            norm=optional(first["norm"]) or first["threat"], eps=float(first["eps"]), eps_str=first["eps_str"],
+            steps=None if steps is None else int(steps), step_size=optional(first["step_size"]),
             restarts=None if restarts is None else int(restarts),
             random_start=None if random_start is None else bool(random_start),
             examples=examples, warnings=warnings, step_examples=step_sets,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import pandas as pd
@@ -14,10 +13,7 @@ from rich.table import Table
 from mgbench.attacks.attack import describe
 from mgbench.attacks.verdict import WORST_CASE
 from mgbench.conditions import condition_label
-
-
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
+from mgbench.rows import present
 
 
 def model_label(model: str, weights: Any) -> str:
@@ -40,13 +36,13 @@ WORST_CASE_RANK = 8
 def attack_rank(attack: Any) -> int:
     """Where an attack goes in tables and plots: FGSM, PGD, AutoAttack (each attack's ``column``),
     others, the worst case last."""
-    name = str(attack) if _present(attack) else ""
+    name = str(attack) if present(attack) else ""
     return WORST_CASE_RANK if name.split(":")[0] == WORST_CASE else describe(name).column
 
 
 def subset_label(value: Any) -> str:
     """The first 6 characters of a subset's image-id hash (rows that differ only there say so)."""
-    return str(value)[:6] if _present(value) else "-"
+    return str(value)[:6] if present(value) else "-"
 
 
 # Columns that other columns give way to at 80 columns (long attack labels wrap at their spaces).
@@ -98,7 +94,7 @@ def accuracy_table(frame: pd.DataFrame, title: str = "accuracy") -> Table:
                  str(first.get("attack") or ""), str(first.get("protocol") or "honest") != "honest",
                  str(first.get("protocol") or ""), str(first.get("variant") or "default") != "default",
                  str(first.get("variant") or ""),
-                 float(first["eps"]) if _present(first.get("eps")) else 0.0)
+                 float(first["eps"]) if present(first.get("eps")) else 0.0)
         ordered.append((order, cell))
     group = None
     for order, cell in sorted(ordered, key=lambda item: item[0]):
@@ -116,7 +112,7 @@ def accuracy_table(frame: pd.DataFrame, title: str = "accuracy") -> Table:
         row += [first["dataset"]] if dataset is None else []
         row += [
             escape(condition_label(first)),  # "[mgnet-paper]" is not markup
-            _pct(top1.value), f"{_pct(top1.ci_low)}-{_pct(top1.ci_high)}" if _present(top1.ci_low) else "",
+            _pct(top1.value), f"{_pct(top1.ci_low)}-{_pct(top1.ci_high)}" if present(top1.ci_low) else "",
             _pct(top5.value) if top5 is not None else "",
             " ".join(_pct(v) for v in steps),
             str(int(top1.n)), subset_label(first.get("subset")),
@@ -221,7 +217,7 @@ def rows_table(frame: pd.DataFrame, columns: list[str], title: str = "results") 
     for column in columns:
         table.add_column(column)
     for row in frame[columns].itertuples(index=False):
-        table.add_row(*["" if not _present(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
+        table.add_row(*["" if not present(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
     return table
 
 

@@ -1,0 +1,66 @@
+"""benchmarks/attack_contributions.py: what each attack group alone broke, recomputed from
+per-example cells it reads with sqlite3 (written here by mgbench's store and bitset encoder, so
+the two codecs are checked against each other), and AutoAttack's cascade stages."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from support import PROVENANCE
+
+from mgbench.attacks.examples import ExampleSet
+from mgbench.cellkey import CellKey
+from mgbench.rows import CellRecord, MetricRow
+from mgbench.store import Store
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "attack_contributions.py"
+MODEL = "resnet-tiny.digits.s0"
+IDS = np.arange(0, 1000, 2)  # 500 dataset indices, as a fixed seeded subset would have
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("attack_contributions", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _attack(store: Store, attack: str, variant: str, correct: np.ndarray, extra: list[MetricRow] = ()) -> None:
+    condition = {"type": "attack", "version": 2, "threat": "linf", "attack": attack, "protocol": "honest",
+                 "variant": variant, "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"}
+    data = {"dataset": "digits", "split": "test", "preprocessing": "none", "subset": "s", "n_images": 500}
+    key = CellKey(condition, data, {"model": MODEL, "arch": "resnet-tiny", "weights": "w"},
+                  {"precision": "fp32", "seed": 0})
+    examples = ExampleSet.from_ids(IDS, correct)
+    rows = [MetricRow("top1", correct.mean(), n=500), MetricRow("per_example", correct.mean(), n=500,
+                                                                 detail=examples.to_detail()), *extra]
+    store.write_cell(CellRecord(key, "synthetic", 1, {}, PROVENANCE, rows))
+
+
+def test_each_group_is_credited_with_what_it_alone_broke(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    pgd, margin, apgd, off, aa = (rng.random(500) < p for p in (0.6, 0.6, 0.45, 0.5, 0.4))
+    cascade = [MetricRow(f"autoattack:{stage}", k / 500, n=500)
+               for stage, k in (("clean", 490), ("apgd-ce", 230), ("apgd-t", 210), ("fab-t", 209), ("square", 205))]
+    store = tmp_path / "r.sqlite"
+    with Store(store) as db:
+        _attack(db, "pgd", "default", pgd)
+        _attack(db, "pgd-margin", "default", margin)
+        _attack(db, "autoattack-custom:apgd-ce+apgd-t", "default", apgd)
+        _attack(db, "autoattack-custom:apgd-ce+apgd-t", "rescaler-off", off)
+        _attack(db, "autoattack-standard", "default", aa, cascade)
+    rows = {row["group"]: row for row in _script().contributions(store, MODEL, "4/255")}
+    worst = pgd & margin & apgd & off & aa
+    groups = {"PGD": pgd & margin, "APGD-CE+T": apgd, "rescaler-off": off, "AutoAttack standard": aa}
+    for name, kept in groups.items():
+        others = np.logical_and.reduce([v for k, v in groups.items() if k != name])
+        assert rows[name]["group_robust"] == kept.sum()
+        assert rows[name]["broken_only_by_group"] == (others & ~kept).sum()
+        assert rows[name]["worst_case_robust"] == worst.sum() and rows[name]["n"] == 500
+    assert rows["PGD"]["cells"] == 2
+    added = {stage: rows[f"AutoAttack cascade: {stage}"]["broken_only_by_group"]
+             for stage in ("apgd-ce", "apgd-t", "fab-t", "square")}
+    assert added == {"apgd-ce": 260, "apgd-t": 20, "fab-t": 1, "square": 4}
