@@ -1,7 +1,8 @@
 """Running a suite: cells in, tidy rows out.
 
-``evaluate`` is the one entry point the CLI and the tests call (like lm-eval's
-``simple_evaluate``). For every model it writes one *compute* cell (parameters and GMACs per
+:func:`prepare` then :func:`run` (together: :func:`run_suite`) are what the public
+:func:`mgbench.evaluate` and the CLI (through :mod:`mgbench.api`) call, like lm-eval's
+``simple_evaluate``. For every model it writes one *compute* cell (parameters and GMACs per
 step) and one cell per condition; each cell's rows go to the store in one transaction, and a
 cell already in the store is skipped unless ``force`` is set. All input is validated (suite,
 data, models) before the store is opened, so bad input writes nothing.
@@ -217,7 +218,7 @@ def cell_provenance(
     }
 
 
-def evaluate(
+def run_suite(
     suite: Suite,
     *,
     models: list[str] | None = None,
@@ -289,7 +290,7 @@ def prepare(
     options: RunOptions | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
 ) -> Prepared:
-    """Validate a run's input and load its models (see :func:`evaluate`); touches no store."""
+    """Validate a run's input and load its models (see :func:`run_suite`); touches no store."""
     options = options or RunOptions()
     data = data or DataSpec(name=suite.dataset, limit=suite.limit)
     names = models or suite.models
@@ -334,7 +335,7 @@ def _probe_images(opened: OpenedData, device: torch.device, n: int = 4) -> torch
 
 @dataclass
 class _SuiteRun:
-    """The state shared by all cells of one ``evaluate`` call. ``results`` is None on ranks > 0."""
+    """The state shared by all cells of one :func:`run` call. ``results`` is None on ranks > 0."""
 
     results: Store | None
     prepared: Prepared

@@ -22,7 +22,7 @@ from mgbench import distributed
 from mgbench.data import DataSpec
 from mgbench.errors import InputError
 from mgbench.models.robustbench import PREFIX, find_entry
-from mgbench.runner import evaluate
+from mgbench.runner import run_suite
 from mgbench.store import Store
 from mgbench.suites import Suite
 
@@ -124,7 +124,7 @@ def validate_robustbench(
     suite = Suite(name="validate-robustbench", description="RobustBench's published protocol", dataset=data.name,
                   models=[f"{PREFIX}{entry.threat_model}/{entry.name}"], conditions=conditions,
                   source=Path("<mgbench validate robustbench>"))
-    outcomes = evaluate(suite, data=data, store=store, options=options)
+    outcomes = run_suite(suite, data=data, store=store, options=options)
     if not distributed.is_main():
         return []
     with Store(Path(store)) as results:

@@ -15,7 +15,7 @@ from mgbench.attacks.checks import ModelFacts, StoredAttack, converged_check, ve
 from mgbench.attacks.examples import ExampleSet
 from mgbench.attacks.verdict import _worst_case_summaries, read_attacks
 from mgbench.data import DataSpec
-from mgbench.runner import RunOptions, evaluate
+from mgbench.runner import RunOptions, run_suite
 from mgbench.store import Store
 from mgbench.suites import Suite
 
@@ -33,7 +33,7 @@ def sweep(model: str, store: Path, table: dict | None = None) -> pd.DataFrame:
     table = table or {"type": "attack", "attack": ["fgsm", "pgd"], "eps": ["2/255", "8/255"], "steps": 10,
                       "restarts": 1, "square_queries": 200}
     suite = Suite("attack-test", "", "digits", [], [table], Path("<test>"))
-    evaluate(suite, models=[model], data=DataSpec("digits", limit=LIMIT), store=store,
+    run_suite(suite, models=[model], data=DataSpec("digits", limit=LIMIT), store=store,
              options=RunOptions(device="cpu", batch_size=64))
     with Store(store) as results:
         return results.frame()

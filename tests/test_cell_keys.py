@@ -19,7 +19,7 @@ from support import write_card
 
 from mgbench.data import DataSpec, class_list
 from mgbench.models import create_model
-from mgbench.runner import RunOptions, evaluate
+from mgbench.runner import RunOptions, run_suite
 from mgbench.store import Store
 from mgbench.suites import load_suite
 
@@ -60,9 +60,9 @@ def _clean_rows(store: Path):
 
 def test_a_larger_limit_is_a_new_cell(factory: Path, store_path: Path) -> None:
     suite, model = load_suite("clean"), f"{factory}:model"
-    first = _clean(evaluate(suite, models=[model], data=DataSpec(limit=100), store=store_path, options=OPTIONS))
-    again = _clean(evaluate(suite, models=[model], data=DataSpec(limit=100), store=store_path, options=OPTIONS))
-    larger = _clean(evaluate(suite, models=[model], data=DataSpec(limit=2000), store=store_path, options=OPTIONS))
+    first = _clean(run_suite(suite, models=[model], data=DataSpec(limit=100), store=store_path, options=OPTIONS))
+    again = _clean(run_suite(suite, models=[model], data=DataSpec(limit=100), store=store_path, options=OPTIONS))
+    larger = _clean(run_suite(suite, models=[model], data=DataSpec(limit=2000), store=store_path, options=OPTIONS))
     assert [o.computed for o in first + again + larger] == [True, False, True]
     rows = _clean_rows(store_path)
     assert sorted(rows["n"]) == [100, 2000]  # the 2,000-image cell did not reuse the 100-image one
@@ -87,7 +87,7 @@ def test_as_many_other_images_are_a_new_cell(factory: Path, tmp_path: Path, stor
         root = tmp_path / prefix
         _fake_imagenet(root, prefix)
         data = DataSpec(name="imagenet100", root=str(root), limit=10)
-        outcomes += _clean(evaluate(suite, models=[model], data=data, store=store_path,
+        outcomes += _clean(run_suite(suite, models=[model], data=data, store=store_path,
                                     options=RunOptions(device="cpu", batch_size=10, workers=0)))
     assert [o.computed for o in outcomes] == [True, True]
     rows = _clean_rows(store_path)
@@ -107,14 +107,14 @@ def test_retrained_weights_are_a_new_cell(tmp_path: Path, store_path: Path, monk
     checkpoint = tmp_path / "tiny.digits.pt"
     torch.save(weights, checkpoint)
     _card(tmp_path, checkpoint)
-    first = _clean(evaluate(suite, models=["tiny.digits"], data=data, store=store_path, options=OPTIONS))
+    first = _clean(run_suite(suite, models=["tiny.digits"], data=data, store=store_path, options=OPTIONS))
     # "Retrained": the same card name, other weights (a different checkpoint and sha256).
     generator = torch.Generator().manual_seed(1)
     torch.save({k: v + 0.05 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
                 for k, v in weights.items()}, checkpoint)
     _card(tmp_path, checkpoint)
-    second = _clean(evaluate(suite, models=["tiny.digits"], data=data, store=store_path, options=OPTIONS))
-    again = _clean(evaluate(suite, models=["tiny.digits"], data=data, store=store_path, options=OPTIONS))
+    second = _clean(run_suite(suite, models=["tiny.digits"], data=data, store=store_path, options=OPTIONS))
+    again = _clean(run_suite(suite, models=["tiny.digits"], data=data, store=store_path, options=OPTIONS))
     assert [o.computed for o in first + second + again] == [True, True, False]
     rows = _clean_rows(store_path)
     assert len(rows) == 2 and rows["weights"].nunique() == 2 and set(rows["n"]) == {50}

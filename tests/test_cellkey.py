@@ -18,7 +18,7 @@ from mgbench.corruptions.condition import OnTheFlyCorruption
 from mgbench.corruptions.names import EXTRA
 from mgbench.data import DataSpec
 from mgbench.report.leaderboard import collect, summary_frame
-from mgbench.runner import RunOptions, evaluate
+from mgbench.runner import RunOptions, run_suite
 from mgbench.store import SCHEMA_VERSION, Store
 from mgbench.suites import Suite
 
@@ -33,7 +33,7 @@ def _suite(tmp_path: Path, name: str, body: str) -> Suite:
 
 
 def _run(suite: Suite, store: Path, limit: int = 20, **options) -> list[runner.CellOutcome]:
-    return evaluate(suite, data=DataSpec(limit=limit), store=store,
+    return run_suite(suite, data=DataSpec(limit=limit), store=store,
                     options=RunOptions(device="cpu", batch_size=limit, **options))
 
 
@@ -124,7 +124,7 @@ def test_corruption_means_cover_one_named_set(tmp_path: Path, store_path: Path) 
 
 def test_mce_is_undefined_when_the_normaliser_lacks_cells(tmp_path: Path, store_path: Path) -> None:
     baseline = _suite(tmp_path, "base", clean_and_corruptions("fog", "1"))
-    evaluate(baseline, models=["ltpa-tiny.digits.s0"], data=DataSpec(limit=20), store=store_path,
+    run_suite(baseline, models=["ltpa-tiny.digits.s0"], data=DataSpec(limit=20), store=store_path,
              options=RunOptions(device="cpu", batch_size=20))
     body = clean_and_corruptions("fog,contrast", "1") + 'mce_baseline = "ltpa-tiny.digits.s0"\n'
     _run(_suite(tmp_path, "mine", body), store_path)

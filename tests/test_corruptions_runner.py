@@ -19,7 +19,7 @@ from mgbench.corruptions.names import seed_for
 from mgbench.corruptions.reference import corrupt_one
 from mgbench.data import DataSpec, class_list
 from mgbench.data.folders import PREPROCESSING
-from mgbench.runner import RunOptions, evaluate
+from mgbench.runner import RunOptions, run_suite
 from mgbench.store import Store
 from mgbench.suites import Suite
 
@@ -82,8 +82,8 @@ def test_runner_corrupts_stores_and_summarises(tmp_path: Path, factory: Path, st
     options = RunOptions(device="cpu", batch_size=24, seed=0)
     first, second = f"{factory}:first", f"{factory}:second"
     override = {"corruption": {"mce_baseline": second}}
-    evaluate(suite, models=[second], data=data, store=store_path, options=options, overrides=override)
-    outcomes = evaluate(suite, models=[first], data=data, store=store_path, options=options, overrides=override)
+    run_suite(suite, models=[second], data=data, store=store_path, options=options, overrides=override)
+    outcomes = run_suite(suite, models=[first], data=data, store=store_path, options=options, overrides=override)
     assert sum(o.computed for o in outcomes if _is_cell(o.condition)) == 4
 
     with Store(store_path) as store:
@@ -121,7 +121,7 @@ def test_runner_corrupts_stores_and_summarises(tmp_path: Path, factory: Path, st
     assert normaliser["model"] == second
 
     # Resumable: a second run computes no corruption cell, and the numbers stay.
-    again = evaluate(suite, models=[first], data=data, store=store_path, options=options, overrides=override)
+    again = run_suite(suite, models=[first], data=data, store=store_path, options=options, overrides=override)
     assert not any(o.computed for o in again if _is_cell(o.condition))
 
 
@@ -135,7 +135,7 @@ def test_missing_baseline_skips_mce_with_a_note(tmp_path: Path, factory: Path, s
         workers = 0
         mce_baseline = "resnet-tiny.nowhere"
     """, models=[]))
-    evaluate(suite, models=[f"{factory}:first"], data=DataSpec(limit=16), store=store_path,
+    run_suite(suite, models=[f"{factory}:first"], data=DataSpec(limit=16), store=store_path,
              options=RunOptions(device="cpu", batch_size=16))
     with Store(store_path) as store:
         frame = store.frame()
@@ -175,7 +175,7 @@ def test_the_order_of_a_model_and_its_mce_baseline_does_not_matter(tmp_path: Pat
     data, options = DataSpec(name="digits", limit=32), RunOptions(device="cpu", batch_size=32, seed=0)
     late, early = tmp_path / "late.sqlite", tmp_path / "early.sqlite"
 
-    evaluate(suite, models=[MGNET], data=data, store=late, options=options)
+    run_suite(suite, models=[MGNET], data=data, store=late, options=options)
     before = _summary_table(late, MGNET)
     assert before and not any(metric in ("ce", "mce") for _, metric, *_ in before)
     notes = [json.loads(detail)["notes"] for _, metric, step, *_, detail in before
@@ -183,7 +183,7 @@ def test_the_order_of_a_model_and_its_mce_baseline_does_not_matter(tmp_path: Pat
     undefined = f"mCE undefined: the normaliser {BASELINE} lacks 2 of the set's 2 cells"
     assert len(notes) == 1 and any(note.startswith(undefined) for note in notes[0]), notes
 
-    outcomes = evaluate(suite, models=[BASELINE], data=data, store=late, options=options)
+    outcomes = run_suite(suite, models=[BASELINE], data=data, store=late, options=options)
     assert {o.model for o in outcomes} == {BASELINE}  # what the run returns is its own model's cells
 
     cells = sql_rows(late, "SELECT model, corruption, IFNULL(step, -1), value FROM results "
@@ -206,8 +206,8 @@ def test_the_order_of_a_model_and_its_mce_baseline_does_not_matter(tmp_path: Pat
         assert stored[step] == pytest.approx(value, rel=1e-12), step
 
     # The other order gives the same stored summaries, for both models.
-    evaluate(suite, models=[BASELINE], data=data, store=early, options=options)
-    evaluate(suite, models=[MGNET], data=data, store=early, options=options)
+    run_suite(suite, models=[BASELINE], data=data, store=early, options=options)
+    run_suite(suite, models=[MGNET], data=data, store=early, options=options)
     for model in (MGNET, BASELINE):
         assert _summary_table(late, model) == _summary_table(early, model), model
 
@@ -220,7 +220,7 @@ def test_the_order_of_a_model_and_its_mce_baseline_does_not_matter(tmp_path: Pat
         corruptions = "fog"
         severities = [2]
     """, models=[]))
-    added = evaluate(other, models=[BASELINE], data=data, store=late, options=options)
+    added = run_suite(other, models=[BASELINE], data=data, store=late, options=options)
     assert any(o.computed and _is_cell(o.condition) for o in added)
     assert sql_rows(late, FINISHED, MGNET) == finished
 
@@ -331,7 +331,7 @@ def test_trained_model_accuracy_agrees_across_backends(tmp_path: Path) -> None:
     data, options = DataSpec(limit=300), RunOptions(device="cpu", batch_size=100)
     store = tmp_path / "agree.sqlite"
     for backend in ("torch", "reference"):
-        evaluate(suite, models=["resnet-tiny.digits.s0"], data=data, store=store, options=options,
+        run_suite(suite, models=["resnet-tiny.digits.s0"], data=data, store=store, options=options,
                  overrides={"corruption": {"backend": backend}})
     with Store(store) as db:
         frame = db.frame(threat="corruption", metric="top1")

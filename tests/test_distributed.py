@@ -12,7 +12,7 @@ import pytest
 from attack_support import write_factory
 
 from mgbench.data import DataSpec
-from mgbench.runner import RunOptions, evaluate
+from mgbench.runner import RunOptions, run_suite
 from mgbench.store import Store
 from mgbench.suites import load_suite
 
@@ -49,7 +49,7 @@ def _same_numbers(single: Path, double: Path, timing: tuple[str, ...] = ("images
 def test_two_ranks_equal_one_process(tmp_path: Path, one_thread: None) -> None:
     single, double = tmp_path / "single.sqlite", tmp_path / "double.sqlite"
     # 201 images: the two shards differ in size (101 and 100), nothing is padded.
-    evaluate(load_suite("clean"), models=["resnet-tiny"], data=DataSpec(limit=201), store=single,
+    run_suite(load_suite("clean"), models=["resnet-tiny"], data=DataSpec(limit=201), store=single,
              options=RunOptions(batch_size=64))
     result = _torchrun("run", "--suite", "clean", "--model", "resnet-tiny", "--limit", "201",
                        "--batch-size", "64", "--store", str(double))

@@ -9,7 +9,7 @@ import torch
 
 from mgbench.data import DataSpec
 from mgbench.errors import InputError
-from mgbench.runner import RunOptions, evaluate
+from mgbench.runner import RunOptions, run_suite
 from mgbench.store import Store
 from mgbench.suites import load_suite
 
@@ -28,7 +28,7 @@ def _top1(store: Path, **filters: object) -> list[tuple[float, int, str]]:
 def test_bf16_and_channels_last_agree_with_fp32(store_path: Path) -> None:
     suite = load_suite("clean")
     for options in (RunOptions(), RunOptions(precision="bf16"), RunOptions(channels_last=True, force=True)):
-        evaluate(suite, models=["resnet-tiny.digits.s0"], data=DATA, store=store_path, options=options)
+        run_suite(suite, models=["resnet-tiny.digits.s0"], data=DATA, store=store_path, options=options)
     rows = _top1(store_path)
     assert len(rows) == 2  # bf16 is its own cell; channels_last replaced the fp32 cell (same numbers)
     fp32 = next(r for r in rows if '"precision": "fp32"' in r[2])
@@ -50,7 +50,7 @@ def test_channels_last_gives_the_same_logits() -> None:
 @pytest.mark.slow
 def test_compiled_model_gives_the_same_accuracy(store_path: Path) -> None:
     suite = load_suite("clean")
-    evaluate(suite, models=["resnet-tiny.digits.s0"], data=DataSpec(limit=64), store=store_path)
+    run_suite(suite, models=["resnet-tiny.digits.s0"], data=DataSpec(limit=64), store=store_path)
     # Inductor's on-disk caches are shared by every process of the machine, whatever its CPU kernel
     # path: a kernel or precompiled header built under ATEN_CPU_CAPABILITY=avx512 and read back
     # under `default` failed to compile (and under avx2 once gave NaN logits) when the suite ran on
@@ -59,12 +59,12 @@ def test_compiled_model_gives_the_same_accuracy(store_path: Path) -> None:
     from torch._inductor.utils import fresh_cache
 
     with fresh_cache(), inductor_config.patch(cpp_cache_precompile_headers=False):
-        evaluate(suite, models=["resnet-tiny.digits.s0"], data=DataSpec(limit=64), store=store_path,
+        run_suite(suite, models=["resnet-tiny.digits.s0"], data=DataSpec(limit=64), store=store_path,
                  options=RunOptions(compile=True, force=True))
     (value, n, config), = _top1(store_path)
     assert '"compile": true' in config
     plain = store_path.with_name("plain.sqlite")
-    evaluate(suite, models=["resnet-tiny.digits.s0"], data=DataSpec(limit=64), store=plain)
+    run_suite(suite, models=["resnet-tiny.digits.s0"], data=DataSpec(limit=64), store=plain)
     # Compiled kernels may round differently: one borderline image may flip, no more.
     assert abs(_top1(plain)[0][0] - value) * n <= 1
 

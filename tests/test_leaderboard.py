@@ -108,13 +108,13 @@ checks = false
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(the store, the leaderboard built from it)."""
-    from mgbench.runner import evaluate
+    from mgbench.runner import run_suite
     from mgbench.suites import load_suite
 
     root = tmp_path_factory.mktemp("real")
     (root / "small.toml").write_text(REAL_SUITE)
     store = root / "r.sqlite"
-    evaluate(load_suite(str(root / "small.toml")), store=store)
+    run_suite(load_suite(str(root / "small.toml")), store=store)
     with Store(store) as db:
         build(db.frame(), root / "board", None, source="r.sqlite")
     return store, root / "board"

@@ -13,7 +13,7 @@ import pytest
 from support import clean_and_corruptions, one_line_error, snapshot, write_suite
 
 from mgbench.data import DataSpec
-from mgbench.runner import CellOutcome, RunOptions, evaluate
+from mgbench.runner import CellOutcome, RunOptions, run_suite
 from mgbench.store import Store
 from mgbench.suites import Suite
 
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.kernels]
 
 def _shard(tmp_path: Path, store: Path, models: list[str]) -> list[CellOutcome]:
     suite = write_suite(tmp_path, "shard", clean_and_corruptions("fog", "1"), models=[])
-    return evaluate(Suite.read(suite), models=models, data=DataSpec(limit=20), store=store,
+    return run_suite(Suite.read(suite), models=models, data=DataSpec(limit=20), store=store,
                     options=RunOptions(device="cpu", batch_size=20))
 
 
@@ -76,7 +76,7 @@ ATTACK = {"type": "attack", "norm": "linf", "eps": "8/255", "steps": 5, "loss": 
 
 def _attack(store: Path, attack: str) -> None:
     suite = Suite("attack-shard", "", "digits", [], [{**ATTACK, "attack": attack}], Path("<test>"))
-    evaluate(suite, models=["resnet-tiny.digits.s0"], data=DataSpec(limit=32), store=store,
+    run_suite(suite, models=["resnet-tiny.digits.s0"], data=DataSpec(limit=32), store=store,
              options=RunOptions(device="cpu", batch_size=32))
 
 

@@ -24,7 +24,7 @@ from verdict_models import write_factory
 
 from mgbench.attacks.checks import beats
 from mgbench.data import DataSpec
-from mgbench.runner import RunOptions, evaluate
+from mgbench.runner import RunOptions, run_suite
 from mgbench.store import Store
 from mgbench.suites import Suite
 
@@ -41,7 +41,7 @@ def sweep(model: str, store: Path, limit: int, *more: dict[str, Any], **table: A
     """One attack table (with the verdict's probes), plus ``more`` tables as given."""
     tables = [{"type": "attack", "square_queries": 50, **table}, *({"type": "attack", **t} for t in more)]
     suite = Suite("verdict-test", "", "digits", [], tables, Path("<test>"))
-    evaluate(suite, models=[model], data=DataSpec("digits", limit=limit), store=store,
+    run_suite(suite, models=[model], data=DataSpec("digits", limit=limit), store=store,
              options=RunOptions(device="cpu", batch_size=64))
     with Store(store) as results:
         return results.frame()

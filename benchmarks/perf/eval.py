@@ -31,7 +31,7 @@ from mgbench.data import DataSpec, make_loader, open_dataset  # noqa: E402
 from mgbench.device import resolve_device, to_unit  # noqa: E402
 from mgbench.models import list_cards, load_model  # noqa: E402
 from mgbench.perf import interleaved_medians, peak_rss_mb, write_results  # noqa: E402
-from mgbench.runner import RunOptions, evaluate, evaluate_condition  # noqa: E402
+from mgbench.runner import RunOptions, evaluate_condition, run_suite  # noqa: E402
 from mgbench.suites import load_suite  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def main() -> None:
 
     def whole_run() -> None:
         with tempfile.TemporaryDirectory() as folder:
-            evaluate(load_suite("clean"), models=[name], data=data, store=Path(folder) / "s.sqlite", options=options)
+            run_suite(load_suite("clean"), models=[name], data=data, store=Path(folder) / "s.sqlite", options=options)
 
     bare()  # warm-up (allocator, first-call dispatch)
     medians = interleaved_medians(

@@ -53,7 +53,7 @@ from mgbench.data import DataSpec, class_list  # noqa: E402
 from mgbench.device import resolve_device  # noqa: E402
 from mgbench.models import load_model  # noqa: E402
 from mgbench.perf import PERF_DIR, interleaved_medians, machine_info, peak_rss_mb  # noqa: E402
-from mgbench.runner import RunOptions, evaluate  # noqa: E402
+from mgbench.runner import RunOptions, run_suite  # noqa: E402
 from mgbench.suites import Suite  # noqa: E402
 
 SIZES = ((500, 375), (375, 500), (500, 333), (500, 500), (320, 250))  # width x height, as in ImageNet val
@@ -111,7 +111,7 @@ def runner_cells(
         for limit in ([] if warmup is None else [warmup]) + [None]:
             _reset_peak(device)
             started = time.perf_counter()
-            outcomes = evaluate(suite, models=[model], data=DataSpec(name="imagenet100", root=str(data_root),
+            outcomes = run_suite(suite, models=[model], data=DataSpec(name="imagenet100", root=str(data_root),
                                                                      limit=limit),
                                 store=store, options=options)
             wall = time.perf_counter() - started
