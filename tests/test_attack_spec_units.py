@@ -389,7 +389,7 @@ AA = "apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square"
        f"{label} linf 4/255 [mgnet-paper]{variant}: {why}: use protocol honest for that")
       for attack, label, extra, variant, why in (
           ("autoattack", "autoattack-standard", {}, "", "the paper ran no AutoAttack"),
-          ("pgd", "pgd", {"loss": "margin"}, "", "the paper's attack uses the cross-entropy"),
+          ("pgd", "pgd-margin", {"loss": "margin"}, "", "the paper's attack uses the cross-entropy"),
           ("pgd", "pgd", {"norm": "l2"}, "", "the paper's attack is L-inf only"),
           ("fgsm", "fgsm", {"variant": "rescaler-off"}, " (rescaler-off)", "the paper's attack has no variants"),
           ("pgd", "pgd", {"transfer_from": "x"}, " (transfer-from=x)", "the paper's attack has no variants"),

@@ -44,24 +44,11 @@ class AttackOutput:
 
 
 @dataclass(frozen=True)
-class Options:
-    """What a table or the command line says about one attack's hyperparameters (None: the
-    attack's default)."""
-
-    steps: int | None = None
-    step_size: float | None = None
-    restarts: int | None = None
-    random_start: bool | None = None
-    version: str | None = None
-    aa_attacks: tuple[str, ...] = ()
-    loss: str = "ce"
-    square_queries: int | None = None
-
-
-@dataclass(frozen=True)
 class AttackSpec:
-    """One fully resolved attack: ``attack`` names its registered :class:`Attack`. ``step_size``
-    is in pixel units for ``honest`` and in normalised-tensor units for ``mgnet-paper`` (like ``eps``)."""
+    """One attack: as asked for (hyperparameters None where the attack's default applies), or
+    resolved by its :meth:`Attack.resolve` (every default filled in; what runs and is stored).
+    ``attack`` names its registered :class:`Attack`. ``step_size`` is in pixel units for
+    ``honest`` and in normalised-tensor units for ``mgnet-paper`` (like ``eps``)."""
 
     attack: str
     norm: str
@@ -162,14 +149,15 @@ class Attack:
     autoattack_code: ClassVar[bool] = False  # runs the official AutoAttack code (pyautoattack)
     seed_rank: ClassVar[int] = 3  # which attack the verdict's seed probe reseeds: the lowest
 
-    def resolve(self, base: AttackSpec, options: Options) -> AttackSpec:
-        """The validated attack with its defaults. ``base`` carries what every attack has (norm,
-        eps, protocol, variants, transfer source), already checked, and names it in errors."""
+    def resolve(self, asked: AttackSpec, square_queries: int | None) -> AttackSpec:
+        """The validated attack with its defaults. ``asked`` is what the table or command line
+        said (what every attack shares already checked by :func:`mgbench.attacks.spec.make_spec`),
+        and names the attack in errors; ``square_queries``: the Square probe's budget."""
         raise NotImplementedError
 
-    def refuse_protocol(self, base: AttackSpec) -> str:
+    def refuse_protocol(self, asked: AttackSpec) -> str:
         """The error for a protocol this attack does not run under."""
-        return f"{base.label}: {self.name} runs under the honest protocol only"
+        return f"{asked.label}: {self.name} runs under the honest protocol only"
 
     def stored_name(self, spec: AttackSpec) -> str:
         return self.name

@@ -22,7 +22,6 @@ import torch.nn as nn
 from mgbench.attacks.attack import (
     AttackOutput,
     AttackSpec,
-    Options,
     all_attacks,
     describe,
     get_attack,
@@ -105,13 +104,12 @@ def make_spec(
         raise InputError(f"L2 eps {eps.text} is above {L2_DIAMETER:.0f}, the L2 distance between the farthest two "
                          "3 x 224 x 224 images in [0, 1] (the largest mgbench evaluates), which allows any image: "
                          "use a smaller eps")
-    # what error messages call it (an AutoAttack without a version is the standard one)
-    base = AttackSpec(attack, norm, eps, protocol, variants, transfer_from, version=version or "standard",
-                      aa_attacks=aa_attacks)
+    asked = AttackSpec(attack, norm, eps, protocol, variants, transfer_from, steps, step_size, restarts, random_start,
+                       version, aa_attacks, loss)
     if kind.gradient_free and (variants or transfer_from):
-        raise InputError(f"{base.label}: {attack} uses no gradient, so variants and transfer sources do not apply")
+        raise InputError(f"{asked.label}: {attack} uses no gradient, so variants and transfer sources do not apply")
     if protocol not in kind.protocols:
-        raise InputError(kind.refuse_protocol(base))
+        raise InputError(kind.refuse_protocol(asked))
     if protocol == "mgnet-paper":
         problems = [
             (loss != "ce", "the paper's attack uses the cross-entropy"),
@@ -122,10 +120,8 @@ def make_spec(
         ]
         for failed, why in problems:
             if failed:
-                raise InputError(f"{base.label}: {why}: use protocol honest for that")
-    return kind.resolve(base, Options(steps=steps, step_size=step_size, restarts=restarts, random_start=random_start,
-                                      version=version, aa_attacks=aa_attacks, loss=loss,
-                                      square_queries=square_queries))
+                raise InputError(f"{asked.label}: {why}: use protocol honest for that")
+    return kind.resolve(asked, square_queries)
 
 
 def _names(value: Any, what: str) -> list[Any]:

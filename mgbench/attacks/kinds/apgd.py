@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from mgbench.attacks.attack import Attack, AttackSpec, Options, get_attack, register_attack
+from mgbench.attacks.attack import Attack, AttackSpec, get_attack, register_attack
 
 APGD_ATTACKS = ("apgd-ce", "apgd-t")
 STORED = "autoattack-custom:" + "+".join(APGD_ATTACKS)
@@ -23,10 +23,9 @@ class APGD(Attack):
     in_all = True
     seed_rank = 1
 
-    def resolve(self, base: AttackSpec, options: Options) -> AttackSpec:
-        custom = Options(version="custom", aa_attacks=APGD_ATTACKS)
-        return get_attack("autoattack").resolve(replace(base, attack="autoattack", version="custom",
-                                                        aa_attacks=APGD_ATTACKS), custom)
+    def resolve(self, asked: AttackSpec, square_queries: int | None) -> AttackSpec:
+        custom = replace(asked, attack="autoattack", version="custom", aa_attacks=APGD_ATTACKS)
+        return get_attack("autoattack").resolve(custom, None)
 
     def owns(self, stored: str) -> int:
         return 2 if stored == STORED else 0

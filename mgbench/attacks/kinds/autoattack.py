@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from mgbench.attacks.attack import Attack, AttackOutput, AttackSpec, Options, register_attack
+from mgbench.attacks.attack import Attack, AttackOutput, AttackSpec, register_attack
 from mgbench.attacks.autoattack import check_attack_names, run_autoattack
 from mgbench.errors import InputError
 
@@ -29,23 +29,24 @@ class AutoAttack(Attack):
     per_step = True
     seed_rank = 0
 
-    def resolve(self, base: AttackSpec, options: Options) -> AttackSpec:
-        if base.transfer_from:
-            raise InputError(f"{base.label}: transfer attacks use fgsm or pgd on the source, not autoattack")
-        if "all-glimpses" in base.variants:
-            raise InputError(f"{base.label}: AutoAttack uses its own losses; all-glimpses applies to fgsm and pgd")
-        version = options.version or "standard"
-        check_attack_names(version, options.aa_attacks)  # a list only for custom
-        queries = options.square_queries if options.aa_attacks == ("square",) else None
-        return replace(base, attack=self.name, steps=queries, step_size=None, restarts=None, random_start=None,
-                       version=version, aa_attacks=options.aa_attacks, loss="ce")
+    def resolve(self, asked: AttackSpec, square_queries: int | None) -> AttackSpec:
+        if asked.transfer_from:
+            raise InputError(f"{asked.label}: transfer attacks use fgsm or pgd on the source, not autoattack")
+        if "all-glimpses" in asked.variants:
+            raise InputError(f"{asked.label}: AutoAttack uses its own losses; all-glimpses applies to fgsm and pgd")
+        version = asked.version or "standard"
+        check_attack_names(version, asked.aa_attacks)  # a list only for custom
+        queries = square_queries if asked.aa_attacks == ("square",) else None
+        return replace(asked, attack=self.name, steps=queries, step_size=None, restarts=None, random_start=None,
+                       version=version, loss="ce")
 
-    def refuse_protocol(self, base: AttackSpec) -> str:
-        return f"{base.label}: the paper ran no AutoAttack: use protocol honest for that"
+    def refuse_protocol(self, asked: AttackSpec) -> str:
+        return f"{asked.label}: the paper ran no AutoAttack: use protocol honest for that"
 
     def stored_name(self, spec: AttackSpec) -> str:
-        suffix = ":" + "+".join(spec.aa_attacks) if spec.version == "custom" else ""
-        return f"{self.name}-{spec.version}{suffix}"
+        version = spec.version or "standard"  # as asked for, without a version: the standard one
+        suffix = ":" + "+".join(spec.aa_attacks) if version == "custom" else ""
+        return f"{self.name}-{version}{suffix}"
 
     def owns(self, stored: str) -> int:
         return 1 if stored.startswith(f"{self.name}-") else 0

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from mgbench.attacks.attack import Attack, AttackOutput, AttackSpec, Options, register_attack
+from mgbench.attacks.attack import Attack, AttackOutput, AttackSpec, register_attack
 from mgbench.attacks.kinds._gradient import gradient_hyperparameters, run_gradient
 
 
@@ -22,9 +22,9 @@ class FGSM(Attack):
     in_all = True
     protocols = ("honest", "mgnet-paper")
 
-    def resolve(self, base: AttackSpec, options: Options) -> AttackSpec:
-        return replace(base, version=None, aa_attacks=(), steps=1, step_size=base.eps.value, restarts=1,
-                       random_start=False)
+    def resolve(self, asked: AttackSpec, square_queries: int | None) -> AttackSpec:
+        return replace(asked, version=None, aa_attacks=(), steps=1, step_size=asked.eps.value, restarts=1,
+                       random_start=False, loss="ce")
 
     def hyperparameters(self, spec: AttackSpec) -> dict[str, Any]:
         return gradient_hyperparameters(spec)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from mgbench.attacks.attack import Attack, AttackOutput, AttackSpec, Options, register_attack
+from mgbench.attacks.attack import Attack, AttackOutput, AttackSpec, register_attack
 from mgbench.attacks.noise import DEFAULT_DRAWS, random_noise
 
 
@@ -22,9 +22,9 @@ class Noise(Attack):
     needs_grad = False
     gradient_free = True
 
-    def resolve(self, base: AttackSpec, options: Options) -> AttackSpec:
-        return replace(base, version=None, aa_attacks=(), steps=DEFAULT_DRAWS, step_size=None, restarts=1,
-                       random_start=True)
+    def resolve(self, asked: AttackSpec, square_queries: int | None) -> AttackSpec:
+        return replace(asked, version=None, aa_attacks=(), steps=DEFAULT_DRAWS, step_size=None, restarts=1,
+                       random_start=True, loss="ce")
 
     def hyperparameters(self, spec: AttackSpec) -> dict[str, Any]:
         return {"draws": spec.steps, "implementation": "mgbench.attacks.noise"}

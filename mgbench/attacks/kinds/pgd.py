@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from mgbench.attacks.attack import Attack, AttackOutput, AttackSpec, Options, register_attack
+from mgbench.attacks.attack import Attack, AttackOutput, AttackSpec, register_attack
 from mgbench.attacks.gradient import LOSSES
 from mgbench.attacks.kinds._gradient import gradient_hyperparameters, run_gradient
 from mgbench.attacks.protocols import PAPER_STEP_SIZE, PAPER_STEPS
@@ -33,17 +33,16 @@ class PGD(Attack):
     protocols = ("honest", "mgnet-paper")
     per_step = True
 
-    def resolve(self, base: AttackSpec, options: Options) -> AttackSpec:
-        common = replace(base, version=None, aa_attacks=())
-        if base.protocol == "mgnet-paper":
-            return replace(common, variants=(), transfer_from=None, steps=options.steps or PAPER_STEPS,
-                           step_size=options.step_size if options.step_size is not None else PAPER_STEP_SIZE,
-                           restarts=1, random_start=False)
-        size = options.step_size if options.step_size is not None else STEP_FRACTION * base.eps.value
-        return replace(common, steps=options.steps or DEFAULT_STEPS, step_size=size,
-                       restarts=options.restarts or DEFAULT_RESTARTS,
-                       random_start=True if options.random_start is None else options.random_start,
-                       loss=options.loss)
+    def resolve(self, asked: AttackSpec, square_queries: int | None) -> AttackSpec:
+        common = replace(asked, version=None, aa_attacks=())
+        if asked.protocol == "mgnet-paper":
+            return replace(common, variants=(), transfer_from=None, steps=asked.steps or PAPER_STEPS,
+                           step_size=asked.step_size if asked.step_size is not None else PAPER_STEP_SIZE,
+                           restarts=1, random_start=False, loss="ce")
+        size = asked.step_size if asked.step_size is not None else STEP_FRACTION * asked.eps.value
+        return replace(common, steps=asked.steps or DEFAULT_STEPS, step_size=size,
+                       restarts=asked.restarts or DEFAULT_RESTARTS,
+                       random_start=True if asked.random_start is None else asked.random_start)
 
     def stored_name(self, spec: AttackSpec) -> str:
         return self.name if spec.loss == "ce" else f"{self.name}-{spec.loss}"

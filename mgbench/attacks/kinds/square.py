@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from mgbench.attacks.attack import Attack, AttackSpec, Options, get_attack, register_attack
+from mgbench.attacks.attack import Attack, AttackSpec, get_attack, register_attack
 
 SQUARE_QUERIES = 1000
 STORED = "autoattack-custom:square"
@@ -23,11 +23,9 @@ class Square(Attack):
     gradient_free = True
     seed_rank = 2
 
-    def resolve(self, base: AttackSpec, options: Options) -> AttackSpec:
-        alone = Options(version="custom", aa_attacks=("square",),
-                        square_queries=options.square_queries or SQUARE_QUERIES)
-        return get_attack("autoattack").resolve(replace(base, attack="autoattack", version="custom",
-                                                        aa_attacks=("square",)), alone)
+    def resolve(self, asked: AttackSpec, square_queries: int | None) -> AttackSpec:
+        alone = replace(asked, attack="autoattack", version="custom", aa_attacks=("square",))
+        return get_attack("autoattack").resolve(alone, square_queries or SQUARE_QUERIES)
 
     def owns(self, stored: str) -> int:
         return 2 if stored == STORED else 0
