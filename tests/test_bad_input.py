@@ -90,10 +90,12 @@ def test_leaderboard_rebuild_replaces_only_its_own_files(run_cli, base: Path, tm
     code, _, err = run_cli("leaderboard", "--store", str(base), "--out", str(folder))
     assert code == 0, err
     assert not (folder / "plots" / "stale.png").exists()
-    (folder / ".mgbench-leaderboard").unlink()  # the legacy layout
+    (folder / ".mgbench-leaderboard").unlink()  # the legacy layout (or a checkout without the marker) ...
+    for name in ("screenshot-1280.png", "screenshot-390.png"):  # ... with the screenshots of make leaderboard
+        (folder / name).write_bytes(b"png")
     code, _, err = run_cli("leaderboard", "--store", str(base), "--out", str(folder))
     assert code == 0, err
-    assert (folder / ".mgbench-leaderboard").is_file()
+    assert (folder / ".mgbench-leaderboard").is_file() and not (folder / "screenshot-390.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["board", "stores"]
 
 

@@ -539,13 +539,15 @@ def test_a_models_robust_mean_compares_its_seeds_like_with_like(
         _worst(store, "delta.digits.s0", "worst-case:apgd", 0.40, [APGD])
         _worst(store, "delta.digits.s1", "worst-case", 0.44 if len(seed1_attacks) == 1 else 0.36, seed1_attacks)
         _worst(store, "delta.digits.s1", "worst-case:apgd", 0.44, [APGD])
+        synthetic_cell(store, "clean", "delta.digits.s2", {"threat": "clean"},  # a seed with no attack yet
+                       [MetricRow("top1", 0.97, 0.96, 0.98, 2000)])
         frame = store.frame()
     build(frame, tmp_path / "board", None, source="s.sqlite")
     md = (tmp_path / "board" / "index.md").read_text()
     headline = md.split("### digits: headline")[1].split("### digits: every card")[0]
     row = next(line for line in headline.splitlines() if line.startswith("| delta.digits |"))
     values = (0.40, 0.44) if len(seed1_attacks) == 1 else (0.30, 0.36)
-    assert f"| {100 * expected_mean:.1f} ± {100 * np.std(values, ddof=1):.1f} | {expected_attack} | 500 |" in row
+    assert f"| {100 * expected_mean:.1f} ± {100 * np.std(values, ddof=1):.1f}* | {expected_attack} | 500 |" in row
     cards = md.split("### digits: every card")[1]
     card = next(line for line in cards.splitlines() if line.startswith("| delta.digits.s0 |"))
     assert "| 30.0 | AutoAttack +1 | 500 |" in card  # each card keeps its own worst case

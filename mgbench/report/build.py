@@ -35,6 +35,7 @@ from mgbench.report.leaderboard import (
     summary_frame,
 )
 from mgbench.report.render import dataset_tables, html_table, markdown
+from mgbench.report.screenshots import SIZES, shoot
 
 _SORT_SCRIPT = """
 document.querySelectorAll('table.sortable').forEach(function (table) {
@@ -130,8 +131,6 @@ def build(frame: pd.DataFrame, out: Path, glimpse_dir: Path | None = None, sourc
     try:
         _write_all(entries, staging, glimpse_dir, _origin(frame, source))
         if screenshots:
-            from mgbench.report.screenshots import shoot
-
             shoot(staging / "index.html", staging)
         written = sorted(p.name for p in staging.iterdir())
         (staging / MARKER).write_text(_MARKER_TEXT + "".join(f"{name}\n" for name in written))
@@ -146,9 +145,10 @@ def build(frame: pd.DataFrame, out: Path, glimpse_dir: Path | None = None, sourc
 # The file that marks a folder as a leaderboard build, listing the entries the build wrote.
 MARKER = ".mgbench-leaderboard"
 _MARKER_TEXT = "# written by `mgbench leaderboard`: the entries it wrote here (replaced by the next build)\n"
-# A build made before the marker existed: these three files, and whatever of this list is there.
+# A build made before the marker existed (or a checkout whose marker was lost): these three files,
+# and whatever of this list is there, the screenshots included.
 _LEGACY_FILES = ("index.html", "index.md", "leaderboard.csv")
-_LEGACY_ENTRIES = (*_LEGACY_FILES, "json", "plots", "glimpses")
+_LEGACY_ENTRIES = (*_LEGACY_FILES, "json", "plots", "glimpses", *(name for name, _, _ in SIZES))
 
 
 def _previous_build(out: Path) -> set[str]:

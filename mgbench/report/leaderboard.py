@@ -297,12 +297,13 @@ def robust_at(entry: Entry, eps_str: str = HEADLINE_EPS, name: str = WORST_CASE)
 
 def like_with_like(cards: list[Entry], eps_str: str = HEADLINE_EPS) -> str:
     """Which worst case compares a model's seed cards like with like at ``eps_str``: every
-    attack's (``WORST_CASE``) when each card's covers the same attack families, else APGD-CE+T's
-    (``WORST_CASE_APGD``, the attack every seed card of the CPU reference runs) when every card
-    has it; every attack's otherwise (the seeds' sets then differ, and the attack column says so)."""
-    families = {tuple(attack_families(card.robust_attacks.get(found[0], [])))
-                for card in cards if (found := robust_at(card, eps_str)) is not None}
-    if len(families) > 1 and all(robust_at(card, eps_str, WORST_CASE_APGD) is not None for card in cards):
+    attack's (``WORST_CASE``) when each card that has one covers the same attack families, else
+    APGD-CE+T's (``WORST_CASE_APGD``, the attack every seed card of the CPU reference runs) when
+    each of those cards has it; every attack's otherwise (the seeds' sets then differ, and the
+    attack column says so). Cards with no worst case yet are left out either way (the mean's *)."""
+    found = [(card, column) for card in cards if (column := robust_at(card, eps_str)) is not None]
+    families = {tuple(attack_families(card.robust_attacks.get(column[0], []))) for card, column in found}
+    if len(families) > 1 and all(robust_at(card, eps_str, WORST_CASE_APGD) is not None for card, _ in found):
         return WORST_CASE_APGD
     return WORST_CASE
 
