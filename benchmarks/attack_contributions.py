@@ -5,13 +5,13 @@ For each model, the attack cells at L-inf ``--eps`` (honest protocol) on the att
 every cell evaluated, the per-example worst case is recomputed here, and each group of attacks
 is credited with the examples that it alone broke (correct under every other group):
 
-- PGD (cross-entropy and margin), APGD-CE+T, AutoAttack standard, FGSM, the probes (noise,
-  Square, the second seed), each on the model as it is;
+- PGD (cross-entropy and margin), APGD-CE+T (its reseeded probe included), AutoAttack standard,
+  Square (the probe), noise, FGSM, each on the model as it is;
 - rescaler-off: every attack run with MGNet's gradient rescaler off;
 - per-glimpse: the attacks aimed at an earlier glimpse (they count for the final prediction too).
 
-Inside AutoAttack standard the cascade's own rows (robust accuracy after APGD-CE, APGD-T, FAB-T,
-Square) say what each of its attacks added on its images. Writes
+Inside APGD-CE+T and AutoAttack standard the cascade's own rows (robust accuracy after APGD-CE,
+APGD-T, FAB-T, Square) say what each of its attacks added on its images. Writes
 ``results/independent/contributions.csv``.
 
     python benchmarks/attack_contributions.py                               # the five seed-0 cards
@@ -34,6 +34,9 @@ SUBSET = 500
 SEED0 = ["resnet-tiny.digits.s0", "mgnet-tiny.digits.s0", "ltpa-tiny.digits.s0", "tdam-tiny.digits.s0",
          "gwi-resnet-tiny.digits.s0"]
 CASCADE = ("clean", "apgd-ce", "apgd-t", "fab-t", "square")
+CASCADES = {"autoattack-custom:apgd-ce+apgd-t": "APGD-CE+T", "autoattack-standard": "AutoAttack standard"}
+FAMILIES = {"pgd": "PGD", "pgd-margin": "PGD", "fgsm": "FGSM", "noise": "noise", "autoattack-custom:square": "Square",
+            **CASCADES}
 
 
 def group_of(attack: str, variant: str) -> str:
@@ -43,10 +46,7 @@ def group_of(attack: str, variant: str) -> str:
         return "per-glimpse"
     if "rescaler-off" in tokens:
         return "rescaler-off"
-    if any(t.startswith("seed=") for t in tokens) or attack in ("noise", "autoattack-custom:square"):
-        return "probes"
-    return {"pgd": "PGD", "pgd-margin": "PGD", "autoattack-custom:apgd-ce+apgd-t": "APGD-CE+T",
-            "autoattack-standard": "AutoAttack standard", "fgsm": "FGSM"}.get(attack, attack)
+    return FAMILIES.get(attack, attack)
 
 
 def contributions(store: Path, model: str, eps: str) -> list[dict[str, object]]:
@@ -68,18 +68,19 @@ def contributions(store: Path, model: str, eps: str) -> list[dict[str, object]]:
         out.append({"model": model, "eps": eps, "n": len(common), "group": name, "cells": len(groups[name]),
                     "group_robust": len(kept), "broken_only_by_group": len(others - kept),
                     "worst_case_robust": len(worst)})
-    stages = query(store, "SELECT r.metric, r.value, r.n FROM results r JOIN cells c ON r.cell_key = c.cell_key "
-                          "WHERE c.model = ? AND r.attack = 'autoattack-standard' AND r.variant = 'default' "
-                          "AND r.eps_str = ? AND r.metric LIKE 'autoattack:%' "
-                          "AND json_extract(c.data_json, '$.n_images') = ?", model, eps, SUBSET)
-    after = {metric.split(":", 1)[1]: round(value * n) for metric, value, n in stages}
-    previous = None
-    for stage in (s for s in CASCADE if s in after):
-        if previous is not None:
-            out.append({"model": model, "eps": eps, "n": SUBSET, "group": f"AutoAttack cascade: {stage}", "cells": 1,
-                        "group_robust": after[stage], "broken_only_by_group": after[previous] - after[stage],
-                        "worst_case_robust": len(worst)})
-        previous = stage
+    for attack, name in CASCADES.items():
+        stages = query(store, "SELECT r.metric, r.value, r.n FROM results r JOIN cells c ON r.cell_key = c.cell_key "
+                              "WHERE c.model = ? AND r.attack = ? AND r.variant = 'default' AND r.eps_str = ? "
+                              "AND r.metric LIKE 'autoattack:%' AND json_extract(c.data_json, '$.n_images') = ?",
+                       model, attack, eps, SUBSET)
+        after = {metric.split(":", 1)[1]: round(value * n) for metric, value, n in stages}
+        previous = None
+        for stage in (s for s in CASCADE if s in after):
+            if previous is not None:  # what the stage broke of what the earlier stages left
+                out.append({"model": model, "eps": eps, "n": SUBSET, "group": f"{name} cascade: {stage}", "cells": 1,
+                            "group_robust": after[stage], "broken_only_by_group": after[previous] - after[stage],
+                            "worst_case_robust": len(worst)})
+            previous = stage
     return out
 
 

@@ -42,7 +42,7 @@ def _attack(store: Store, attack: str, variant: str, correct: np.ndarray, extra:
 
 def test_each_group_is_credited_with_what_it_alone_broke(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    pgd, margin, apgd, off, aa = (rng.random(500) < p for p in (0.6, 0.6, 0.45, 0.5, 0.4))
+    pgd, margin, apgd, again, off, aa = (rng.random(500) < p for p in (0.6, 0.6, 0.45, 0.45, 0.5, 0.4))
     cascade = [MetricRow(f"autoattack:{stage}", k / 500, n=500)
                for stage, k in (("clean", 490), ("apgd-ce", 230), ("apgd-t", 210), ("fab-t", 209), ("square", 205))]
     store = tmp_path / "r.sqlite"
@@ -50,17 +50,18 @@ def test_each_group_is_credited_with_what_it_alone_broke(tmp_path: Path) -> None
         _attack(db, "pgd", "default", pgd)
         _attack(db, "pgd-margin", "default", margin)
         _attack(db, "autoattack-custom:apgd-ce+apgd-t", "default", apgd)
+        _attack(db, "autoattack-custom:apgd-ce+apgd-t", "seed=1", again)  # the seed probe: APGD's own group
         _attack(db, "autoattack-custom:apgd-ce+apgd-t", "rescaler-off", off)
         _attack(db, "autoattack-standard", "default", aa, cascade)
     rows = {row["group"]: row for row in _script().contributions(store, MODEL, "4/255")}
-    worst = pgd & margin & apgd & off & aa
-    groups = {"PGD": pgd & margin, "APGD-CE+T": apgd, "rescaler-off": off, "AutoAttack standard": aa}
+    worst = pgd & margin & apgd & again & off & aa
+    groups = {"PGD": pgd & margin, "APGD-CE+T": apgd & again, "rescaler-off": off, "AutoAttack standard": aa}
     for name, kept in groups.items():
         others = np.logical_and.reduce([v for k, v in groups.items() if k != name])
         assert rows[name]["group_robust"] == kept.sum()
         assert rows[name]["broken_only_by_group"] == (others & ~kept).sum()
         assert rows[name]["worst_case_robust"] == worst.sum() and rows[name]["n"] == 500
-    assert rows["PGD"]["cells"] == 2
-    added = {stage: rows[f"AutoAttack cascade: {stage}"]["broken_only_by_group"]
+    assert rows["PGD"]["cells"] == rows["APGD-CE+T"]["cells"] == 2
+    added = {stage: rows[f"AutoAttack standard cascade: {stage}"]["broken_only_by_group"]
              for stage in ("apgd-ce", "apgd-t", "fab-t", "square")}
     assert added == {"apgd-ce": 260, "apgd-t": 20, "fab-t": 1, "square": 4}
