@@ -94,12 +94,16 @@ class Plan:
 
 def cell_type(key: dict[str, Any]) -> str:
     """What a cell costs like, from its condition's key: without eps, severity or corruption
-    name, the glimpse an attack aims at collapsed (``glimpse=*``), e.g. ``corruption`` or
-    ``pgd-margin linf rescaler-off``."""
+    name, the glimpse an attack aims at collapsed (``glimpse=*``), with the steps and restarts of
+    a multi-step attack (the chance-level PGD probe's 20 x 1 costs nothing like the default 100 x
+    2), e.g. ``corruption`` or ``pgd-margin linf 100x2 rescaler-off``."""
     if key.get("type") != "attack":
         return str(key.get("type"))
     variant = re.sub(r"glimpse=\d+", "glimpse=*", str(key.get("variant", "")))
-    parts = [key.get("attack"), key.get("norm"), key.get("protocol"), variant]
+    steps, restarts = key.get("steps"), key.get("restarts")
+    budget = f"{int(steps)}x{int(restarts or 1)}" if isinstance(steps, (int, float)) and steps > 1 and \
+        key.get("attack") != "noise" else None
+    parts = [key.get("attack"), key.get("norm"), key.get("protocol"), budget, variant]
     return " ".join(str(p) for p in parts if p not in (None, "", "default", "honest"))
 
 

@@ -80,7 +80,9 @@ def test_every_pending_cell_is_probed_and_scaled_to_its_images(suite_file: Path,
 
 def test_cell_types_drop_eps_severity_and_glimpse() -> None:
     spec = make_spec("pgd", "linf", parse_eps_list("4/255")[0], variants=parse_variant("glimpse=2+rescaler-off"))
-    assert cell_type({**spec.key(), "type": "attack"}) == "pgd linf glimpse=*+rescaler-off"
+    assert cell_type({**spec.key(), "type": "attack"}) == "pgd linf 100x2 glimpse=*+rescaler-off"
+    chance = make_spec("pgd", "linf", parse_eps_list("1/2")[0], steps=20, restarts=1, random_start=False)
+    assert cell_type({**chance.key(), "type": "attack"}) == "pgd linf 20x1"  # the probe: another cost
     fog = {"type": "corruption", "threat": "corruption", "corruption": "fog", "severity": 3}
     assert cell_type(fog) == "corruption"
 
