@@ -4,28 +4,19 @@ with the queries in ``steps``."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from mgbench.attacks.attack import Attack, AttackSpec, get_attack, register_attack
+from mgbench.attacks.attack import register_attack
+from mgbench.attacks.kinds._autoattack_part import AutoAttackPart
 
 SQUARE_QUERIES = 1000
-STORED = "autoattack-custom:square"
 
 
 @register_attack
-class Square(Attack):
+class Square(AutoAttackPart):
     name = "square"
     summary = "gradient-free, 1,000 queries"
     family = "Square"
     strength = 3
-    column = 2
-    autoattack_code = True
     gradient_free = True
     seed_rank = 2
-
-    def resolve(self, asked: AttackSpec, square_queries: int | None) -> AttackSpec:
-        alone = replace(asked, attack="autoattack", version="custom", aa_attacks=("square",))
-        return get_attack("autoattack").resolve(alone, square_queries or SQUARE_QUERIES)
-
-    def owns(self, stored: str) -> int:
-        return 2 if stored == STORED else 0
+    parts = ("square",)
+    square_queries = SQUARE_QUERIES
