@@ -551,3 +551,7 @@ def test_a_models_robust_mean_compares_its_seeds_like_with_like(
     cards = md.split("### digits: every card")[1]
     card = next(line for line in cards.splitlines() if line.startswith("| delta.digits.s0 |"))
     assert "| 30.0 | AutoAttack +1 | 500 |" in card  # each card keeps its own worst case
+    from mgbench.report import plots  # the robust-vs-eps plot's mean is the same like-with-like mean
+    figure, _ = plots.robust_vs_eps(collect(frame), "digits")
+    drawn = {round(float(y), 6) for line in figure.axes[0].lines for y in line.get_ydata()}
+    assert round(100 * expected_mean, 6) in drawn

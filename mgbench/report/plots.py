@@ -25,8 +25,10 @@ from mgbench.report.leaderboard import (
     ModelGroup,
     attack_columns,
     attack_families,
+    like_with_like,
     model_groups,
     robust_at,
+    robust_reader,
     robust_steps_at,
     worst_case,
 )
@@ -63,17 +65,20 @@ def _missing(groups: list[ModelGroup], drawn: set[str], what: str) -> str:
     return f" Not drawn, no {what} stored: {', '.join(left)}." if left else ""
 
 
-# The panels of the compute plot: (title, final value of a card, its values after each step).
-def _robust_value(e: Entry) -> float | None:
-    found = robust_at(e)
-    return None if found is None else found[1].value
+# The panels of the compute plot: (title, what, the reader of a card's final value among one
+# model's seed cards, its values after each step). The robust reader compares the seeds like with
+# like (leaderboard.like_with_like): APGD-CE+T's worst case when their attack sets differ.
+def _robust_final(cards: list[Entry]) -> Callable[[Entry], float | None]:
+    read = robust_reader(cards)
+    return lambda e: None if (found := read(e)) is None else found.value
 
 
-PANELS: list[tuple[str, str, Callable[[Entry], float | None], Callable[[Entry], list[float]]]] = [
-    ("clean", "clean", lambda e: e.clean.value if e.clean else None, lambda e: e.clean_steps),
-    ("corruptions (mean)", "corruption", lambda e: e.corruption_mean.value if e.corruption_mean else None,
-     lambda e: e.corruption_steps),
-    (f"robust at {HEADLINE_EPS} (worst case)", "robust", _robust_value, robust_steps_at),
+PANELS: list[tuple[str, str, Callable[[list[Entry]], Callable[[Entry], float | None]],
+                   Callable[[Entry], list[float]]]] = [
+    ("clean", "clean", lambda cards: lambda e: e.clean.value if e.clean else None, lambda e: e.clean_steps),
+    ("corruptions (mean)", "corruption",
+     lambda cards: lambda e: e.corruption_mean.value if e.corruption_mean else None, lambda e: e.corruption_steps),
+    (f"robust at {HEADLINE_EPS} (worst case)", "robust", _robust_final, robust_steps_at),
 ]
 
 
@@ -110,7 +115,7 @@ def accuracy_vs_compute(entries: list[Entry], dataset: str) -> tuple[Figure, str
     axes = fig.subplots(1, len(PANELS), sharex=True, sharey=True)
     notes = []
     for ax, (title, what, final, steps) in zip(axes, PANELS):
-        drawn = {g.name for g in groups if _draw_model(ax, g, palette[g.key], final, steps)}
+        drawn = {g.name for g in groups if _draw_model(ax, g, palette[g.key], final(g.cards), steps)}
         if not drawn:
             _empty(ax, f"no {what} results\nin the store")
         notes.append(_missing(groups, drawn, f"{what} results").replace(" Not drawn", f" {title}: not drawn")
@@ -143,7 +148,8 @@ MARKERS = {"AutoAttack": "s", "APGD-CE+T": "o", "PGD": "^", "Square": "P", "FGSM
 def robust_vs_eps(entries: list[Entry], dataset: str) -> tuple[Figure, str]:
     """Robust top-1 (the per-example worst case, L-inf, honest protocol) against eps: one line per
     model through the mean over its seeds, a band from the lowest to the highest seed, the marker
-    the strongest attack every seed's worst case covers at that eps."""
+    the strongest attack every seed's worst case covers at that eps. At each eps the seeds compare
+    like with like (:func:`~mgbench.report.leaderboard.like_with_like`)."""
     groups = model_groups(entries)
     palette = colours(groups)
     fig = Figure(figsize=(6.4, 3.6), layout="constrained")
@@ -152,9 +158,13 @@ def robust_vs_eps(entries: list[Entry], dataset: str) -> tuple[Figure, str]:
     drawn, used = set(), set()
     for group in groups:
         points: dict[float, list[tuple[float, list[str]]]] = {}
-        for card in group.cards:
-            for column, acc in worst_case(card, attack_columns([card])):
-                if column.norm == "linf" and column.protocol == "honest" and column.variant == "default":
+        budgets_here = {column.eps_str for card in group.cards for column, _ in worst_case(card, attack_columns([card]))
+                        if column.norm == "linf" and column.protocol == "honest" and column.variant == "default"}
+        for eps_str in budgets_here:
+            name = like_with_like(group.cards, eps_str)
+            for card in group.cards:
+                if (found := robust_at(card, eps_str, name)) is not None:
+                    column, acc = found
                     budgets[column.eps] = column.eps_str
                     points.setdefault(column.eps, []).append(
                         (acc.value, attack_families(card.robust_attacks.get(column, []))))
