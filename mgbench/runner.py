@@ -352,7 +352,10 @@ class _SuiteRun:
         stored summaries of other models that read the cells this run added (:meth:`_dependents`).
         Returns the outcomes of this run's models' cells only."""
         loaded, conditions = self.prepared.loaded, self.prepared.conditions
-        with progress.task(f"suite {self.suite.name}: cell", total=len(loaded) * len(conditions)) as self.cell_task:
+        # Only the cells that apply: an optional condition (MGNet's rescaler-off) has none for a
+        # ResNet, and counting it would leave the count short of its total and inflate the ETA.
+        cells = sum(len(self.prepared.cell_keys(condition, opened)) for condition, opened in conditions)
+        with progress.task(f"suite {self.suite.name}: cell", total=cells) as self.cell_task:
             self.cell_task.update(status="compute (GMACs)")
             per_model = [[self._compute_cell(item)] for item in loaded]  # counted on the plain module
             modules = [self.options.prepare(item.module, self.device) for item in loaded]

@@ -94,3 +94,21 @@ def test_building_the_digits_reports_each_split() -> None:
     assert len(arrays["test_labels"]) == 10
     assert "building the digits (test split, cached after) 10/10" in stream.getvalue()
     assert "building the digits (train split" in stream.getvalue()
+
+
+def test_the_cell_count_leaves_out_conditions_a_model_has_no_cell_for(
+        run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FGSM's rescaler-off variant applies to MGNet only: resnet-tiny + mgnet-tiny have 2 clean,
+    2 default FGSM and 1 rescaler-off cell, so the count (and the ETA it drives) ends at 5/5,
+    not short of a total of 6."""
+    monkeypatch.setenv("MGBENCH_PROGRESS_SECONDS", "0")
+    suite = tmp_path / "count.toml"
+    suite.write_text('name = "count"\ndataset = "digits"\nlimit = 4\n[[conditions]]\ntype = "clean"\n'
+                     '[[conditions]]\ntype = "attack"\nattack = "fgsm"\nnorm = "linf"\neps = "4/255"\nchecks = false\n')
+    code, _, err = run_cli("run", "--suite", str(suite), "--model", "resnet-tiny,mgnet-tiny",
+                           "--store", str(tmp_path / "s.sqlite"))
+    assert code == 0, err
+    assert "rescaler-off" in err
+    counts = set(re.findall(r"suite count: cell \d+/(\d+)", err))
+    assert counts == {"5"}, counts
+    assert re.search(r"suite count: cell 5/5, [^\n]*done in", err)
