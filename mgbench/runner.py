@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -348,24 +348,36 @@ class _SuiteRun:
 
     def cells(self) -> list[CellOutcome]:
         """Condition by condition (so a model-free condition conditions each batch once for all
-        models): every model's compute cell, its condition cells, then its summaries; last, the
+        models): every model's compute cell, its condition cells, and its summaries as soon as its
+        last cell is stored (not at the end of the run: a long run stopped part-way, such as the
+        CPU reference across sessions, keeps the summaries of every model it finished); last, the
         stored summaries of other models that read the cells this run added (:meth:`_dependents`).
         Returns the outcomes of this run's models' cells only."""
         loaded, conditions = self.prepared.loaded, self.prepared.conditions
         # Only the cells that apply: an optional condition (MGNet's rescaler-off) has none for a
         # ResNet, and counting it would leave the count short of its total and inflate the ETA.
-        cells = sum(len(self.prepared.cell_keys(condition, opened)) for condition, opened in conditions)
-        with progress.task(f"suite {self.suite.name}: cell", total=cells) as self.cell_task:
+        applies = [[index for index, _ in self.prepared.cell_keys(condition, opened)]
+                   for condition, opened in conditions]
+        left = [sum(index in members for members in applies) for index in range(len(loaded))]
+        with progress.task(f"suite {self.suite.name}: cell", total=sum(left)) as self.cell_task:
             self.cell_task.update(status="compute (GMACs)")
             per_model = [[self._compute_cell(item)] for item in loaded]  # counted on the plain module
             modules = [self.options.prepare(item.module, self.device) for item in loaded]
+
+            def finish(index: int) -> None:
+                item = loaded[index]
+                self.cell_task.update(status=f"{item.name}: summaries")
+                per_model[index] += self._summaries(item, per_model[index])
+                item.module.cpu()
+
+            for index in (i for i, count in enumerate(left) if count == 0):
+                finish(index)
             for condition, opened in conditions:
                 for index, outcome in self._condition_cells(loaded, modules, condition, opened):
                     per_model[index].append(outcome)
-            for item, outcomes in zip(loaded, per_model):
-                self.cell_task.update(status=f"{item.name}: summaries")
-                outcomes += self._summaries(item, outcomes)
-                item.module.cpu()
+                    left[index] -= 1
+                    if left[index] == 0:
+                        finish(index)
             summarised = {o.cell_key for outcomes in per_model for o in outcomes}
             for item, outcomes in zip(loaded, per_model):
                 if any(o.computed and o.condition["type"] != "summary" for o in outcomes):
@@ -418,14 +430,15 @@ class _SuiteRun:
 
     def _condition_cells(
         self, loaded: list[LoadedModel], modules: list[nn.Module], condition: Condition, opened: OpenedData
-    ) -> list[tuple[int, CellOutcome]]:
-        """(model index, outcome) of every model's cell of one condition."""
-        out, pending = [], []
+    ) -> Iterator[tuple[int, CellOutcome]]:
+        """(model index, outcome) of every model's cell of one condition, each as soon as it is
+        stored (the caller may write that model's summaries before the next model's cell)."""
+        pending = []
         for index, key in self.prepared.cell_keys(condition, opened):
             item = loaded[index]
             if self._done(key):
-                out.append((index, CellOutcome(key.hash, item.name, key.condition, computed=False)))
                 self._skipped()
+                yield index, CellOutcome(key.hash, item.name, key.condition, computed=False)
             else:
                 pending.append((index, key))
         groups = [pending] if getattr(condition, "model_free", False) else [[p] for p in pending]
@@ -443,11 +456,14 @@ class _SuiteRun:
             if self.cell_task is not None:
                 self.cell_task.advance(len(group))
             runtime = (time.perf_counter() - clock) / len(group)
+            # A model-free group is written whole before any of its models' summaries: an mCE
+            # reads its normaliser's cell of the same corruption.
+            written = []
             for (index, key), rows in zip(group, results):
                 item = loaded[index]
                 self._write(item, key, rows, started, runtime, replace=self.options.force)
-                out.append((index, CellOutcome(key.hash, item.name, key.condition, True, rows)))
-        return out
+                written.append((index, CellOutcome(key.hash, item.name, key.condition, True, rows)))
+            yield from written
 
     def _summaries(self, item: LoadedModel, cells: list[CellOutcome]) -> list[CellOutcome]:
         """Derived cells, recomputed every run (on rank 0; the other ranks wait) from every stored

@@ -151,3 +151,34 @@ def test_listing_commands_and_help(run_cli) -> None:
     for command in (["--help"], ["run", "--help"], ["train", "--help"], ["results", "show", "--help"]):
         code, out, _ = run_cli(*command)
         assert code == 0 and "Usage:" in out
+
+
+def test_a_run_stopped_part_way_keeps_the_summaries_of_the_models_it_finished(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU reference runs across sessions and is stopped mid-suite: a model whose cells are all
+    stored must have its worst case then, not only when the whole run ends. The second model's
+    attack fails here; the first model's worst-case summary is in the store, the second's is not."""
+    from mgbench import runner
+    from mgbench.suites import load_suite
+
+    suite_file = tmp_path / "stop.toml"
+    suite_file.write_text('name = "stop"\ndataset = "digits"\nlimit = 4\n[[conditions]]\ntype = "clean"\n'
+                          '[[conditions]]\ntype = "attack"\nattack = "fgsm"\nnorm = "linf"\neps = "4/255"\n'
+                          'checks = false\n')
+    evaluate = runner.evaluate_condition
+
+    def stopped(modules, opened, condition, *args, names=None, **kwargs):  # type: ignore[no-untyped-def]
+        if names == ["mgnet-tiny"] and condition.condition_type == "attack":
+            raise KeyboardInterrupt
+        return evaluate(modules, opened, condition, *args, names=names, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate_condition", stopped)
+    store = tmp_path / "s.sqlite"
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_suite(load_suite(str(suite_file)), models=["resnet-tiny", "mgnet-tiny"], store=store)
+    with Store(store) as results:
+        frame = results.frame()
+    conditions = frame["condition_json"].map(json.loads)
+    worst = frame[conditions.map(lambda c: c["type"] == "summary" and c.get("attack") == "worst-case")]
+    assert set(worst["model"]) == {"resnet-tiny"}
+    assert set(frame.loc[conditions.map(lambda c: c["type"] == "attack"), "model"]) == {"resnet-tiny"}
