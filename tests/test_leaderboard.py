@@ -102,6 +102,17 @@ restarts = 1
 norm = "linf"
 eps = ["2/255", "4/255", "8/255"]
 checks = false
+
+[[conditions]]
+type = "attack"
+attack = "pgd"
+loss = "ce"
+steps = 5
+restarts = 1
+norm = "linf"
+eps = "4/255"
+per_step = true
+checks = false
 """
 
 
@@ -514,16 +525,43 @@ def test_the_glimpse_table_shows_robust_accuracy_after_each_glimpse(real: tuple[
     for (step, robust), (_, cumulative) in zip(steps, gmacs):
         row = next(line for line in table.splitlines() if line.startswith(f"| mgnet-tiny.digits.s0 | {step} | "))
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[2] == f"{cumulative:.4f}" and cells[-1] == f"{100 * robust:.1f}"
+        assert cells[2] == f"{cumulative:.4f}" and cells[-1] == f"{100 * robust:.1f}"  # PGD aimed at every glimpse
+
+
+APGD = "autoattack-custom:apgd-ce+apgd-t 4/255"
+
+
+@pytest.mark.parametrize("attacks, marked", [
+    ([APGD, f"{APGD} [rescaler-off]"], ["1", "2", "3"]),  # only the final prediction attacked
+    ([APGD, f"{APGD} [rescaler-off+glimpse=2]"], ["1", "3"]),
+    ([APGD, *(f"{APGD} [glimpse={t}]" for t in (1, 2, 3))], []),
+])
+def test_a_glimpse_no_attack_aimed_at_is_marked_an_upper_bound(
+        tmp_path: Path, attacks: list[str], marked: list[str]) -> None:
+    """A glimpse's robust number read off an attack on the final logits only bounds the robust
+    accuracy of that glimpse's prediction: the table marks it until an attack aimed there is stored."""
+    with Store(tmp_path / "s.sqlite") as store:
+        rows = [MetricRow("top1", v, v - 0.02, v + 0.02, 500, step=t, detail={"attacks": attacks})
+                for t, v in ((1, 0.7), (2, 0.6), (3, 0.55), (4, 0.5))]
+        rows.append(MetricRow("top1", 0.5, 0.48, 0.52, 500, detail={"attacks": attacks}))
+        synthetic_cell(store, "summary", "mgnet-tiny.digits.s0",
+                       {"threat": "linf", "attack": "worst-case", "protocol": "honest", "variant": "default",
+                        "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"}, rows)
+        synthetic_cell(store, "compute", "mgnet-tiny.digits.s0", {"threat": "compute"},
+                       [MetricRow("gmacs", g, step=t) for t, g in ((1, 0.01), (2, 0.02), (3, 0.03), (4, 0.04))]
+                       + [MetricRow("gmacs", 0.04)])
+        build(store.frame(), tmp_path / "board", None, source="s.sqlite")
+    table = (tmp_path / "board" / "index.md").read_text().split("accuracy after each glimpse")[1].split("###")[0]
+    rows_by_step = {line.split("|")[2].strip(): line.split("|")[-2].strip()
+                    for line in table.splitlines() if line.startswith("| mgnet-tiny.digits.s0 |")}
+    assert sorted(rows_by_step) == ["1", "2", "3", "4"], table
+    assert sorted(step for step, text in rows_by_step.items() if text.endswith("†")) == marked, rows_by_step
 
 
 def _worst(store: Store, model: str, name: str, value: float, attacks: list[str]) -> None:
     synthetic_cell(store, "summary", model, {"threat": "linf", "attack": name, "protocol": "honest",
                                              "variant": "default", "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
                    [MetricRow("top1", value, value - 0.02, value + 0.02, 500, detail={"attacks": attacks})])
-
-
-APGD = "autoattack-custom:apgd-ce+apgd-t 4/255"
 
 
 @pytest.mark.parametrize("seed1_attacks, expected_mean, expected_attack", [
