@@ -541,15 +541,8 @@ def test_a_glimpse_no_attack_aimed_at_is_marked_an_upper_bound(
     """A glimpse's robust number read off an attack on the final logits only bounds the robust
     accuracy of that glimpse's prediction: the table marks it until an attack aimed there is stored."""
     with Store(tmp_path / "s.sqlite") as store:
-        rows = [MetricRow("top1", v, v - 0.02, v + 0.02, 500, step=t, detail={"attacks": attacks})
-                for t, v in ((1, 0.7), (2, 0.6), (3, 0.55), (4, 0.5))]
-        rows.append(MetricRow("top1", 0.5, 0.48, 0.52, 500, detail={"attacks": attacks}))
-        synthetic_cell(store, "summary", "mgnet-tiny.digits.s0",
-                       {"threat": "linf", "attack": "worst-case", "protocol": "honest", "variant": "default",
-                        "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"}, rows)
-        synthetic_cell(store, "compute", "mgnet-tiny.digits.s0", {"threat": "compute"},
-                       [MetricRow("gmacs", g, step=t) for t, g in ((1, 0.01), (2, 0.02), (3, 0.03), (4, 0.04))]
-                       + [MetricRow("gmacs", 0.04)])
+        _worst(store, "mgnet-tiny.digits.s0", "worst-case", 0.5, attacks, (0.7, 0.6, 0.55, 0.5))
+        _anytime_compute(store, "mgnet-tiny.digits.s0")
         build(store.frame(), tmp_path / "board", None, source="s.sqlite")
     table = (tmp_path / "board" / "index.md").read_text().split("accuracy after each glimpse")[1].split("###")[0]
     rows_by_step = {line.split("|")[2].strip(): line.split("|")[-2].strip()
@@ -558,10 +551,19 @@ def test_a_glimpse_no_attack_aimed_at_is_marked_an_upper_bound(
     assert sorted(step for step, text in rows_by_step.items() if text.endswith("†")) == marked, rows_by_step
 
 
-def _worst(store: Store, model: str, name: str, value: float, attacks: list[str]) -> None:
+def _worst(store: Store, model: str, name: str, value: float, attacks: list[str],
+           steps: tuple[float, ...] = ()) -> None:
+    """A worst-case summary at 4/255 (``steps``: its rows after each glimpse, the last = value)."""
+    rows = [MetricRow("top1", v, v - 0.02, v + 0.02, 500, step=t + 1, detail={"attacks": attacks})
+            for t, v in enumerate(steps)]
     synthetic_cell(store, "summary", model, {"threat": "linf", "attack": name, "protocol": "honest",
                                              "variant": "default", "norm": "linf", "eps": 4 / 255, "eps_str": "4/255"},
-                   [MetricRow("top1", value, value - 0.02, value + 0.02, 500, detail={"attacks": attacks})])
+                   [MetricRow("top1", value, value - 0.02, value + 0.02, 500, detail={"attacks": attacks}), *rows])
+
+
+def _anytime_compute(store: Store, model: str, gmacs: tuple[float, ...] = (0.01, 0.02, 0.03, 0.04)) -> None:
+    synthetic_cell(store, "compute", model, {"threat": "compute"},
+                   [MetricRow("gmacs", g, step=t + 1) for t, g in enumerate(gmacs)] + [MetricRow("gmacs", gmacs[-1])])
 
 
 @pytest.mark.parametrize("seed1_attacks, expected_mean, expected_attack", [
@@ -593,3 +595,28 @@ def test_a_models_robust_mean_compares_its_seeds_like_with_like(
     figure, _ = plots.robust_vs_eps(collect(frame), "digits")
     drawn = {round(float(y), 6) for line in figure.axes[0].lines for y in line.get_ydata()}
     assert round(100 * expected_mean, 6) in drawn
+
+
+def test_the_compute_plots_robust_curve_compares_seeds_like_with_like_and_opens_bounded_glimpses(
+        tmp_path: Path) -> None:
+    """Seed 0 ran more attacks than seed 1: the robust curve through the glimpses averages the
+    worst case both ran (APGD-CE+T's) step by step, as the final number does, and its glimpses
+    1-3 (no attack aimed at them in that worst case) get open markers and a note."""
+    from mgbench.report import plots
+
+    with Store(tmp_path / "s.sqlite") as store:
+        for card in ("mgnet-tiny.digits.s0", "mgnet-tiny.digits.s1"):
+            _anytime_compute(store, card)
+        _worst(store, "mgnet-tiny.digits.s0", "worst-case", 0.30,
+               [APGD, "autoattack-standard 4/255", f"{APGD} [glimpse=2]"], (0.6, 0.4, 0.35, 0.30))
+        _worst(store, "mgnet-tiny.digits.s0", "worst-case:apgd", 0.40, [APGD], (0.7, 0.5, 0.45, 0.40))
+        _worst(store, "mgnet-tiny.digits.s1", "worst-case", 0.44, [APGD], (0.8, 0.6, 0.5, 0.44))
+        _worst(store, "mgnet-tiny.digits.s1", "worst-case:apgd", 0.44, [APGD], (0.8, 0.6, 0.5, 0.44))
+        frame = store.frame()
+    figure, note = plots.accuracy_vs_compute(collect(frame), "digits")
+    robust = figure.axes[2].lines
+    curve = [line for line in robust if line.get_linestyle() == "-"]
+    assert len(curve) == 1 and list(curve[0].get_ydata()) == pytest.approx([75.0, 55.0, 47.5, 42.0])
+    hollow = [line for line in robust if line.get_markerfacecolor() == "white"]
+    assert len(hollow) == 1 and list(hollow[0].get_xdata()) == pytest.approx([0.01, 0.02, 0.03])
+    assert "Open markers" in note

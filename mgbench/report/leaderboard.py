@@ -281,12 +281,12 @@ def robust_steps_at(entry: Entry, eps_str: str = HEADLINE_EPS) -> list[float]:
     return [] if found is None else entry.robust_steps.get(found[0], [])
 
 
-def aimed_steps(entry: Entry, eps_str: str = HEADLINE_EPS) -> set[int]:
-    """The glimpses (1-based) of an anytime card that its worst case at ``eps_str`` attacked
-    directly: the final one (every attack aims at the final prediction) and each ``glimpse=t``
-    that a covered attack names. At any other glimpse the robust number is an attack on the
-    final logits read off at that step: an upper bound on that glimpse's robust accuracy."""
-    found = robust_at(entry, eps_str)
+def aimed_steps(entry: Entry, eps_str: str = HEADLINE_EPS, name: str = WORST_CASE) -> set[int]:
+    """The glimpses (1-based) of an anytime card that its worst case ``name`` at ``eps_str``
+    attacked directly: the final one (every attack aims at the final prediction) and each
+    ``glimpse=t`` that a covered attack names. At any other glimpse the robust number is an attack
+    on the final logits read off at that step: an upper bound on that glimpse's robust accuracy."""
+    found = robust_at(entry, eps_str, name)
     if found is None:
         return set()
     steps = {int(t) for attack in entry.robust_attacks.get(found[0], []) for t in re.findall(r"glimpse=(\d+)", attack)}

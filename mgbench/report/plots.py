@@ -23,13 +23,12 @@ from mgbench.report.leaderboard import (
     HEADLINE_EPS,
     Entry,
     ModelGroup,
+    aimed_steps,
     attack_columns,
     attack_families,
     like_with_like,
     model_groups,
     robust_at,
-    robust_reader,
-    robust_steps_at,
     worst_case,
 )
 
@@ -65,45 +64,63 @@ def _missing(groups: list[ModelGroup], drawn: set[str], what: str) -> str:
     return f" Not drawn, no {what} stored: {', '.join(left)}." if left else ""
 
 
-# The panels of the compute plot: (title, what, the reader of a card's final value among one
-# model's seed cards, its values after each step). The robust reader compares the seeds like with
-# like (leaderboard.like_with_like): APGD-CE+T's worst case when their attack sets differ.
-def _robust_final(cards: list[Entry]) -> Callable[[Entry], float | None]:
-    read = robust_reader(cards)
-    return lambda e: None if (found := read(e)) is None else found.value
+# A card's reading in one panel of the compute plot: its final value, its values after each step
+# (empty for a single-step model) and the steps (0-based) whose value only bounds the number (the
+# robust panel: no attack aimed at that glimpse stored yet).
+Reading = tuple[float | None, list[float], set[int]]
 
 
-PANELS: list[tuple[str, str, Callable[[list[Entry]], Callable[[Entry], float | None]],
-                   Callable[[Entry], list[float]]]] = [
-    ("clean", "clean", lambda cards: lambda e: e.clean.value if e.clean else None, lambda e: e.clean_steps),
+def _robust_reading(cards: list[Entry]) -> Callable[[Entry], Reading]:
+    """The robust panel's reader among one model's seed cards: final value and steps of the same
+    worst case, the one that compares the seeds like with like (leaderboard.like_with_like:
+    APGD-CE+T's when their attack sets differ)."""
+    name = like_with_like(cards)
+
+    def read(entry: Entry) -> Reading:
+        found = robust_at(entry, name=name)
+        if found is None:
+            return None, [], set()
+        steps, aimed = entry.robust_steps.get(found[0], []), aimed_steps(entry, name=name)
+        return found[1].value, steps, {t for t in range(len(steps)) if t + 1 not in aimed}
+    return read
+
+
+# The panels of the compute plot: (title, what, the reader of a card among one model's seed cards).
+PANELS: list[tuple[str, str, Callable[[list[Entry]], Callable[[Entry], Reading]]]] = [
+    ("clean", "clean", lambda cards: lambda e: (e.clean.value if e.clean else None, e.clean_steps, set())),
     ("corruptions (mean)", "corruption",
-     lambda cards: lambda e: e.corruption_mean.value if e.corruption_mean else None, lambda e: e.corruption_steps),
-    (f"robust at {HEADLINE_EPS} (worst case)", "robust", _robust_final, robust_steps_at),
+     lambda cards: lambda e: (e.corruption_mean.value if e.corruption_mean else None, e.corruption_steps, set())),
+    (f"robust at {HEADLINE_EPS} (worst case)", "robust", _robust_reading),
 ]
 
 
-def _draw_model(ax: Axes, group: ModelGroup, colour: str, final: Callable[[Entry], float | None],
-                steps: Callable[[Entry], list[float]]) -> bool:
+def _draw_model(ax: Axes, group: ModelGroup, colour: str, read: Callable[[Entry], Reading]) -> tuple[bool, bool]:
     """One model in one panel: a curve through the glimpses (mean over the seeds, band from the
-    lowest to the highest seed) when every seed has a value per step, else a point at the final
-    compute (mean, each seed a small marker). False when no card has the number."""
-    cards = [c for c in group.cards if final(c) is not None and c.gmacs is not None]
-    if not cards:
-        return False
-    curves = [steps(c) for c in cards]
-    gmacs = cards[0].gmacs_steps
-    if len(gmacs) > 1 and all(len(curve) == len(gmacs) for curve in curves):
-        values = 100 * np.array(curves)
-        ax.plot(gmacs, values.mean(axis=0), "o-", color=colour, markersize=3.5, linewidth=1.4)
-        if len(cards) > 1:
+    lowest to the highest seed; an open marker where a seed's value only bounds the number) when
+    every seed has a value per step, else a point at the final compute (mean, each seed a small
+    marker). Returns (drawn: some card has the number, some open marker drawn)."""
+    readings = [(card, reading) for card in group.cards
+                if (reading := read(card))[0] is not None and card.gmacs is not None]
+    if not readings:
+        return False, False
+    gmacs = readings[0][0].gmacs_steps
+    if len(gmacs) > 1 and all(len(reading[1]) == len(gmacs) for _, reading in readings):
+        values = 100 * np.array([reading[1] for _, reading in readings])
+        mean = values.mean(axis=0)
+        ax.plot(gmacs, mean, "o-", color=colour, markersize=3.5, linewidth=1.4)
+        if len(readings) > 1:
             ax.fill_between(gmacs, values.min(axis=0), values.max(axis=0), color=colour, alpha=0.2, linewidth=0)
-        return True
-    xs = [c.gmacs for c in cards]
-    ys = [100 * final(c) for c in cards]
-    if len(cards) > 1:
+        bounded = sorted(set().union(*(reading[2] for _, reading in readings)))
+        if bounded:
+            ax.plot([gmacs[t] for t in bounded], [mean[t] for t in bounded], "o", linestyle="none",
+                    markerfacecolor="white", markeredgecolor=colour, markersize=4.5)
+        return True, bool(bounded)
+    xs = [card.gmacs for card, _ in readings]
+    ys = [100 * reading[0] for _, reading in readings]
+    if len(readings) > 1:
         ax.plot(xs, ys, "_", color=colour, markersize=7, alpha=0.8)
     ax.plot([float(np.mean(xs))], [float(np.mean(ys))], "D", color=colour, markersize=5)
-    return True
+    return True, False
 
 
 def accuracy_vs_compute(entries: list[Entry], dataset: str) -> tuple[Figure, str]:
@@ -114,8 +131,13 @@ def accuracy_vs_compute(entries: list[Entry], dataset: str) -> tuple[Figure, str
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     axes = fig.subplots(1, len(PANELS), sharex=True, sharey=True)
     notes = []
-    for ax, (title, what, final, steps) in zip(axes, PANELS):
-        drawn = {g.name for g in groups if _draw_model(ax, g, palette[g.key], final(g.cards), steps)}
+    bounds = False
+    for ax, (title, what, reader) in zip(axes, PANELS):
+        drawn = set()
+        for group in groups:
+            some, bounded = _draw_model(ax, group, palette[group.key], reader(group.cards))
+            drawn |= {group.name} if some else set()
+            bounds |= bounded
         if not drawn:
             _empty(ax, f"no {what} results\nin the store")
         notes.append(_missing(groups, drawn, f"{what} results").replace(" Not drawn", f" {title}: not drawn")
@@ -126,6 +148,9 @@ def accuracy_vs_compute(entries: list[Entry], dataset: str) -> tuple[Figure, str
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("top-1 accuracy (%)", fontsize=8)
     _legend(fig, groups, palette)
+    if bounds:
+        notes.append(" Open markers: no attack aimed at that glimpse is stored yet; the value is an attack on the "
+                     "final prediction read off at that glimpse, an upper bound.")
     return fig, "".join(notes)
 
 
