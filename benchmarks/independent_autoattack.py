@@ -14,12 +14,16 @@ case above that would mean mgbench's attacks are weaker than the official code.
 
     python benchmarks/independent_autoattack.py                       # both seed-0 cards, 200 images
     python benchmarks/independent_autoattack.py --model resnet-tiny.digits.s0 --n 50
+
+Rows of models not run this time are kept in ``--out``; each row records the torch threads and
+the load average before and after (its seconds are a cost figure only on an idle machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import time
 from pathlib import Path
@@ -91,7 +95,7 @@ def main() -> None:
     rows, failed = [], []
     for name in models:
         model = mgbench.create_model(name).eval()
-        started = time.perf_counter()
+        load_before, started = os.getloadavg()[0], time.perf_counter()
         robust = official_autoattack(model, x, y, args.seed)
         settings = ["the model as it is"]
         if hasattr(model, "gradient_rescaler"):
@@ -109,13 +113,18 @@ def main() -> None:
         rows.append({"model": name, "n": args.n, "official_autoattack_robust": int(robust.sum()),
                      "settings": " + ".join(settings), "committed_worst_case_robust": ours,
                      "allowed_excess": allowed, "verdict": verdict, "seconds": round(seconds, 1),
-                     "committed_attacks": "; ".join(attacks)})
+                     "torch_threads": torch.get_num_threads(), "load_before": round(load_before, 2),
+                     "load_after": round(os.getloadavg()[0], 2), "committed_attacks": "; ".join(attacks)})
         stored = "has no stored worst case at 4/255" if ours is None else f"leaves {ours}/{args.n} on the same images"
         print(f"{name}: official AutoAttack standard ({' + '.join(settings)}) leaves {int(robust.sum())}/{args.n}; "
               f"the committed worst case {stored}: {verdict} ({seconds:.0f} s)", flush=True)
+    # Other models' rows already in the file are kept (each model is a long run of its own).
+    if args.out.exists():
+        with args.out.open(newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if row["model"] not in models] + rows
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(rows[-1]), restval="")
         writer.writeheader()
         writer.writerows(rows)
     if failed:
