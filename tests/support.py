@@ -1,17 +1,20 @@
 """Helpers that tests of several topics share (tests/README.md, "Where the helpers live"): torch on
 one thread, suite files, a synthetic store, what a refused command must leave as it was and the one
-line it must print, and the marker of the tests that need RobustBench."""
+line it must print, the marker of the tests that need RobustBench, and a benchmark script loaded as
+a module."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import sqlite3
 import stat
 import textwrap
 from contextlib import closing, contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Iterator
 
 import pytest
@@ -177,3 +180,17 @@ def _robustbench_installed() -> bool:
 
 needs_robustbench = pytest.mark.skipif(not _robustbench_installed(),
                                        reason="robustbench 1.1.1 (the [robustbench] extra) is not installed")
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark_script(relative: str) -> ModuleType:
+    """A script under benchmarks/ (e.g. ``perf/cost_table.py``) loaded as a module: the scripts are
+    not a package, and their tests call their functions rather than a subprocess."""
+    path = BENCHMARKS / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

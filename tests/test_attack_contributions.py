@@ -4,28 +4,18 @@ the two codecs are checked against each other), and AutoAttack's cascade stages.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
-from support import PROVENANCE
+from support import PROVENANCE, benchmark_script
 
 from mgbench.attacks.examples import ExampleSet
 from mgbench.cellkey import CellKey
 from mgbench.rows import CellRecord, MetricRow
 from mgbench.store import Store
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "attack_contributions.py"
 MODEL = "resnet-tiny.digits.s0"
 IDS = np.arange(0, 1000, 2)  # 500 dataset indices, as a fixed seeded subset would have
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("attack_contributions", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _attack(store: Store, attack: str, variant: str, correct: np.ndarray, extra: list[MetricRow] = ()) -> None:
@@ -53,7 +43,8 @@ def test_each_group_is_credited_with_what_it_alone_broke(tmp_path: Path) -> None
         _attack(db, "autoattack-custom:apgd-ce+apgd-t", "seed=1", again)  # the seed probe: APGD's own group
         _attack(db, "autoattack-custom:apgd-ce+apgd-t", "rescaler-off", off)
         _attack(db, "autoattack-standard", "default", aa, cascade)
-    rows = {row["group"]: row for row in _script().contributions(store, MODEL, "4/255")}
+    script = benchmark_script("attack_contributions.py")
+    rows = {row["group"]: row for row in script.contributions(store, MODEL, "4/255")}
     worst = pgd & margin & apgd & again & off & aa
     groups = {"PGD": pgd & margin, "APGD-CE+T": apgd & again, "rescaler-off": off, "AutoAttack standard": aa}
     for name, kept in groups.items():

@@ -4,22 +4,17 @@ timings) and writes one row per model x phase with the machine's facts."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "perf" / "gpu_recipe.py"
+from support import benchmark_script
 
 
 @pytest.mark.slow
 def test_gpu_recipe_quick_mode_writes_every_measurement(tmp_path: Path, one_thread) -> None:
-    spec = importlib.util.spec_from_file_location("gpu_recipe", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = benchmark_script("perf/gpu_recipe.py")
     csv = script.main(["--quick", "--device", "cpu", "--workers", "0", "--out", str(tmp_path)])
     frame = pd.read_csv(csv)
     assert csv == tmp_path / "gpu-recipe-quick.csv"

@@ -6,29 +6,19 @@ other models' rows."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support import PROVENANCE
+from support import PROVENANCE, benchmark_script
 
 from mgbench.attacks.examples import ExampleSet
 from mgbench.cellkey import CellKey
 from mgbench.rows import CellRecord, MetricRow
 from mgbench.store import Store
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "independent_autoattack.py"
 MODEL = "resnet-tiny.digits.s0"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("independent_autoattack", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _worst_case(path: Path, ids: np.ndarray, correct: np.ndarray) -> None:
@@ -51,7 +41,7 @@ def _run(script, monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
 
 def test_the_official_autoattack_passes_a_strong_worst_case_and_fails_a_weak_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> None:
-    script = _script()
+    script = benchmark_script("independent_autoattack.py")
     _, _, ids = script.first_images(2)
     out = tmp_path / "autoattack.csv"
     out.write_text("model,n,verdict\nmgnet-tiny.digits.s0,200,pass\n")

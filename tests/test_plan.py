@@ -3,14 +3,13 @@ tables), the timed probe of every pending cell, and --plan writing nothing."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sqlite3
 from pathlib import Path
 
 import pytest
-from support import sql_rows, write_suite
+from support import benchmark_script, sql_rows, write_suite
 
 from mgbench.attacks.eps import parse_eps_list
 from mgbench.attacks.spec import make_spec
@@ -21,7 +20,6 @@ from mgbench.runner import RunOptions, prepare
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 MODELS = "resnet-tiny.digits.s0,mgnet-tiny.digits.s0"
-COST_TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "perf" / "cost_table.py"
 
 
 @pytest.fixture
@@ -128,10 +126,7 @@ def test_attack_cells_are_estimated_from_stored_timings_taken_alone(run_cli, tmp
 
 
 def test_the_cost_table_reads_only_timings_taken_alone() -> None:
-    spec = importlib.util.spec_from_file_location("cost_table", COST_TABLE)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = benchmark_script("perf/cost_table.py")
     attack = {"type": "attack", "attack": "pgd", "norm": "linf", "eps_str": "4/255", "variant": "default"}
     common = {"arch": "resnet-tiny", "device": "cpu:x86_64x1", "threads": 1, "batch_size": 256,
               "models_sharing_the_pass": 1, "load_before": 1.0, "load_after": 1.1}
