@@ -1,7 +1,7 @@
 """benchmarks/independent_autoattack.py: the official AutoAttack (pyautoattack, called directly)
 against a stored worst case. On 2 images of resnet-tiny.digits.s0 it must pass a worst case that
 broke every image and fail one that broke none of those the official code breaks; a rerun keeps
-other models' rows."""
+other models' rows and reads the finished run back."""
 
 from __future__ import annotations
 
@@ -57,5 +57,11 @@ def test_the_official_autoattack_passes_a_strong_worst_case_and_fails_a_weak_one
     assert row["torch_threads"] == "1" and row["load_before"] and row["committed_attacks"] == "synthetic 4/255"
     official = int(row["official_autoattack_robust"])
     assert official < 2, "the official AutoAttack broke neither of 2 images of an undefended ResNet"
+    assert len(list((tmp_path / "autoattack-runs").glob(f"{MODEL}.*.npz"))) == 1
+
+    def again(*args: object) -> None:
+        raise AssertionError("a finished setting's run is read back, not redone")
+
+    monkeypatch.setattr(script, "official_autoattack", again)
     with pytest.raises(SystemExit, match="weaker than the official AutoAttack"):
         _run(script, monkeypatch, "--store", str(weak), "--out", str(out))
