@@ -356,9 +356,10 @@ class _SuiteRun:
         loaded, conditions = self.prepared.loaded, self.prepared.conditions
         # Only the cells that apply: an optional condition (MGNet's rescaler-off) has none for a
         # ResNet, and counting it would leave the count short of its total and inflate the ETA.
-        applies = [[index for index, _ in self.prepared.cell_keys(condition, opened)]
-                   for condition, opened in conditions]
-        left = [sum(index in members for members in applies) for index in range(len(loaded))]
+        left = [0] * len(loaded)  # per model, its cells still to come
+        for condition, opened in conditions:
+            for index, _ in self.prepared.cell_keys(condition, opened):
+                left[index] += 1
         with progress.task(f"suite {self.suite.name}: cell", total=sum(left)) as self.cell_task:
             self.cell_task.update(status="compute (GMACs)")
             per_model = [[self._compute_cell(item)] for item in loaded]  # counted on the plain module
