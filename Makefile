@@ -74,7 +74,7 @@ leaderboard-local: install
 # lanes, results/perf/cost-cpu.md; resumable: finished cells are kept). Each suite first prints its
 # plan, estimated from a timed probe of every cell still to compute. On a GPU, use
 # REFERENCE_SUITES="clean corruptions attacks attacks-seeds attacks-mgnet-paper" (the full sweep).
-REFERENCE_SUITES ?= clean corruptions attacks-seeds attacks-cpu attacks-mgnet-paper
+REFERENCE_SUITES ?= clean corruptions attacks-seeds attacks-cpu attacks-mgnet-paper-cpu
 reference: install
 	for suite in $(REFERENCE_SUITES); do \
 		$(BIN)/mgbench run --suite $$suite --store $(STORE) --plan && \

@@ -137,7 +137,8 @@ def test_bad_tables_are_one_line_input_errors(table: dict, words: str) -> None:
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["attacks", "attacks-mgnet-paper"])
+@pytest.mark.parametrize("name", ["attacks", "attacks-mgnet-paper", "attacks-seeds", "attacks-cpu",
+                                  "attacks-mgnet-paper-cpu"])
 def test_the_shipped_attack_suites_expand(name: str) -> None:
     suite = load_suite(name)
     conditions = suite.expand()
@@ -145,6 +146,29 @@ def test_the_shipped_attack_suites_expand(name: str) -> None:
     keys = [str(sorted(c.key.items())) for c in conditions]
     assert len(keys) == len(set(keys)), "a suite should not list the same cell twice"
 
+
+def _cells(name: str) -> dict[str, int | None]:
+    """A suite's cells as (condition key -> image limit of its table; None: the suite's)."""
+    return {str(sorted(c.key.items())): getattr(c, "limit", None) for c in load_suite(name).expand()}
+
+
+def test_the_cpu_cut_of_the_mgnet_paper_suite_keeps_strength_and_shares_the_honest_side() -> None:
+    cut, full, cpu = _cells("attacks-mgnet-paper-cpu"), _cells("attacks-mgnet-paper"), _cells("attacks-cpu")
+    assert load_suite("attacks-mgnet-paper-cpu").models == load_suite("attacks-mgnet-paper").models
+    # Every cell is one of the GPU suite's (same attack, steps, restarts, variant) or attacks-cpu's
+    # with the same image limit: the cut computes nothing weaker, only fewer cells.
+    assert all(key in full or cpu.get(key, -1) == limit for key, limit in cut.items())
+    # The adaptive and transfer attacks and the paper's protocol are what it adds to attacks-cpu.
+    added = [key for key in cut if key not in cpu]
+    assert added and all(("all-glimpses" in key or "transfer-from" in key or "mgnet-paper" in key) and key in full
+                         for key in added)
+    # The honest headline is attacks-cpu's, cell for cell, so the CPU reference computes it once.
+    headline = [key for key in cut if "'4/255'" in key and "'honest'" in key
+                and "all-glimpses" not in key and "transfer-from" not in key]
+    assert headline and all(cpu.get(key, -1) == cut[key] for key in headline)
+    # What it drops is the GPU suite's honest sweep beyond attacks-cpu: AutoAttack aimed at each glimpse.
+    assert any("glimpse=" in key and "autoattack-standard" in key for key in full)
+    assert not any("autoattack-standard" in key for key in cut)
 
 def test_example_sets_round_trip_and_combine() -> None:
     ids = np.array([7, 2, 40, 3])

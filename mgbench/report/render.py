@@ -261,7 +261,8 @@ def headline_tables(dataset: str, entries: list[Entry]) -> list[Table]:
         "per-example worst case over every attack stored for the card at that eps. A model's mean compares like "
         "with like: when its seeds ran different attacks (the committed reference, the CPU protocol of "
         "docs/attacks.md \"The CPU reference\": every seed card has APGD-CE+T, seed 0 also AutoAttack standard, "
-        "PGD and the verdict's probes, at 4/255; the 1, 2 and 8/255 points on 200 images without probes) the "
+        "PGD and the verdict's probes (MGNet also adaptive and transfer PGD), at 4/255; the 1, 2 and 8/255 "
+        "points on 200 images without probes) the "
         "mean is over the worst case of APGD-CE+T alone, the attack every seed "
         "ran (attack: \"(all seeds)\"), and each seed's row keeps its own worst case over all its attacks.",
         headers, rows, kind="headline", children=children, legend=_headline_note(entries),
