@@ -10,7 +10,7 @@ from attack_support import ONE, Quantised, SoftmaxOutput, digits, trained_cnn
 from pyautoattack import AutoAttack
 
 from mgbench.attacks import check_ball
-from mgbench.attacks.autoattack import _target_classes, run_autoattack
+from mgbench.attacks.autoattack import _target_classes, attack_settings, run_autoattack
 from mgbench.conditions import expand
 from mgbench.errors import InputError
 
@@ -94,6 +94,23 @@ def test_the_condition_stores_the_cascade_and_its_checks() -> None:
     assert rows["autoattack:clean"].value >= rows["autoattack:apgd-ce"].value >= rows["autoattack:apgd-dlr"].value
     assert rows["autoattack:apgd-ce"].ci_low <= rows["autoattack:apgd-ce"].value <= rows["autoattack:apgd-ce"].ci_high
     assert rows["autoattack_checks"].detail["warnings"] == {}
+    # custom keeps pyautoattack's constructor defaults: 5 restarts of APGD (standard runs 1)
+    assert rows["autoattack:apgd-ce"].detail["settings"] == {"n_restarts": 5, "n_iter": 100, "eot_iter": 1}
+    assert "settings" not in rows["autoattack:clean"].detail
     hyper = rows["perturbation"].detail["hyperparameters"]
     assert hyper["version"] == "custom" and rows["perturbation"].detail["versions"]["pyautoattack"] == "0.2.0"
     assert rows["perturbation"].value <= 4 / 255 + 1e-6
+
+
+def test_the_recorded_settings_are_what_each_version_runs() -> None:
+    """APGD-CE+T (mgbench's apgd: AutoAttack custom) and AutoAttack standard share attack names
+    but not settings; the stored cascade rows say which ran."""
+    model = trained_cnn()
+    standard = AutoAttack(model, eps=EPS, version="standard")
+    custom = AutoAttack(model, eps=EPS, version="custom", attacks=["apgd-ce", "apgd-t"])
+    assert attack_settings(standard, "apgd-ce") == {"n_restarts": 1, "n_iter": 100, "eot_iter": 1}
+    assert attack_settings(custom, "apgd-ce") == {"n_restarts": 5, "n_iter": 100, "eot_iter": 1}
+    for aa in (standard, custom):
+        assert attack_settings(aa, "apgd-t") == {"n_restarts": 1, "n_iter": 100, "eot_iter": 1, "n_target_classes": 9}
+    assert attack_settings(standard, "fab-t") == {"n_restarts": 1, "n_iter": 100, "n_target_classes": 9}
+    assert attack_settings(standard, "square") == {"n_queries": 5000, "p_init": 0.8}

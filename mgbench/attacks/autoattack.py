@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -46,12 +46,14 @@ LOGGER = "auto-attack"
 class CascadeResult:
     """``robust[stage]``: per-example correctness after ``stage`` (``clean`` first, then each
     attack of the cascade in order); ``warnings``: distinct messages of pyautoattack's checks
-    with how often each was logged."""
+    with how often each was logged; ``settings[attack]``: what pyautoattack ran each attack that
+    had examples left with (:func:`attack_settings`)."""
 
     x_adv: torch.Tensor
     robust: dict[str, torch.Tensor]
     warnings: dict[str, int]
     target_classes: int | None
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Collect(logging.Handler):
@@ -110,6 +112,21 @@ def _target_classes(aa: AutoAttack, order: list[str], num_classes: int) -> int |
     return targets
 
 
+def attack_settings(aa: AutoAttack, attack: str) -> dict[str, Any]:
+    """The settings ``aa`` runs ``attack`` with, read off pyautoattack's attack objects after the
+    attack ran. Why record them: ``custom`` keeps the constructor's defaults, which ``standard``
+    overrides, so the same attack name runs differently: APGD-CE has 5 restarts in ``custom``
+    (mgbench's ``apgd``, APGD-CE+T) and 1 in ``standard``; untargeted FAB has 5 in ``custom``."""
+    if attack in ("apgd-ce", "apgd-dlr", "apgd-t"):
+        apgd = aa.apgd_targeted if attack == "apgd-t" else aa.apgd
+        out: dict[str, Any] = {"n_restarts": apgd.n_restarts, "n_iter": apgd.n_iter, "eot_iter": apgd.eot_iter}
+        return {**out, "n_target_classes": apgd.n_target_classes} if attack == "apgd-t" else out
+    if attack in ("fab", "fab-t"):
+        out = {"n_restarts": aa.fab.n_restarts, "n_iter": aa.fab.n_iter}
+        return {**out, "n_target_classes": aa.fab.n_target_classes} if attack == "fab-t" else out
+    return {"n_queries": aa.square.n_queries, "p_init": aa.square.p_init}
+
+
 def run_autoattack(
     model: nn.Module,
     x: torch.Tensor,
@@ -137,6 +154,7 @@ def run_autoattack(
         aa.square.n_queries = square_queries
     robust = clean.clone()
     stages = {"clean": clean.clone()}
+    settings: dict[str, dict[str, Any]] = {}
     x_adv = x.clone()
     # pyautoattack's dynamic-defence check counts calls in a module-level dict it never resets,
     # so one flagged model would flag every later one in the process: start each run at zero.
@@ -152,5 +170,6 @@ def run_autoattack(
                 broken = predicted.to(y.device) != y[idx]
                 x_adv[idx[broken]] = adv[broken].to(x_adv.device)
                 robust[idx[broken]] = False
+                settings[attack] = attack_settings(aa, attack)
             stages[attack] = robust.clone()
-    return CascadeResult(x_adv, stages, dict(messages), targets)
+    return CascadeResult(x_adv, stages, dict(messages), targets, settings)

@@ -62,6 +62,7 @@ class _CellRecord:
     stages: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     warnings: dict[str, int] = field(default_factory=dict)
     target_classes: int | None = None
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # per cascade attack that ran
     budget: list[float] | float | None = None
 
 
@@ -147,6 +148,7 @@ class AttackCondition:
             for message, count in out.cascade.warnings.items():
                 cell.warnings[message] = cell.warnings.get(message, 0) + count
             cell.target_classes = out.cascade.target_classes
+            cell.settings.update(out.cascade.settings)
         return out.x_adv
 
     def gather(self) -> None:
@@ -165,6 +167,7 @@ class AttackCondition:
             for message, count in part.warnings.items():
                 merged.warnings[message] = merged.warnings.get(message, 0) + count
             merged.target_classes = part.target_classes or merged.target_classes
+            merged.settings.update(part.settings)
             merged.budget = part.budget if part.budget is not None else merged.budget
         self._cell = merged
 
@@ -204,6 +207,8 @@ class AttackCondition:
                 robust = int(torch.cat(flags).sum())
                 row = accuracy_row(f"autoattack:{stage}", robust, n)
                 row.detail = {"cascade_order": list(cell.stages)}
+                if stage in cell.settings:
+                    row.detail["settings"] = cell.settings[stage]
                 rows.append(row)
             rows.append(MetricRow(
                 "autoattack_checks", float(len(cell.warnings)), n=n,

@@ -1,6 +1,7 @@
-"""APGD-CE + APGD-T: the first two attacks of AutoAttack standard (official code, 100 iterations
+"""APGD-CE + APGD-T: the two APGD attacks of AutoAttack standard (official code, 100 iterations
 each, APGD-T over 9 target classes), run as AutoAttack custom and stored as
-``autoattack-custom:apgd-ce+apgd-t``: the strongest attack of ``attack = "all"``."""
+``autoattack-custom:apgd-ce+apgd-t``: the strongest attack of ``attack = "all"``. As custom, its
+APGD-CE keeps pyautoattack's default of 5 restarts (standard sets 1); the cells record it."""
 
 from __future__ import annotations
 
