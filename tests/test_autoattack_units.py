@@ -49,9 +49,10 @@ class Scripted:
         self.model, self.calls, self.device = model, [], device
         self.settings = {"norm": norm, "eps": eps, "version": version, "attacks": attacks, "seed": seed}
         self.attacks_to_run = list(LISTS.get(version, attacks or []))
-        self.apgd_targeted, self.fab = SimpleNamespace(
-            n_target_classes=self.apgd_targets), SimpleNamespace(n_target_classes=self.fab_targets)
-        self.square = SimpleNamespace(n_queries=5000)
+        self.apgd = SimpleNamespace(n_restarts=5, n_iter=100, eot_iter=1)  # pyautoattack's attributes
+        self.apgd_targeted = SimpleNamespace(n_target_classes=self.apgd_targets, n_restarts=1, n_iter=100, eot_iter=1)
+        self.fab = SimpleNamespace(n_target_classes=self.fab_targets, n_restarts=1, n_iter=100)
+        self.square = SimpleNamespace(n_queries=5000, p_init=0.8)
         Scripted.made.append(self)
 
     def run_standard_evaluation(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, Any]:
@@ -115,6 +116,10 @@ def test_each_stage_attacks_only_what_every_earlier_stage_left_robust(scripted: 
     assert result.warnings == {"apgd-ce ran": 1, "apgd-t ran": 1, "fab-t ran": 1, "square ran": 1}
     assert result.target_classes == 9 and (made.apgd_targeted.n_target_classes, made.fab.n_target_classes) == (9, 9)
     assert made.square.n_queries == 5000
+    assert result.settings == {"apgd-ce": {"n_restarts": 5, "n_iter": 100, "eot_iter": 1},
+                               "apgd-t": {"n_restarts": 1, "n_iter": 100, "eot_iter": 1, "n_target_classes": 9},
+                               "fab-t": {"n_restarts": 1, "n_iter": 100, "n_target_classes": 9},
+                               "square": {"n_queries": 5000, "p_init": 0.8}}
     assert set(aa_checks.funcs.values()) == {0}  # the dynamic-defence counters start at zero
     assert model.weight.requires_grad
 
@@ -128,6 +133,7 @@ def test_once_nothing_is_robust_the_later_stages_do_not_run(scripted: type[Scrip
     assert [call[0] for call in made.calls] == ["apgd-ce"] and made.square.n_queries == 300
     assert result.robust["square"].tolist() == [False, False] and result.target_classes is None
     assert result.warnings == {"apgd-ce ran": 1}
+    assert list(result.settings) == ["apgd-ce"]  # settings only of the attacks that ran
 
 
 @pytest.mark.parametrize("version, attacks, classes, targets", [
