@@ -70,8 +70,9 @@ leaderboard-local: install
 	$(BIN)/mgbench leaderboard --local
 
 # Recompute the reference store: the CPU protocol (docs/attacks.md, "The CPU reference"; aimed at
-# about 8 hours of a 2-core machine, of which attacks-seeds alone measured about 4 in two one-thread
-# lanes, results/perf/cost-cpu.md; resumable: finished cells are kept). Each suite first prints its
+# about 8 hours of a 2-core machine but projected from measured cells to about 15: attacks-seeds
+# alone measured about 4 in two one-thread lanes, results/perf/cost-cpu.md; resumable: finished
+# cells are kept, so it spans sessions). Each suite first prints its
 # plan, estimated from a timed probe of every cell still to compute. On a GPU, use
 # REFERENCE_SUITES="clean corruptions attacks attacks-seeds attacks-mgnet-paper" (the full sweep).
 REFERENCE_SUITES ?= clean corruptions attacks-seeds attacks-cpu attacks-mgnet-paper-cpu
