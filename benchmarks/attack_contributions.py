@@ -21,14 +21,13 @@ APGD-T, FAB-T, Square) say what each of its attacks added on its images. Writes
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.stored import detail, per_example, query  # noqa: E402
+from benchmarks.stored import detail, per_example, query, write_rows  # noqa: E402
 
 SUBSET = 500
 SEED0 = ["resnet-tiny.digits.s0", "mgnet-tiny.digits.s0", "ltpa-tiny.digits.s0", "tdam-tiny.digits.s0",
@@ -100,12 +99,8 @@ def main() -> None:
     if not rows:
         print(f"no attack cells at {args.eps} on the {SUBSET}-image subset in {args.store}")
         return
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
+    models = set(args.model or SEED0)  # other models' and other eps' rows are kept
+    write_rows(args.out, rows, lambda row: row["model"] in models and row["eps"] == args.eps)
 
 if __name__ == "__main__":
     main()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import os
 import sys
 import time
@@ -40,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import mgbench  # noqa: E402
-from benchmarks.stored import detail, per_example, query  # noqa: E402
+from benchmarks.stored import detail, per_example, query, write_rows  # noqa: E402
 from mgbench.data import DataSpec, open_dataset  # noqa: E402
 
 EPS = 4 / 255
@@ -142,15 +141,7 @@ def main() -> None:
         stored = "has no stored worst case at 4/255" if ours is None else f"leaves {ours}/{args.n} on the same images"
         print(f"{name}: official AutoAttack standard ({' + '.join(settings)}) leaves {int(robust.sum())}/{args.n}; "
               f"the committed worst case {stored}: {verdict} ({seconds:.0f} s)", flush=True)
-    # Other models' rows already in the file are kept (each model is a long run of its own).
-    if args.out.exists():
-        with args.out.open(newline="") as handle:
-            rows = [row for row in csv.DictReader(handle) if row["model"] not in models] + rows
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[-1]), restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(args.out, rows, lambda row: row["model"] in models)  # other models' rows are kept
     if failed:
         raise SystemExit(f"the committed worst case is weaker than the official AutoAttack for {', '.join(failed)}")
 

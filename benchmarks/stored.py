@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +35,16 @@ def query(store: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 
 def detail(text: str | None) -> dict[str, Any]:
     return json.loads(text) if text else {}
+
+
+def write_rows(out: Path, rows: list[dict[str, Any]], replaces: Callable[[dict[str, str]], bool]) -> None:
+    """Write ``rows`` to the CSV ``out``, keeping the rows already there that ``replaces`` does not
+    match: each script run recomputes some models (a long run each), not the whole file."""
+    if out.exists():
+        with out.open(newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if not replaces(row)] + rows
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[-1]), restval="")
+        writer.writeheader()
+        writer.writerows(rows)

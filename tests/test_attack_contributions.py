@@ -1,12 +1,16 @@
 """benchmarks/attack_contributions.py: what each attack group alone broke, recomputed from
 per-example cells it reads with sqlite3 (written here by mgbench's store and bitset encoder, so
-the two codecs are checked against each other), and AutoAttack's cascade stages."""
+the two codecs are checked against each other), and AutoAttack's cascade stages; a run for some
+models rewrites only their rows at that eps."""
 
 from __future__ import annotations
 
+import csv
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from support import PROVENANCE, benchmark_script
 
 from mgbench.attacks.examples import ExampleSet
@@ -56,3 +60,23 @@ def test_each_group_is_credited_with_what_it_alone_broke(tmp_path: Path) -> None
     added = {stage: rows[f"AutoAttack standard cascade: {stage}"]["broken_only_by_group"]
              for stage in ("apgd-ce", "apgd-t", "fab-t", "square")}
     assert added == {"apgd-ce": 260, "apgd-t": 20, "fab-t": 1, "square": 4}
+
+
+def test_a_run_for_one_model_keeps_the_other_models_and_eps_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = tmp_path / "r.sqlite"
+    with Store(store) as db:
+        _attack(db, "pgd", "default", np.arange(500) % 2 == 0)
+        _attack(db, "fgsm", "default", np.arange(500) % 3 == 0)
+    out = tmp_path / "contributions.csv"
+    out.write_text("model,eps,n,group,cells,group_robust,broken_only_by_group,worst_case_robust\n"
+                   "mgnet-tiny.digits.s0,4/255,500,PGD,2,300,3,280\n"
+                   f"{MODEL},8/255,500,PGD,2,100,1,90\n"
+                   f"{MODEL},4/255,500,stale,1,1,1,1\n")
+    monkeypatch.setattr(sys, "argv", ["attack_contributions.py", "--model", MODEL, "--store", str(store),
+                                      "--out", str(out)])
+    benchmark_script("attack_contributions.py").main()
+    with out.open(newline="") as handle:
+        rows = [(row["model"], row["eps"], row["group"]) for row in csv.DictReader(handle)]
+    assert rows == [("mgnet-tiny.digits.s0", "4/255", "PGD"), (MODEL, "8/255", "PGD"),
+                    (MODEL, "4/255", "FGSM"), (MODEL, "4/255", "PGD")]
