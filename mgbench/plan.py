@@ -2,10 +2,13 @@
 would take on this machine.
 
 An attack cell's estimate comes first from the timings of cells of the same architecture and
-cell type already in the store, taken at the same device, torch threads and batch size, and only
-from cells that had their cores to themselves (``cpu_share`` at least ``UNCONTENDED``: the
-runner records it beside every cell's ``images_per_s``): the median seconds per image of those
-cells times the cell's images. A cell with no such record, and every model-free condition (clean,
+cell type already in the store, taken at the same device and torch threads, and only from cells
+that had their cores to themselves (``cpu_share`` at least ``UNCONTENDED``: the runner records it
+beside every cell's ``images_per_s``): the median seconds per image of those cells times the
+cell's images. Cells at the run's batch size are preferred; without any, those at the nearest
+batch size stand in (named in the plan: on one CPU thread 64 and 256 differ by up to 1.8x per
+image, benchmarks/perf/batch_size.py, while a probe runs its few images as one small batch and is
+off by far more). A cell with no such record, and every model-free condition (clean,
 corruptions: cheap, conditioned once for all models), is estimated from a short timed probe: the
 cell exactly as the run would compute it (same condition, model, batch size, device, threads) on
 its first ``probe_images`` images, its wall time scaled to the cell's image count.
@@ -21,6 +24,7 @@ as its few images are typical. Nothing is written: the store is only read.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import statistics
@@ -56,6 +60,7 @@ class PlannedCell:
     seconds: float | None = None  # estimated for the whole cell (pending cells only)
     probe_images: int = 0
     timed_cells: int = 0  # stored cells of its architecture and type that the estimate comes from
+    timed_batch: int = 0  # the batch size those cells ran at
 
 
 @dataclass
@@ -64,6 +69,7 @@ class Plan:
     load_average: tuple[float, float, float]
     threads: int
     device: str
+    batch_size: int
 
     @property
     def pending(self) -> list[PlannedCell]:
@@ -84,11 +90,13 @@ class Plan:
             images = sum(c.images for c in pending)
             seconds = sum(c.seconds or 0.0 for c in pending)
             timed = max((c.timed_cells for c in pending), default=0)
+            batch = max((c.timed_batch for c in pending), default=0)
             probed = max((c.probe_images for c in pending), default=0)
+            source = f"{timed} stored" + ("" if batch == self.batch_size else f" at batch {batch}")
             rows.append({"model": model, "cell type": cell_type, "to compute": len(pending),
                          "stored": len(cells) - len(pending),
                          "s/image": seconds / images if images else None, "seconds": seconds,
-                         "from": f"{timed} stored" if timed else f"probe {probed}" if probed else "-"})
+                         "from": source if timed else f"probe {probed}" if probed else "-"})
         return rows
 
 
@@ -108,20 +116,26 @@ def cell_type(key: dict[str, Any]) -> str:
 
 
 def stored_seconds_per_image(timings: list[dict[str, Any]], device: str, threads: int,
-                             batch_size: int) -> dict[tuple[str, str], tuple[float, int]]:
-    """(architecture, cell type) -> (median seconds per image, cells) over the stored timings
-    (``Store.timings``) taken alone (``cpu_share`` >= ``UNCONTENDED``) at this device, thread
-    count and batch size. Timings without that record (cells stored before it was kept) and
-    cells whose pass was shared by several models are left out."""
-    found: dict[tuple[str, str], list[float]] = {}
+                             batch_size: int) -> dict[tuple[str, str], tuple[float, int, int]]:
+    """(architecture, cell type) -> (median seconds per image, cells, their batch size) over the
+    stored timings (``Store.timings``) taken alone (``cpu_share`` >= ``UNCONTENDED``) at this
+    device and thread count: those at ``batch_size`` when there are any, else those at the
+    nearest batch size (by ratio; the smaller of two as near). Timings without that record (cells
+    stored before it was kept) and cells whose pass was shared by several models are left out."""
+    found: dict[tuple[str, str], dict[int, list[float]]] = {}
     for timing in timings:
+        batch = timing.get("batch_size")
         if (timing.get("cpu_share", 0.0) < UNCONTENDED or timing.get("threads") != threads
-                or timing.get("batch_size") != batch_size or timing.get("device") != device
+                or not isinstance(batch, int) or batch < 1 or timing.get("device") != device
                 or timing.get("models_sharing_the_pass") != 1 or not timing.get("images")):
             continue
-        found.setdefault((timing["arch"], cell_type(timing["condition"])), []).append(
+        found.setdefault((timing["arch"], cell_type(timing["condition"])), {}).setdefault(batch, []).append(
             timing["seconds"] / timing["images"])
-    return {group: (statistics.median(values), len(values)) for group, values in found.items()}
+    out = {}
+    for group, by_batch in found.items():
+        nearest = min(by_batch, key=lambda b: (abs(math.log(b / batch_size)), b))
+        out[group] = (statistics.median(by_batch[nearest]), len(by_batch[nearest]), nearest)
+    return out
 
 
 def _probe_data(opened: OpenedData, images: int) -> OpenedData:
@@ -159,14 +173,15 @@ def make_plan(prepared: Prepared, store: str | Path, probe_images: int = PROBE_I
                 continue
             timed = None if shared else known.get((cell.arch, cell.cell_type))
             if timed is not None:
-                cell.seconds, cell.timed_cells = timed[0] * cell.images, timed[1]
+                cell.seconds, cell.timed_cells, cell.timed_batch = timed[0] * cell.images, timed[1], timed[2]
             else:
                 group.append(index)
                 planned.append(cell)
         if group and probe_images > 0:
             pending.append((condition, opened, group, planned))
     if not pending:  # counts only: no model is moved or run
-        return Plan(cells, os.getloadavg(), torch.get_num_threads(), str(prepared.device))
+        return Plan(cells, os.getloadavg(), torch.get_num_threads(), str(prepared.device),
+                    prepared.options.batch_size)
     modules = [prepared.options.prepare(item.module, prepared.device) for item in prepared.loaded]
     with progress.task("plan: probe", total=sum(len(g) for _, _, g, _ in pending)) as task:
         for condition, opened, group, planned in pending:
@@ -184,4 +199,4 @@ def make_plan(prepared: Prepared, store: str | Path, probe_images: int = PROBE_I
                 task.advance(len(members))
     for item in prepared.loaded:
         item.module.cpu()
-    return Plan(cells, os.getloadavg(), torch.get_num_threads(), str(prepared.device))
+    return Plan(cells, os.getloadavg(), torch.get_num_threads(), str(prepared.device), prepared.options.batch_size)

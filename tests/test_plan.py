@@ -15,7 +15,7 @@ from mgbench.attacks.eps import parse_eps_list
 from mgbench.attacks.spec import make_spec
 from mgbench.attacks.variants import parse_variant
 from mgbench.data import DataSpec
-from mgbench.plan import cell_type, make_plan
+from mgbench.plan import cell_type, make_plan, stored_seconds_per_image
 from mgbench.runner import RunOptions, prepare
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,8 +121,28 @@ def test_attack_cells_are_estimated_from_stored_timings_taken_alone(run_cli, tmp
     _set_timing(store, cpu_share=0.97)
     other = prepare(load_suite(str(suite)), models=[model], data=DataSpec("digits", limit=30),
                     options=RunOptions(device="cpu", batch_size=8))
-    (cell,) = make_plan(other, store, probe_images=2).pending
-    assert cell.timed_cells == 0  # another batch size: another cost per image
+    plan = make_plan(other, store, probe_images=2)
+    (cell,) = plan.pending  # no cell at batch 8: the nearest batch size's stand in, and the plan says so
+    assert (cell.timed_cells, cell.timed_batch, cell.probe_images) == (1, 4, 0)
+    assert cell.seconds == pytest.approx(0.5 * 30)
+    assert [row["from"] for row in plan.by_type()] == ["1 stored at batch 4"]
+    assert [row["from"] for row in make_plan(prepared, store, probe_images=2).by_type()] == ["1 stored"]
+
+
+def test_stored_timings_at_the_run_batch_size_come_first_then_the_nearest() -> None:
+    common = {"arch": "resnet-tiny", "device": "cpu:x86_64x1", "threads": 1, "cpu_share": 0.95,
+              "models_sharing_the_pass": 1, "condition": {"type": "attack", "attack": "pgd", "norm": "linf"}}
+    timings = [{**common, "batch_size": 256, "images": 100, "seconds": 60.0},
+               {**common, "batch_size": 256, "images": 100, "seconds": 40.0},
+               {**common, "batch_size": 32, "images": 100, "seconds": 30.0},
+               {**common, "batch_size": 64, "images": 100, "seconds": 900.0, "cpu_share": 0.5}]  # contended
+    known = stored_seconds_per_image(timings, "cpu:x86_64x1", 1, 64)
+    assert known == {("resnet-tiny", "pgd linf"): (0.3, 1, 32)}  # 32 is nearer 64 than 256 is
+    assert stored_seconds_per_image(timings, "cpu:x86_64x1", 1, 256)[("resnet-tiny", "pgd linf")] == (0.5, 2, 256)
+    assert stored_seconds_per_image(timings, "cpu:x86_64x1", 1, 128)[("resnet-tiny", "pgd linf")][2] == 256
+    assert stored_seconds_per_image(timings, "cpu:x86_64x1", 2, 64) == {}  # other thread counts stand in for nothing
+    timings.append({**common, "batch_size": 64, "images": 100, "seconds": 20.0})
+    assert stored_seconds_per_image(timings, "cpu:x86_64x1", 1, 64)[("resnet-tiny", "pgd linf")] == (0.2, 1, 64)
 
 
 def test_the_cost_table_reads_only_timings_taken_alone() -> None:

@@ -121,8 +121,10 @@ def _print_plan(plan: "Plan", store: Path, estimate: bool) -> None:
     probe = max((c.probe_images for c in plan.pending), default=0)
     load = ", ".join(f"{x:.2f}" for x in plan.load_average)
     timed = sum(1 for c in plan.pending if c.timed_cells)
+    elsewhere = sum(1 for c in plan.pending if c.timed_cells and c.timed_batch != plan.batch_size)
     console.print(f"estimated {duration(plan.seconds)} for {pending} cell(s) on {plan.device} "
-                  f"({plan.threads} torch thread(s)): {timed} from stored timings of cells taken alone, "
+                  f"({plan.threads} torch thread(s)): {timed} from stored timings of cells taken alone "
+                  f"({elsewhere} of them at another batch size than {plan.batch_size}), "
                   f"{pending - timed} from probes of {probe} image(s) per cell at load average {load}; a probe "
                   "of a few images overstates an attack cell (per-batch cost) and attacks cost more on robust "
                   "images, so this is an order of magnitude, not a timing")
