@@ -1,4 +1,4 @@
-"""Which batch size a one-thread CPU run should use: seconds per image against ``--batch-size``.
+"""Seconds per image against ``--batch-size`` on one CPU thread, every image attacked.
 
 The runner's default batch (256) is sized for GPUs. On one CPU core a batch's activations can
 outgrow the caches, so a smaller batch may cost less per image. For each card this times, at
@@ -11,8 +11,10 @@ each batch size, taken in turns (so a change of load hits every size alike):
   256 images split into batches of that size: what the attack's own tensor work adds.
 
 and prints each against the default batch (the ratio is default / this size: above 1 means this
-size is faster). Start it on an idle machine (``uptime`` below 0.5) with one torch thread, as the
-reference lanes run. Writes ``results/perf/batch-size-cpu.csv`` (and ``.json``: the machine and
+size is faster). Every image is attacked here; an attack cell mostly attacks the examples still
+robust, a fraction of its batch, so its cost need not follow these ratios (docs/attacks.md,
+"Batch size on one CPU thread"). Start it on an idle machine (``uptime`` below 0.5) with one torch
+thread, as the reference lanes run. Writes ``results/perf/batch-size-cpu.csv`` (and ``.json``: the machine and
 the load averages before and after).
 
     OMP_NUM_THREADS=1 python benchmarks/perf/batch_size.py

@@ -88,8 +88,8 @@ def runtime_options(func: Callable[..., Any]) -> Callable[..., Any]:
     decorators = [
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--batch-size", type=int, default=256, show_default=True,
-                     help="Images per batch. On one CPU thread 64 is faster for the digits cards "
-                          "(benchmarks/perf/batch_size.py); not part of a cell's key."),
+                     help="Images per batch; not part of a cell's key (cost per image against "
+                          "batch size on this device: benchmarks/perf/batch_size.py)."),
         click.option("--workers", type=int, default=None, help="DataLoader workers (default: sized to the machine)."),
         click.option("--seed", type=SEED, default=0, show_default=True, help="0 to 2**32 - 1."),
         click.option("--store", type=click.Path(), default=None, callback=_nonempty_path,
