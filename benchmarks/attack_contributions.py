@@ -102,5 +102,6 @@ def main() -> None:
     models = set(args.model or SEED0)  # other models' and other eps' rows are kept
     write_rows(args.out, rows, lambda row: row["model"] in models and row["eps"] == args.eps)
 
+
 if __name__ == "__main__":
     main()
