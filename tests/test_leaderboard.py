@@ -620,3 +620,19 @@ def test_the_compute_plots_robust_curve_compares_seeds_like_with_like_and_opens_
     hollow = [line for line in robust if line.get_markerfacecolor() == "white"]
     assert len(hollow) == 1 and list(hollow[0].get_xdata()) == pytest.approx([0.01, 0.02, 0.03])
     assert "Open markers" in note
+
+
+def test_a_legend_wider_than_its_figure_widens_the_figure_instead_of_being_cut() -> None:
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from mgbench.report import plots
+
+    fig = Figure(figsize=(3.0, 2.0), layout="constrained")
+    fig.add_subplot().plot([0, 1], [0, 1])
+    long = [(Line2D([], [], marker="o"), f"gwi-resnet-tiny.digits (3 seeds) (unreliable) {i}") for i in range(5)]
+    plots._legend(fig, [], {}, long)
+    fig.draw_without_rendering()
+    box = fig.legends[0].get_window_extent()
+    assert fig.get_size_inches()[0] > 3.0
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width

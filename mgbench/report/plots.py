@@ -162,8 +162,15 @@ def _legend(fig: Figure, groups: list[ModelGroup], palette: dict[str, str],
         handles.append(handle)
         labels.append(label)
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(handles)), fontsize=7,
-                   frameon=False)
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(handles)), fontsize=7,
+                            frameon=False)
+        # Constrained layout makes room below the axes but never widens the figure: a legend of long
+        # names (five models, "(3 seeds) (unreliable)") would be cut at both edges of the saved image.
+        fig.draw_without_rendering()
+        needed = legend.get_window_extent().width / fig.dpi + 0.2  # inches, with a margin
+        width, height = fig.get_size_inches()
+        if needed > width:
+            fig.set_size_inches(needed, height)
 
 
 # The marker of a worst case's strongest attack family.
